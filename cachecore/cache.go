@@ -1,0 +1,321 @@
+// Package cachecore is imgcache's cache engine: a read-through cache of
+// images from an upstream, kept as sparse files plus a badger index in one
+// directory. It knows nothing of FUSE; package fs adapts it.
+//
+// # Data flow
+//
+// Cache.Lookup/ReadDir answer from the catalog (an immutable tree, swapped
+// whole when the upstream's listing is refreshed). Cache.Open counts a hit
+// and returns a Handle; Handle.Read makes a byte range present, fetching
+// missing chunks (fetch.go), and says where the bytes are in the data file.
+// A flusher (flush.go) persists chunk maps and counters in batches, after
+// syncing the data they describe.
+//
+// # Lock order
+//
+// Cache.mu before Image.mu before Handle.mu. No lock is held across
+// network or disk I/O, except that Image.mu covers opening an image's data
+// file on its first use.
+package cachecore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultChunkSize     = 1 << 20
+	DefaultReadAhead     = 64 << 20
+	DefaultMaxFetches    = 8
+	DefaultCatalogTTL    = 10 * time.Minute
+	DefaultFlushInterval = 2 * time.Second
+	// MinChunkSize and MaxChunkSize bound Config.ChunkSize, which must be
+	// a multiple of 4 KiB (the page size, so chunks never share a page).
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 64 << 20
+)
+
+// Config configures a Cache.
+type Config struct {
+	Dir      string            // the cache directory; created 0700 if missing
+	Upstream upstream.Upstream // where images come from
+
+	ChunkSize     int64         // fetch unit for new images; 0: DefaultChunkSize
+	ReadAhead     int64         // most bytes fetched ahead of a sequential reader; 0: default, <0: none
+	MaxFetches    int           // range requests in flight at once; 0: DefaultMaxFetches
+	CatalogTTL    time.Duration // how often the catalog is refreshed; 0: DefaultCatalogTTL
+	FlushInterval time.Duration // how often index changes are written; 0: default
+
+	// InitialListTimeout bounds the first listing of an upstream when the
+	// index has no catalog yet; 0: 30s.
+	InitialListTimeout time.Duration
+
+	Logger *slog.Logger // nil: discard
+
+	// OnChange, if set, is called (from the catalog goroutine) with the
+	// entries that appeared, disappeared or changed identity in a
+	// refresh, so that the kernel's cached lookups can be invalidated.
+	OnChange func([]Change)
+
+	now func() time.Time // tests
+}
+
+// Change names a catalog entry that changed: Name in directory Dir.
+type Change struct{ Dir, Name string }
+
+// Cache is a read-through image cache over one upstream.
+type Cache struct {
+	// read only after Open
+	cfg       Config
+	up        upstream.Upstream
+	log       *slog.Logger
+	idx       *index
+	store     *store
+	lock      *os.File
+	ctx       context.Context // the cache's own: fetches run on it, Close ends it
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	slots     chan struct{} // one token per range request in flight
+	kick      chan struct{} // asks the flusher to flush now
+	verifying chan struct{} // one token per image being hashed
+	stats     Stats
+	tree      atomic.Pointer[tree]
+
+	mu        sync.Mutex        // protects the following
+	images    map[string]*Image // every image with a record, by ID
+	catalog   catalogMeta
+	listErr   error // the last refresh's error, nil after a success
+	listErrAt time.Time
+}
+
+// Open opens (creating if needed) the cache in cfg.Dir and starts its
+// background work. The catalog saved in the index is served at once; if
+// there is none the upstream is listed first (within
+// cfg.InitialListTimeout; if that fails the cache starts empty and keeps
+// trying in the background).
+func Open(cfg Config) (*Cache, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		cfg:       cfg,
+		up:        cfg.Upstream,
+		log:       cfg.Logger,
+		lock:      lock,
+		slots:     make(chan struct{}, cfg.MaxFetches),
+		kick:      make(chan struct{}, 1),
+		verifying: make(chan struct{}, 1),
+		images:    make(map[string]*Image),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if err := c.openStorage(); err != nil {
+		c.closeStorage()
+		return nil, err
+	}
+	fresh := c.catalog.RefreshedAt.IsZero()
+	if fresh {
+		ctx, cancel := context.WithTimeout(c.ctx, cfg.InitialListTimeout)
+		if err := c.refresh(ctx); err != nil {
+			c.log.Warn("upstream could not be listed; starting with an empty catalog and retrying",
+				"upstream", c.up.URL(""), "err", err)
+		}
+		cancel()
+	}
+	c.wg.Add(2)
+	go c.flushLoop()
+	go c.catalogLoop(!fresh)
+	return c, nil
+}
+
+func (cfg *Config) fill() error {
+	if cfg.Dir == "" || cfg.Upstream == nil {
+		return errors.New("cachecore: Config needs Dir and Upstream")
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
+	}
+	if cfg.ChunkSize < MinChunkSize || cfg.ChunkSize > MaxChunkSize || cfg.ChunkSize%4096 != 0 {
+		return fmt.Errorf("chunk size %d: must be a multiple of 4 KiB between %d KiB and %d MiB",
+			cfg.ChunkSize, MinChunkSize>>10, MaxChunkSize>>20)
+	}
+	if cfg.ReadAhead == 0 {
+		cfg.ReadAhead = DefaultReadAhead
+	}
+	if cfg.MaxFetches <= 0 {
+		cfg.MaxFetches = DefaultMaxFetches
+	}
+	if cfg.CatalogTTL <= 0 {
+		cfg.CatalogTTL = DefaultCatalogTTL
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.InitialListTimeout <= 0 {
+		cfg.InitialListTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	return nil
+}
+
+func (c *Cache) now() time.Time { return c.cfg.now() }
+
+// openStorage opens the index and the data store and reconciles them:
+// records of images that left the catalog are dropped with their data,
+// data files without a record are deleted, and a chunk map whose data file
+// is gone is emptied.
+func (c *Cache) openStorage() error {
+	var err error
+	if c.store, err = openStore(filepath.Join(c.cfg.Dir, "data")); err != nil {
+		return fmt.Errorf("cache data: %w", err)
+	}
+	if c.idx, err = openIndex(filepath.Join(c.cfg.Dir, "index"), c.log); err != nil {
+		return err
+	}
+	l, err := c.idx.load()
+	if err != nil {
+		return fmt.Errorf("read index: %w", err)
+	}
+	c.catalog = l.catalog
+	var fix batch
+	for _, r := range l.records {
+		if !r.Listed || r.ChunkSize <= 0 || r.Size < 0 {
+			fix.deletes = append(fix.deletes, r.ID)
+			continue
+		}
+		n := int((r.Size + r.ChunkSize - 1) / r.ChunkSize)
+		present, err := unmarshalChunkMap(l.maps[r.ID], n)
+		if err != nil && l.maps[r.ID] != nil {
+			c.log.Warn("chunk map unreadable; image will be fetched again", "image", r.Name, "err", err)
+		}
+		if present.count > 0 && !c.store.exists(r.ID) {
+			present.clear()
+			r.Verdict = unchecked
+			fix.putMap(r.ID, present.marshal())
+		}
+		c.images[r.ID] = newImage(c, r, present)
+	}
+	for _, id := range fix.deletes {
+		if err := c.store.remove(id); err != nil {
+			return err
+		}
+	}
+	ids, err := c.store.ids()
+	if err != nil {
+		return fmt.Errorf("scan cache data: %w", err)
+	}
+	for _, id := range ids {
+		if c.images[id] == nil {
+			c.log.Info("removing cache file without index record", "id", id)
+			if err := c.store.remove(id); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.idx.write(&fix); err != nil {
+		return fmt.Errorf("write index: %w", err)
+	}
+	c.tree.Store(c.buildTree())
+	return nil
+}
+
+// Close stops background work, waits for fetches in flight to end, writes
+// what is not yet in the index and releases the cache directory.
+func (c *Cache) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	err := c.flush()
+	if cerr := c.closeStorage(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (c *Cache) closeStorage() error {
+	var err error
+	if c.idx != nil {
+		err = c.idx.close()
+	}
+	if c.store != nil {
+		c.store.close()
+	}
+	unlockDir(c.lock)
+	return err
+}
+
+// Stats returns the cache's counters.
+func (c *Cache) Stats() *Stats { return &c.stats }
+
+// Source is the upstream's URL, credentials removed.
+func (c *Cache) Source() string { return c.up.URL("") }
+
+// Stats counts what the cache does; every field is safe to read at any time.
+type Stats struct {
+	Opens           atomic.Uint64 // opens for reading (hits, in Glance's terms)
+	BytesFetched    atomic.Uint64 // bytes received from the upstream
+	BytesServed     atomic.Uint64 // bytes handed to readers that reached the daemon
+	FetchErrors     atomic.Uint64 // range fetches that failed
+	FetchesInFlight atomic.Int64  // range requests running now
+}
+
+// imageID names one version of one image. An image with a digest is
+// identified by it (the same bytes under the same name from any mirror);
+// otherwise the upstream's URL is part of the identity, since size and
+// mtime prove nothing across servers.
+func (c *Cache) imageID(e upstream.Entry) string {
+	h := sha256.New()
+	if e.Digest == "" {
+		io.WriteString(h, c.up.URL(""))
+	}
+	h.Write([]byte{0})
+	io.WriteString(h, e.Name)
+	h.Write([]byte{0})
+	io.WriteString(h, e.Version())
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// inoOf derives a stable inode number from a hex hash; 0 and 1 are taken
+// (none, and the root).
+func inoOf(hexID string) uint64 {
+	b, _ := hex.DecodeString(hexID[:16])
+	ino := binary.BigEndian.Uint64(b)
+	if ino < 2 {
+		ino += 2
+	}
+	return ino
+}
+
+// deleteImage drops an image that left the catalog and is unused.
+func (c *Cache) deleteImage(img *Image) {
+	if err := c.store.remove(img.id); err != nil {
+		c.log.Warn("removing cache file", "image", img.entry.Name, "err", err)
+	}
+	if err := c.idx.write(&batch{deletes: []string{img.id}}); err != nil {
+		c.log.Warn("removing index record", "image", img.entry.Name, "err", err)
+	}
+}

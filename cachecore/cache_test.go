@@ -1,0 +1,284 @@
+package cachecore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestReadMatchesUpstreamAndSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	up := newFake()
+	data := randomBytes(1<<20+12345, 1) // not a multiple of the chunk size
+	up.add("os/jammy.img", data, true)
+	up.add("empty.img", nil, false)
+
+	c := openTest(t, dir, up)
+	img := mustLookup(t, c, "os/jammy.img")
+	if got := readAll(t, c, img); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ from upstream")
+	}
+	if got := up.fetched.Load(); got != int64(len(data)) {
+		t.Fatalf("fetched %d bytes for a %d-byte image", got, len(data))
+	}
+	readAll(t, c, img)
+	waitFor(t, func() bool { return img.Info().State == StateVerified })
+	if info := img.Info(); info.Hits != 2 || info.CachedBytes != int64(len(data)) {
+		t.Fatalf("info after two reads: %+v", info)
+	}
+	if e := mustLookup(t, c, "empty.img"); e.Info().State != StateComplete {
+		t.Fatalf("empty image state %s", e.Info().State)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The upstream is gone: the catalog and the bytes come from the cache.
+	up.listErr = errors.New("upstream down")
+	up.fetchFn = func(string, int64, int64) error { return errors.New("upstream down") }
+	before := up.fetched.Load()
+	c = openTest(t, dir, up)
+	defer c.Close()
+	img = mustLookup(t, c, "os/jammy.img")
+	if got := readAll(t, c, img); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ after restart")
+	}
+	if up.fetched.Load() != before {
+		t.Fatal("restart fetched bytes that were cached")
+	}
+	if info := img.Info(); info.Hits != 3 || info.State != StateVerified {
+		t.Fatalf("after restart: %+v", info)
+	}
+}
+
+func TestConcurrentReadersFetchEachChunkOnce(t *testing.T) {
+	up := newFake()
+	data := randomBytes(3<<20, 2)
+	up.add("big.img", data, false)
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "big.img")
+
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := c.Open(img)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer h.Close()
+			// Each reader walks the image from a different place.
+			b := make([]byte, 48<<10)
+			for k := range len(data) / len(b) {
+				off := int64((k+i*7)%(len(data)/len(b))) * int64(len(b))
+				if _, err := h.ReadAt(b, off); err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(b, data[off:off+int64(len(b))]) {
+					t.Errorf("reader %d: wrong bytes at %d", i, off)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := up.fetched.Load(); got != int64(len(data)) {
+		t.Fatalf("upstream served %d bytes for a %d-byte image read by 8 readers", got, len(data))
+	}
+}
+
+func TestPartialReadFetchesLittle(t *testing.T) {
+	up := newFake()
+	data := randomBytes(16<<20, 3)
+	up.add("big.img", data, false)
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "big.img")
+	h, _ := c.Open(img)
+	defer h.Close()
+	b := make([]byte, 100<<10)
+	off := int64(8<<20 + 1000)
+	if _, err := h.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, data[off:off+int64(len(b))]) {
+		t.Fatal("wrong bytes")
+	}
+	// 100 KiB across two 64 KiB chunks at most... plus the chunk it starts in.
+	if got := up.fetched.Load(); got > 3*(64<<10) {
+		t.Fatalf("fetched %d bytes for a 100 KiB read", got)
+	}
+	if info := img.Info(); info.State != StatePartial || info.CachedBytes != up.fetched.Load() {
+		t.Fatalf("info: %+v", info)
+	}
+}
+
+func TestSequentialReadReadsAhead(t *testing.T) {
+	up := newFake()
+	data := randomBytes(8<<20, 4)
+	up.add("big.img", data, false)
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "big.img")
+	h, _ := c.Open(img)
+	defer h.Close()
+	b := make([]byte, 32<<10)
+	for off := int64(0); off < 1<<20; off += int64(len(b)) {
+		if _, err := h.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Read-ahead goes on in the background; it must go past what was read.
+	waitFor(t, func() bool { return img.CachedBytes() > 1<<20 })
+}
+
+func TestFailedFetchIsRecordedAndRetried(t *testing.T) {
+	up := newFake()
+	data := randomBytes(256<<10, 5)
+	up.add("x.img", data, false)
+	up.fetchFn = func(string, int64, int64) error { return errors.New("GET fake://up/x.img: 500 Internal Server Error") }
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "x.img")
+	h, _ := c.Open(img)
+	defer h.Close()
+	_, err := h.ReadAt(make([]byte, 4096), 0)
+	if err == nil || !strings.Contains(err.Error(), "500 Internal Server Error") {
+		t.Fatalf("read error = %v", err)
+	}
+	if info := img.Info(); !strings.Contains(info.LastError, "500") || info.LastErrorAt.IsZero() {
+		t.Fatalf("error not recorded: %+v", info)
+	}
+	up.mu.Lock()
+	up.fetchFn = nil
+	up.mu.Unlock()
+	b := make([]byte, len(data))
+	if _, err := h.ReadAt(b, 0); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("retry: err=%v equal=%v", err, bytes.Equal(b, data))
+	}
+	if info := img.Info(); info.LastError != "" || info.State != StateComplete {
+		t.Fatalf("after a complete read: %+v", info)
+	}
+}
+
+func TestInterruptedReaderLeavesFetchToOthers(t *testing.T) {
+	up := newFake()
+	data := randomBytes(64<<10, 6)
+	up.add("x.img", data, false)
+	up.gate = make(chan struct{})
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "x.img")
+	h1, _ := c.Open(img)
+	defer h1.Close()
+	h2, _ := c.Open(img)
+	defer h2.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error)
+	go func() { _, err := h1.Read(ctx, 0, 4096); errc <- err }()
+	waitFor(t, func() bool { return up.requests.Load() == 1 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted read: %v", err)
+	}
+	go func() { _, err := h2.Read(context.Background(), 0, 4096); errc <- err }()
+	up.gate <- struct{}{}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if up.requests.Load() != 1 {
+		t.Fatalf("%d requests; the interrupted reader's fetch should have served the other", up.requests.Load())
+	}
+}
+
+func TestDigestMismatchInvalidates(t *testing.T) {
+	up := newFake()
+	data := randomBytes(200<<10, 7)
+	up.add("x.img", data, true)
+	up.digests["x.img"] = digestOf([]byte("something else"))
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "x.img")
+	readAll(t, c, img)
+	waitFor(t, func() bool { return img.Info().State == StateInvalid })
+	info := img.Info()
+	if info.CachedBytes != 0 || !strings.Contains(info.LastError, up.digests["x.img"]) || !strings.Contains(info.LastError, digestOf(data)) {
+		t.Fatalf("invalid image: %+v", info)
+	}
+	// The next open fetches it again.
+	before := up.fetched.Load()
+	readAll(t, c, img)
+	if up.fetched.Load() != before+int64(len(data)) {
+		t.Fatal("invalid image was not fetched again")
+	}
+}
+
+func TestCatalogRefresh(t *testing.T) {
+	up := newFake()
+	up.add("a.img", randomBytes(1000, 8), false)
+	up.add("dir/b.img", randomBytes(1000, 9), false)
+	var mu sync.Mutex
+	var changes []Change
+	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
+		cfg.OnChange = func(ch []Change) { mu.Lock(); changes = append(changes, ch...); mu.Unlock() }
+	})
+	defer c.Close()
+	root := c.Root()
+	if len(root.Children) != 2 || root.Children[0].Name != "a.img" || root.Children[1].Name != "dir" {
+		t.Fatalf("root: %+v", root.Children)
+	}
+	oldIno := mustLookup(t, c, "a.img").Ino()
+	up.add("a.img", randomBytes(1001, 10), false) // a new version
+	up.mu.Lock()
+	delete(up.images, "dir/b.img")
+	up.mu.Unlock()
+	up.add("c.img", nil, false)
+	if err := c.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if mustLookup(t, c, "a.img").Ino() == oldIno {
+		t.Fatal("a changed image kept its inode")
+	}
+	if _, ok := c.Lookup("dir/b.img"); ok {
+		t.Fatal("removed image still listed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[Change]bool{{"", "a.img"}: true, {"", "c.img"}: true, {"", "dir"}: true, {"dir", "b.img"}: true}
+	for _, ch := range changes {
+		delete(want, ch)
+	}
+	if len(want) != 0 {
+		t.Fatalf("changes %v missed %v", changes, want)
+	}
+}
+
+func TestSecondOpenOfDirectoryFails(t *testing.T) {
+	dir := t.TempDir()
+	c := openTest(t, dir, newFake())
+	defer c.Close()
+	_, err := Open(Config{Dir: dir, Upstream: newFake()})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

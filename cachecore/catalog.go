@@ -1,0 +1,246 @@
+package cachecore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Entry is a file or directory of the catalog as the filesystem shows it.
+// Entries are immutable; a refresh builds a new tree.
+type Entry struct {
+	Name     string   // base name
+	Path     string   // full slash-separated path, "" for the root
+	Ino      uint64   // stable inode number
+	Image    *Image   // nil for a directory
+	Children []*Entry // a directory's entries, sorted by name
+}
+
+// IsDir reports whether the entry is a directory.
+func (e *Entry) IsDir() bool { return e.Image == nil }
+
+// tree is one version of the catalog.
+type tree struct {
+	byPath map[string]*Entry
+}
+
+// Root returns the catalog's root directory.
+func (c *Cache) Root() *Entry { return c.tree.Load().byPath[""] }
+
+// Lookup finds the entry at path ("" is the root) in the current catalog.
+func (c *Cache) Lookup(path string) (*Entry, bool) {
+	e, ok := c.tree.Load().byPath[path]
+	return e, ok
+}
+
+// buildTree makes the catalog tree of c.images; c.mu must be held (or the
+// cache not yet running). Names were
+// cleaned by the upstream; a name that is both a file and a directory
+// keeps the directory.
+func (c *Cache) buildTree() *tree {
+	imgs := make([]*Image, 0, len(c.images))
+	for _, img := range c.images { // c.images holds exactly the listed images
+		imgs = append(imgs, img)
+	}
+	slices.SortFunc(imgs, func(a, b *Image) int { return strings.Compare(a.entry.Name, b.entry.Name) })
+	t := &tree{byPath: map[string]*Entry{"": {Ino: 1}}}
+	for _, img := range imgs {
+		if t.byPath[img.entry.Name] != nil {
+			continue
+		}
+		parent := t.dir(img.entry.Name)
+		if parent == nil {
+			c.log.Warn("image name clashes with a directory; not listed", "image", img.entry.Name)
+			continue
+		}
+		e := &Entry{Name: baseName(img.entry.Name), Path: img.entry.Name, Ino: img.ino, Image: img}
+		t.byPath[e.Path] = e
+		parent.Children = append(parent.Children, e)
+	}
+	for _, e := range t.byPath {
+		if e.IsDir() {
+			slices.SortFunc(e.Children, func(a, b *Entry) int { return strings.Compare(a.Name, b.Name) })
+		}
+	}
+	return t
+}
+
+// dir returns the directory that holds name, creating directories on the
+// way, or nil if a file is in the way.
+func (t *tree) dir(name string) *Entry {
+	i := strings.LastIndexByte(name, '/')
+	if i < 0 {
+		return t.byPath[""]
+	}
+	p := name[:i]
+	if d, ok := t.byPath[p]; ok {
+		if !d.IsDir() {
+			return nil
+		}
+		return d
+	}
+	parent := t.dir(p)
+	if parent == nil {
+		return nil
+	}
+	d := &Entry{Name: baseName(p), Path: p, Ino: dirIno(p)}
+	t.byPath[p] = d
+	parent.Children = append(parent.Children, d)
+	return d
+}
+
+func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
+
+func dirIno(p string) uint64 {
+	h := sha256.Sum256([]byte("dir\x00" + p))
+	return inoOf(hex.EncodeToString(h[:8]))
+}
+
+// catalogLoop refreshes the catalog every CatalogTTL. After a failure it
+// retries sooner, backing off up to the TTL; a failure never drops what
+// the catalog had. soon asks for a first refresh right away.
+func (c *Cache) catalogLoop(soon bool) {
+	defer c.wg.Done()
+	retry := time.Second
+	wait := c.cfg.CatalogTTL
+	if soon || c.listFailed() {
+		wait = 0
+	}
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, max(c.cfg.CatalogTTL, time.Minute))
+		err := c.refresh(ctx)
+		cancel()
+		if err == nil {
+			retry, wait = time.Second, c.cfg.CatalogTTL
+			continue
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("catalog refresh failed; keeping the catalog as it was", "err", err, "retry_in", retry)
+		wait, retry = retry, min(2*retry, c.cfg.CatalogTTL)
+	}
+}
+
+func (c *Cache) listFailed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.listErr != nil
+}
+
+// refresh lists the upstream and makes the result the catalog: new images
+// get records (nothing cached yet), images no longer listed are retired
+// (deleted once no one uses them), and the kernel is told what changed.
+func (c *Cache) refresh(ctx context.Context) error {
+	entries, err := c.up.List(ctx)
+	now := c.now()
+	c.mu.Lock()
+	if err != nil {
+		c.listErr, c.listErrAt = err, now
+		c.mu.Unlock()
+		return err
+	}
+	c.listErr = nil
+	var b batch
+	old := c.tree.Load()
+	listed := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		id := c.imageID(e)
+		listed[id] = true
+		if img := c.images[id]; img != nil {
+			continue
+		}
+		r := record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
+			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
+		n := int((e.Size + r.ChunkSize - 1) / r.ChunkSize)
+		c.images[id] = newImage(c, r, newChunkMap(n))
+		b.records = append(b.records, r)
+	}
+	var retired []*Image
+	for id, img := range c.images {
+		if !listed[id] {
+			delete(c.images, id)
+			retired = append(retired, img)
+		}
+	}
+	c.catalog = catalogMeta{RefreshedAt: now, Source: c.up.URL("")}
+	b.catalog = &c.catalog
+	t := c.buildTree()
+	c.tree.Store(t)
+	c.mu.Unlock()
+
+	if err := c.idx.write(&b); err != nil {
+		c.log.Warn("saving catalog", "err", err)
+	}
+	for _, img := range retired {
+		c.retire(img)
+	}
+	if changes := diffTrees(old, t); len(changes) > 0 {
+		c.log.Info("catalog changed", "entries", len(entries), "changes", len(changes))
+		if c.cfg.OnChange != nil {
+			c.cfg.OnChange(changes)
+		}
+	}
+	return nil
+}
+
+// retire marks an image that left the catalog; it is deleted now if
+// unused, else by its last user.
+func (c *Cache) retire(img *Image) {
+	img.mu.Lock()
+	img.retired = true
+	img.rec.Listed = false
+	unused := img.users == 0
+	img.mu.Unlock()
+	if unused {
+		c.deleteImage(img)
+	}
+}
+
+// diffTrees lists the entries that are new, gone, or now a different
+// inode.
+func diffTrees(old, cur *tree) []Change {
+	var ch []Change
+	for p, e := range cur.byPath {
+		if o, ok := old.byPath[p]; p != "" && (!ok || o.Ino != e.Ino) {
+			ch = append(ch, Change{Dir: parentPath(p), Name: e.Name})
+		}
+	}
+	for p, o := range old.byPath {
+		if _, ok := cur.byPath[p]; !ok {
+			ch = append(ch, Change{Dir: parentPath(p), Name: o.Name})
+		}
+	}
+	return ch
+}
+
+func parentPath(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// CatalogStatus says when the catalog was last refreshed and, if the last
+// attempt failed, why and when.
+type CatalogStatus struct {
+	RefreshedAt time.Time
+	Err         error
+	ErrAt       time.Time
+}
+
+func (c *Cache) CatalogStatus() CatalogStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt}
+}

@@ -1,0 +1,246 @@
+package cachecore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// Fetching. A reader that needs chunks which are not present claims the
+// ones nobody is fetching yet (a flight per chunk, created under img.mu, so
+// that every chunk has at most one fetch: the single flight) and waits for
+// all of them. Claimed chunks are fetched in contiguous runs, one range
+// request per run, on the cache's context: a reader that is interrupted
+// stops waiting, but the fetch goes on for the others. Each chunk is
+// written to the data file before it is marked present, and its waiters
+// are released as soon as it lands, so a reader of the start of a long run
+// need not wait for its end.
+
+// maxRunChunks bounds one range request, so that one reader cannot hold a
+// fetch slot for long and read-ahead spreads over parallel requests.
+const maxRunChunks = 8
+
+// pieceSize is how much of a chunk one write moves; buffers of this size
+// are pooled, so memory is bounded by the number of fetch slots.
+const pieceSize = 1 << 20
+
+var piecePool = sync.Pool{New: func() any { b := make([]byte, pieceSize); return &b }}
+
+// run is a contiguous range of chunks [first, end) claimed by one fetch.
+type run struct {
+	first, end int
+	flights    []*flight
+}
+
+// ensure makes chunks [first, last] present, fetching what is missing. It
+// returns when they are all present, when a fetch of one of them fails,
+// or when ctx is done (the fetches go on).
+func (img *Image) ensure(ctx context.Context, first, last int) error {
+	img.mu.Lock()
+	if img.present.nextMissing(first, last+1) > last {
+		img.mu.Unlock()
+		return nil
+	}
+	var waits []*flight
+	runs := img.claimLocked(first, last+1, &waits, -1)
+	if len(runs) > 0 {
+		img.users += len(runs) // each run keeps the data file open
+	}
+	file := img.file
+	img.mu.Unlock()
+
+	for _, r := range runs {
+		img.c.wg.Add(1)
+		go img.c.fetchRun(img, file, r, true)
+	}
+	for _, f := range waits {
+		select {
+		case <-f.done:
+			if f.err != nil {
+				return f.err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// claimLocked creates flights for the missing, unclaimed chunks of
+// [from, to) and returns them grouped in at most maxRuns runs (no limit if
+// negative); waits (if not nil) gets every flight a reader of [from, to)
+// must wait for, old and new.
+func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run {
+	var runs []run
+	var cur *run
+	for i := img.present.nextMissing(from, to); i < to; i = img.present.nextMissing(i+1, to) {
+		if f, ok := img.flights[i]; ok {
+			if waits != nil {
+				*waits = append(*waits, f)
+			}
+			cur = nil
+			continue
+		}
+		if cur == nil || cur.end != i || cur.end-cur.first >= maxRunChunks {
+			if len(runs) == maxRuns {
+				break
+			}
+			runs = append(runs, run{first: i, end: i})
+			cur = &runs[len(runs)-1]
+		}
+		f := &flight{done: make(chan struct{})}
+		img.flights[i] = f
+		if waits != nil {
+			*waits = append(*waits, f)
+		}
+		cur.end++
+		cur.flights = append(cur.flights, f)
+	}
+	return runs
+}
+
+// readAhead starts fetches of the missing, unclaimed chunks of [from, to)
+// as far as free fetch slots allow; it never waits, so a reader's own
+// chunks always come first. It returns how far it got: every chunk below
+// is present or on its way.
+func (c *Cache) readAhead(img *Image, from, to int) int {
+	for from < to {
+		select {
+		case c.slots <- struct{}{}:
+		default:
+			return from
+		}
+		img.mu.Lock()
+		runs := img.claimLocked(from, to, nil, 1)
+		if len(runs) > 0 {
+			img.users++
+		}
+		file := img.file
+		img.mu.Unlock()
+		if len(runs) == 0 {
+			<-c.slots
+			return to
+		}
+		r := runs[0]
+		c.wg.Add(1)
+		go c.fetchRun(img, file, r, false)
+		from = r.end
+	}
+	return to
+}
+
+// fetchRun fetches the chunks of r into file and lands them one by one.
+// If the reply ends early after some progress it asks again for the rest;
+// whatever cannot be fetched fails its flights with the error, which is
+// also recorded on the image.
+func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) {
+	defer c.wg.Done()
+	defer img.release()
+	if foreground {
+		select {
+		case c.slots <- struct{}{}:
+		case <-c.ctx.Done():
+			img.failFrom(r, r.first, ErrClosed)
+			return
+		}
+	}
+	defer func() { <-c.slots }()
+	c.stats.FetchesInFlight.Add(1)
+	defer c.stats.FetchesInFlight.Add(-1)
+
+	bufp := piecePool.Get().(*[]byte)
+	defer piecePool.Put(bufp)
+	next := r.first
+	for next < r.end {
+		landed, err := c.fetchRange(img, file, r, next, *bufp)
+		next += landed
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, upstream.ErrShortBody) && landed > 0 {
+			continue // progress: ask again for the rest
+		}
+		c.stats.FetchErrors.Add(1)
+		err = &Error{Op: "fetch", Name: img.entry.Name, Err: err}
+		c.log.Warn("fetch failed", "image", img.entry.Name, "err", err)
+		img.failFrom(r, next, err)
+		return
+	}
+}
+
+type fileWriterAt interface {
+	WriteAt(p []byte, off int64) (int, error)
+}
+
+// fetchRange makes one range request for chunks [from, r.end) and lands
+// them in order; it returns how many it landed.
+func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf []byte) (int, error) {
+	off := int64(from) * img.chunkSize
+	n := min(int64(r.end)*img.chunkSize, img.entry.Size) - off
+	body, err := c.up.Fetch(c.ctx, img.entry, off, n)
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	landed := 0
+	for i := from; i < r.end; i++ {
+		chunkOff, left := int64(i)*img.chunkSize, img.chunkLen(i)
+		for left > 0 {
+			k := min(left, int64(len(buf)))
+			got, err := io.ReadFull(body, buf[:k])
+			if err != nil {
+				if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+					err = upstream.ErrShortBody
+				}
+				c.stats.BytesFetched.Add(uint64(got))
+				return landed, err
+			}
+			if _, err := file.WriteAt(buf[:k], chunkOff); err != nil {
+				return landed, &Error{Op: "write cache", Name: img.entry.Name, Err: err}
+			}
+			c.stats.BytesFetched.Add(uint64(k))
+			chunkOff += k
+			left -= k
+		}
+		img.land(r, i)
+		landed++
+	}
+	return landed, nil
+}
+
+// land marks chunk i of run r present and wakes its waiters.
+func (img *Image) land(r run, i int) {
+	img.mu.Lock()
+	img.present.set(i)
+	img.dirty, img.unsynced = true, true
+	f := r.flights[i-r.first]
+	delete(img.flights, i)
+	complete := img.present.complete()
+	if complete {
+		img.rec.LastError, img.rec.LastErrorAt = "", time.Time{}
+	}
+	img.mu.Unlock()
+	close(f.done)
+	if complete {
+		img.c.imageCompleted(img)
+	}
+}
+
+// failFrom fails the flights of r from chunk i on.
+func (img *Image) failFrom(r run, i int, err error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err != ErrClosed {
+		img.recordErrorLocked(err)
+	}
+	for ; i < r.end; i++ {
+		f := r.flights[i-r.first]
+		delete(img.flights, i)
+		f.err = err
+		close(f.done)
+	}
+}

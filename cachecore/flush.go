@@ -1,0 +1,73 @@
+package cachecore
+
+import (
+	"time"
+)
+
+// flushLoop writes index changes every FlushInterval, or sooner when
+// kicked, and once more when the cache closes (in Close).
+func (c *Cache) flushLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+		if err := c.flush(); err != nil {
+			c.log.Warn("writing index", "err", err)
+		}
+	}
+}
+
+// kickFlush asks the flusher to run soon.
+func (c *Cache) kickFlush() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flush writes the records and chunk maps that changed since the last
+// flush, in one batch. Data before metadata: a chunk map is taken first,
+// then the data file is synced, then the map is written, so the index
+// never says a chunk is present that a crash could lose.
+func (c *Cache) flush() error {
+	c.mu.Lock()
+	imgs := make([]*Image, 0, len(c.images))
+	for _, img := range c.images {
+		imgs = append(imgs, img)
+	}
+	c.mu.Unlock()
+
+	var b batch
+	for _, img := range imgs {
+		img.mu.Lock()
+		if !img.dirty || img.retired {
+			img.mu.Unlock()
+			continue
+		}
+		img.dirty = false
+		rec := img.rec
+		present := img.present.marshal()
+		unsynced := img.unsynced
+		img.unsynced = false
+		img.mu.Unlock()
+
+		if unsynced {
+			if err := c.store.sync(img.id); err != nil {
+				c.log.Warn("syncing cache file; its new chunks stay unrecorded", "image", rec.Name, "err", err)
+				img.mu.Lock()
+				img.dirty, img.unsynced = true, true
+				img.mu.Unlock()
+				continue
+			}
+		}
+		b.records = append(b.records, rec)
+		b.putMap(img.id, present)
+	}
+	return c.idx.write(&b)
+}

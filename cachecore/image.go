@@ -1,0 +1,196 @@
+package cachecore
+
+import (
+	"os"
+	"sync"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// State is an image's cache state as users see it.
+type State string
+
+const (
+	StateAbsent   State = "absent"   // nothing cached
+	StatePartial  State = "partial"  // some chunks cached
+	StateComplete State = "complete" // every chunk cached, no digest checked
+	StateVerified State = "verified" // complete and its bytes hash to its digest
+	StateInvalid  State = "invalid"  // its bytes did not hash to its digest
+)
+
+// Image is one version of one image of the catalog. The fs keeps a
+// pointer to it in the file node, so a file that is open keeps reading the
+// version it opened even after the catalog moves on.
+type Image struct {
+	// read only after newImage
+	c         *Cache
+	id        string
+	entry     upstream.Entry
+	chunkSize int64
+	nChunks   int
+	ino       uint64
+
+	mu       sync.Mutex // protects the following
+	rec      record     // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed
+	present  chunkMap
+	flights  map[int]*flight // chunk -> the fetch that will bring it
+	file     *os.File        // open while users > 0
+	users    int             // open handles and running fetches
+	dirty    bool            // rec or present changed since the last flush
+	unsynced bool            // data written since the last fsync
+	retired  bool            // no longer in the catalog: delete when unused
+}
+
+// flight is one chunk on its way from the upstream. done is closed when
+// the chunk is present or err is set.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+func newImage(c *Cache, r record, present chunkMap) *Image {
+	n := int((r.Size + r.ChunkSize - 1) / r.ChunkSize)
+	if present.n != n {
+		present = newChunkMap(n)
+	}
+	return &Image{
+		c:  c,
+		id: r.ID,
+		entry: upstream.Entry{Name: r.Name, Size: r.Size, ModTime: r.ModTime,
+			ETag: r.ETag, Digest: r.Digest},
+		chunkSize: r.ChunkSize,
+		nChunks:   n,
+		ino:       inoOf(r.ID),
+		rec:       r,
+		present:   present,
+		flights:   make(map[int]*flight),
+	}
+}
+
+// Ino is a stable inode number for this image version.
+func (img *Image) Ino() uint64 { return img.ino }
+
+// Size is the image's size in bytes.
+func (img *Image) Size() int64 { return img.entry.Size }
+
+// ModTime is the upstream's modification time (zero when unknown).
+func (img *Image) ModTime() time.Time { return img.entry.ModTime }
+
+// Name is the image's path in the catalog.
+func (img *Image) Name() string { return img.entry.Name }
+
+// Info is a snapshot of an image's metadata and cache state.
+type Info struct {
+	Name        string
+	Size        int64
+	ModTime     time.Time
+	Digest      string // "sha256:<hex>" or empty
+	Source      string // upstream URL, credentials removed
+	State       State
+	CachedBytes int64
+	Hits        uint64
+	LastAccess  time.Time // zero if never opened
+	LastError   string    // empty if none
+	LastErrorAt time.Time
+}
+
+func (img *Image) Info() Info {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return Info{
+		Name:        img.entry.Name,
+		Size:        img.entry.Size,
+		ModTime:     img.entry.ModTime,
+		Digest:      img.entry.Digest,
+		Source:      img.c.up.URL(img.entry.Name),
+		State:       img.stateLocked(),
+		CachedBytes: img.cachedBytesLocked(),
+		Hits:        img.rec.Hits,
+		LastAccess:  img.rec.LastAccess,
+		LastError:   img.rec.LastError,
+		LastErrorAt: img.rec.LastErrorAt,
+	}
+}
+
+// CachedBytes is how many bytes of the image are in the cache.
+func (img *Image) CachedBytes() int64 {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.cachedBytesLocked()
+}
+
+// Complete reports whether every byte is cached (and, if the image has a
+// digest, not found invalid), so that the kernel may cache it for long.
+func (img *Image) Complete() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.present.complete() && img.rec.Verdict != invalid
+}
+
+func (img *Image) stateLocked() State {
+	switch {
+	case img.rec.Verdict == invalid:
+		return StateInvalid
+	case img.present.complete() && img.rec.Verdict == verified:
+		return StateVerified
+	case img.present.complete():
+		return StateComplete
+	case img.present.count == 0:
+		return StateAbsent
+	default:
+		return StatePartial
+	}
+}
+
+func (img *Image) cachedBytesLocked() int64 {
+	b := int64(img.present.count) * img.chunkSize
+	if last := img.nChunks - 1; last >= 0 && img.present.has(last) {
+		b -= img.chunkSize - img.chunkLen(last)
+	}
+	return b
+}
+
+// chunkLen is the length of chunk i (the last one may be short).
+func (img *Image) chunkLen(i int) int64 {
+	return min(img.chunkSize, img.entry.Size-int64(i)*img.chunkSize)
+}
+
+// acquireLocked opens the data file for one more user.
+func (img *Image) acquireLocked() error {
+	if img.file == nil {
+		f, err := img.c.store.open(img.id, img.entry.Size)
+		if err != nil {
+			return &Error{Op: "open cache file", Name: img.entry.Name, Err: err}
+		}
+		img.file = f
+	}
+	img.users++
+	return nil
+}
+
+// release drops one user; the last one closes the data file and, if the
+// image has left the catalog meanwhile, deletes it.
+func (img *Image) release() {
+	img.mu.Lock()
+	img.users--
+	if img.users > 0 {
+		img.mu.Unlock()
+		return
+	}
+	f, retired := img.file, img.retired
+	img.file = nil
+	img.mu.Unlock()
+	if f != nil {
+		f.Close()
+	}
+	if retired {
+		img.c.deleteImage(img)
+	}
+}
+
+func (img *Image) recordErrorLocked(err error) {
+	img.rec.LastError = err.Error()
+	img.rec.LastErrorAt = time.Now()
+	img.dirty = true
+}

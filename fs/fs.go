@@ -1,0 +1,94 @@
+// Package fs shows a cachecore.Cache as a read-only FUSE filesystem: the
+// catalog's directories and images as directories and files, each image's
+// cache state as user.imgcache.* extended attributes. It is a thin layer:
+// every decision about data is the cache's.
+//
+// # Kernel caching
+//
+// An image version never changes, so lookups and attributes are cached
+// for long and file contents are kept in the page cache across opens
+// (FOPEN_KEEP_CACHE). Two things do change: the catalog (a refresh gives a
+// changed image a new inode; Invalidate drops the kernel's stale lookups)
+// and an incomplete image's cached bytes, which st_blocks reports (so its
+// attributes are cached briefly and dropped when an open that fetched
+// closes). Because the kernel may answer reads itself, hits are counted at
+// open.
+package fs
+
+import (
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imgcache/imgcache/cachecore"
+)
+
+const (
+	// longTimeout is for what cannot change without Invalidate telling
+	// the kernel: lookups, and attributes of complete images.
+	longTimeout = time.Hour
+	// shortTimeout is for attributes of incomplete images: st_blocks
+	// grows as chunks arrive.
+	shortTimeout = time.Second
+	// negativeTimeout bounds how long a missing name is remembered.
+	negativeTimeout = time.Second
+)
+
+// Root is the root directory of the filesystem.
+type Root struct {
+	dirNode
+}
+
+// NewRoot returns the root node of a filesystem showing c.
+func NewRoot(c *cachecore.Cache) *Root {
+	return &Root{dirNode{c: c}}
+}
+
+// Options returns go-fuse options suited to this filesystem; the caller
+// adds mount options (name, debug, allow_other, direct mount).
+func Options() *gofs.Options {
+	entry, attr, neg := longTimeout, longTimeout, negativeTimeout
+	return &gofs.Options{
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		RootStableAttr:  &gofs.StableAttr{Ino: 1},
+	}
+}
+
+// Invalidate tells the kernel to forget its cached lookups of entries
+// that changed in a catalog refresh. Only directories the kernel knows
+// have anything to forget.
+func (r *Root) Invalidate(changes []cachecore.Change) {
+	for _, ch := range changes {
+		dir := r.EmbeddedInode()
+		if ch.Dir != "" {
+			for _, name := range strings.Split(ch.Dir, "/") {
+				if dir = dir.GetChild(name); dir == nil {
+					break
+				}
+			}
+		}
+		if dir != nil {
+			dir.NotifyEntry(ch.Name)
+		}
+	}
+}
+
+// readOnly answers every operation that would change the filesystem.
+const readOnly = syscall.EROFS
+
+// wantsWrite reports whether open flags ask for anything but reading.
+func wantsWrite(flags uint32) bool {
+	return flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0
+}
+
+func fillTimes(a *fuse.Attr, t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	a.SetTimes(&t, &t, &t)
+}

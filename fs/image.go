@@ -1,0 +1,124 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imgcache/imgcache/cachecore"
+)
+
+// imageNode is one version of an image: a read-only regular file.
+type imageNode struct {
+	gofs.Inode
+	c   *cachecore.Cache
+	img *cachecore.Image
+}
+
+var (
+	_ = (gofs.NodeOpener)((*imageNode)(nil))
+	_ = (gofs.NodeGetattrer)((*imageNode)(nil))
+	_ = (gofs.NodeSetattrer)((*imageNode)(nil))
+	_ = (gofs.NodeAccesser)((*imageNode)(nil))
+	_ = (gofs.NodeGetxattrer)((*imageNode)(nil))
+	_ = (gofs.NodeListxattrer)((*imageNode)(nil))
+	_ = (gofs.NodeSetxattrer)((*imageNode)(nil))
+	_ = (gofs.NodeRemovexattrer)((*imageNode)(nil))
+)
+
+func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if wantsWrite(flags) {
+		return nil, 0, readOnly
+	}
+	h, err := n.c.Open(n.img)
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	return &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *imageNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.SetTimeout(imageAttr(n.img, &out.Attr))
+	return 0
+}
+
+// imageAttr fills a file's attributes and says how long the kernel may
+// keep them. st_blocks counts the cached bytes, so du shows the cache.
+func imageAttr(img *cachecore.Image, a *fuse.Attr) time.Duration {
+	cached := img.CachedBytes()
+	a.Ino = img.Ino()
+	a.Mode = fuse.S_IFREG | 0o444
+	a.Nlink = 1
+	a.Size = uint64(img.Size())
+	a.Blocks = uint64((cached + 511) / 512)
+	a.Blksize = 1 << 20 // a hint to readers: large reads are cheap
+	fillTimes(a, img.ModTime())
+	if cached == img.Size() {
+		return longTimeout
+	}
+	return shortTimeout
+}
+
+func (n *imageNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	if mask&2 != 0 { // W_OK
+		return readOnly
+	}
+	return 0
+}
+
+func (n *imageNode) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return readOnly
+}
+
+func (n *imageNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getxattr(imageXattrs, n.img.Info(), attr, dest)
+}
+
+func (n *imageNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listxattr(imageXattrs, n.img.Info(), dest)
+}
+
+func (n *imageNode) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
+	return syscall.EPERM
+}
+
+func (n *imageNode) Removexattr(context.Context, string) syscall.Errno {
+	return syscall.EPERM
+}
+
+// imageHandle is an open image.
+type imageHandle struct {
+	node         *imageNode
+	h            *cachecore.Handle
+	fd           uintptr
+	cachedAtOpen int64
+}
+
+var (
+	_ = (gofs.FileReader)((*imageHandle)(nil))
+	_ = (gofs.FileReleaser)((*imageHandle)(nil))
+)
+
+// Read answers from the cache file by splicing (no copy through this
+// process); the file stays open until Release, after the splice.
+func (fh *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	sp, err := fh.h.Read(ctx, off, len(dest))
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return fuse.ReadResultFd(fh.fd, sp.Off, sp.Len), 0
+}
+
+// Release closes the handle. If this open brought chunks in, the
+// kernel's copy of st_blocks is stale: tell it, from another goroutine, as
+// a notification must not wait on the request that causes it.
+func (fh *imageHandle) Release(ctx context.Context) syscall.Errno {
+	fh.h.Close()
+	if fh.node.img.CachedBytes() != fh.cachedAtOpen {
+		go fh.node.NotifyContent(-1, 0) // attributes only; the page cache stays
+	}
+	return 0
+}

@@ -1,0 +1,113 @@
+package fs
+
+import (
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore"
+)
+
+// Extended attributes show cache state where users already look
+// (getfattr -d). All live under user.imgcache.; an attribute that has no
+// value now (no error, digest unknown) is absent: ENODATA, and left out of
+// the list. Other names, security.* included, are ENODATA, never ENOSYS
+// (the kernel would stop asking for the whole mount) or EIO (it breaks
+// exec).
+const xattrPrefix = "user.imgcache."
+
+// xattr is one attribute: its name after the prefix and how to compute
+// its value from a snapshot; ok false means absent.
+type xattr[T any] struct {
+	name  string
+	value func(T) (v string, ok bool)
+}
+
+var imageXattrs = []xattr[cachecore.Info]{
+	{"hits", func(i cachecore.Info) (string, bool) { return strconv.FormatUint(i.Hits, 10), true }},
+	{"state", func(i cachecore.Info) (string, bool) { return string(i.State), true }},
+	{"cached_bytes", func(i cachecore.Info) (string, bool) { return strconv.FormatInt(i.CachedBytes, 10), true }},
+	{"size", func(i cachecore.Info) (string, bool) { return strconv.FormatInt(i.Size, 10), true }},
+	{"digest", func(i cachecore.Info) (string, bool) { return i.Digest, i.Digest != "" }},
+	{"last_access", func(i cachecore.Info) (string, bool) { return timeValue(i.LastAccess) }},
+	{"error", func(i cachecore.Info) (string, bool) { return errorValue(i.LastErrorAt, i.LastError) }},
+	{"source", func(i cachecore.Info) (string, bool) { return i.Source, true }},
+}
+
+// rootInfo is what the root directory shows: where the catalog comes from
+// and how fresh it is.
+type rootInfoT struct {
+	source  string
+	catalog cachecore.CatalogStatus
+}
+
+func rootInfo(c *cachecore.Cache) rootInfoT {
+	return rootInfoT{source: c.Source(), catalog: c.CatalogStatus()}
+}
+
+var rootXattrs = []xattr[rootInfoT]{
+	{"source", func(r rootInfoT) (string, bool) { return r.source, true }},
+	{"catalog_refreshed", func(r rootInfoT) (string, bool) { return timeValue(r.catalog.RefreshedAt) }},
+	{"catalog_error", func(r rootInfoT) (string, bool) {
+		if r.catalog.Err == nil {
+			return "", false
+		}
+		return errorValue(r.catalog.ErrAt, r.catalog.Err.Error())
+	}},
+}
+
+func timeValue(t time.Time) (string, bool) {
+	if t.IsZero() {
+		return "", false
+	}
+	return t.UTC().Format(time.RFC3339), true
+}
+
+func errorValue(at time.Time, msg string) (string, bool) {
+	if msg == "" {
+		return "", false
+	}
+	return at.UTC().Format(time.RFC3339) + " " + msg, true
+}
+
+// getxattr answers a Getxattr from a table. A dest too small for the value
+// gets ERANGE with the size needed (go-fuse turns the size-0 probe's
+// ERANGE into a plain size answer).
+func getxattr[T any](table []xattr[T], info T, attr string, dest []byte) (uint32, syscall.Errno) {
+	name, ok := strings.CutPrefix(attr, xattrPrefix)
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	for _, x := range table {
+		if x.name != name {
+			continue
+		}
+		v, ok := x.value(info)
+		if !ok {
+			return 0, syscall.ENODATA
+		}
+		if len(dest) < len(v) {
+			return uint32(len(v)), syscall.ERANGE
+		}
+		return uint32(copy(dest, v)), 0
+	}
+	return 0, syscall.ENODATA
+}
+
+// listxattr answers a Listxattr: the names that have a value now, each
+// NUL-terminated.
+func listxattr[T any](table []xattr[T], info T, dest []byte) (uint32, syscall.Errno) {
+	var b []byte
+	for _, x := range table {
+		if _, ok := x.value(info); ok {
+			b = append(b, xattrPrefix...)
+			b = append(b, x.name...)
+			b = append(b, 0)
+		}
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
