@@ -1,0 +1,133 @@
+// Command imgcache is a read-through FUSE cache for VM disk images, OS
+// images and container image blobs. See README.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+const usage = `imgcache: a read-through FUSE cache for VM, OS and container images.
+
+Usage:
+  imgcache mount [flags] UPSTREAM MOUNTPOINT   mount a cache of the images at UPSTREAM
+  imgcache serve [flags] DIR                   serve the images in DIR over HTTP (an origin)
+  imgcache demo [flags]                        serve sample images, mount them, show them
+  imgcache help [COMMAND]                      explain a command
+
+Run 'imgcache COMMAND --help' for the flags of a command.
+`
+
+// command is one subcommand: its flags, its argument synopsis and what it
+// does with them.
+type command struct {
+	name     string
+	synopsis string // after "imgcache NAME "
+	summary  string // a paragraph for --help
+	flags    func(fs *flag.FlagSet) func(args []string) error
+}
+
+var commands []*command
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks an error in how imgcache was called: exit status 2.
+type errUsage struct{ msg string }
+
+func (e errUsage) Error() string { return e.msg }
+
+func usageErr(format string, a ...any) error { return errUsage{fmt.Sprintf(format, a...)} }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	name := args[0]
+	switch name {
+	case "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		name, args = args[1], []string{args[1], "--help"}
+	}
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "imgcache: unknown command %q (run 'imgcache --help')\n", name)
+	return 2
+}
+
+func (c *command) run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("imgcache "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported in one line below
+	action := c.flags(fs)
+	positional, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		c.help(fs, stdout)
+		return 0
+	}
+	var ue errUsage
+	if err == nil {
+		err = action(positional)
+	} else {
+		ue = errUsage{err.Error()} // a bad flag or flag value
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "imgcache %s: %v (run 'imgcache %s --help')\n", c.name, ue.msg, c.name)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "imgcache %s: %v\n", c.name, err)
+		return 1
+	}
+}
+
+// parseInterleaved parses flags wherever they stand among the arguments
+// (imgcache mount URL DIR --debug works); "--" ends the flags.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" { // flag.Parse stops after "--" and leaves the rest
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func (c *command) help(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: imgcache %s %s\n\n%s\n", c.name, c.synopsis, strings.TrimSpace(c.summary))
+	if hasFlags(fs) {
+		fmt.Fprintf(w, "\nFlags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}

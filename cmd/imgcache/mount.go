@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/mount"
+)
+
+func init() {
+	commands = append(commands, &command{
+		name:     "mount",
+		synopsis: "[flags] UPSTREAM MOUNTPOINT",
+		summary: `
+Mounts a read-only cache of the images at UPSTREAM (an http:// or https://
+URL of a directory: an imgcache origin, or an nginx, Apache or other server
+with directory listings) at MOUNTPOINT, and serves it in the foreground
+until it is unmounted or gets SIGINT or SIGTERM (then it unmounts and exits
+0). It prints one line to stderr when the mount is ready.
+
+Reads fault the parts they need in from UPSTREAM into the cache directory;
+later reads are local. getfattr -d shows an image's cache state
+(user.imgcache.*), du shows what is cached.`,
+		flags: mountFlags,
+	})
+}
+
+func mountFlags(fs *flag.FlagSet) func([]string) error {
+	cacheDir := fs.String("cache-dir", defaultCacheDir(), "cache `directory` (index and data)")
+	chunk := sizeFlag(fs, "chunk-size", cachecore.DefaultChunkSize, "fetch unit for new images (e.g. 1M, 4M)")
+	ttl := fs.Duration("catalog-ttl", cachecore.DefaultCatalogTTL, "how often the list of images is refreshed from the upstream")
+	allowOther := fs.Bool("allow-other", false, "let users other than the one mounting read the mount (adds default_permissions)")
+	debug := fs.Bool("debug", false, "log debug messages and every FUSE request")
+	return func(args []string) error {
+		if len(args) != 2 {
+			return usageErr("want UPSTREAM and MOUNTPOINT, got %d arguments", len(args))
+		}
+		level := slog.LevelInfo
+		if *debug {
+			level = slog.LevelDebug
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return mount.Run(ctx, mount.Options{
+			Upstream:   args[0],
+			Mountpoint: args[1],
+			CacheDir:   *cacheDir,
+			ChunkSize:  int64(*chunk),
+			CatalogTTL: *ttl,
+			AllowOther: *allowOther,
+			Debug:      *debug,
+			Logger:     log,
+			Ready:      func(i mount.Info) { fmt.Fprintln(os.Stderr, i) },
+		})
+	}
+}
+
+// defaultCacheDir is /var/cache/imgcache for root, else the user's cache
+// directory ($XDG_CACHE_HOME or ~/.cache) + /imgcache.
+func defaultCacheDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/cache/imgcache"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "imgcache")
+	}
+	return filepath.Join(os.TempDir(), "imgcache-"+fmt.Sprint(os.Geteuid()))
+}

@@ -1,0 +1,234 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// memUpstream serves images from memory; tests change it to make the
+// catalog change or fetches fail.
+type memUpstream struct {
+	mu     sync.Mutex
+	images map[string][]byte
+	fail   error
+}
+
+func (m *memUpstream) set(name string, b []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b == nil {
+		delete(m.images, name)
+	} else {
+		m.images[name] = b
+	}
+}
+
+func (m *memUpstream) List(ctx context.Context) ([]upstream.Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var es []upstream.Entry
+	for name, b := range m.images {
+		s := sha256.Sum256(b)
+		es = append(es, upstream.Entry{Name: name, Size: int64(len(b)), Digest: "sha256:" + hex.EncodeToString(s[:]),
+			ModTime: time.Unix(1700000000, 0)})
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].Name < es[j].Name })
+	return es, nil
+}
+
+func (m *memUpstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	b := m.images[e.Name]
+	return io.NopCloser(bytes.NewReader(b[off : off+n])), nil
+}
+
+func (m *memUpstream) URL(name string) string { return "mem://test/" + name }
+
+// mountTest mounts a cache over up in a temporary directory; it is
+// unmounted at cleanup. The test must reach the mount only through other
+// processes (this one serves it).
+func mountTest(t *testing.T, up *memUpstream) (string, *cachecore.Cache) {
+	t.Helper()
+	var root *Root
+	c, err := cachecore.Open(cachecore.Config{
+		Dir: t.TempDir(), Upstream: up, ChunkSize: 64 << 10, CatalogTTL: 200 * time.Millisecond,
+		OnChange: func(ch []cachecore.Change) {
+			if root != nil {
+				root.Invalidate(ch)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root = NewRoot(c)
+	mnt := t.TempDir()
+	opts := Options()
+	opts.MountOptions.DirectMount = true
+	server, err := gofs.Mount(mnt, root, opts)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		server.Unmount()
+		c.Close()
+	})
+	return mnt, c
+}
+
+func sh(t *testing.T, script string) string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+func shErr(script string) (string, error) {
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	return string(out), err
+}
+
+func TestFilesDirectoriesAndAttributes(t *testing.T) {
+	data := bytes.Repeat([]byte("imgcache"), 40000) // 320000 bytes: 5 chunks
+	up := &memUpstream{images: map[string][]byte{"b.img": data, "a/z.img": []byte("z"), "a/y.img": nil}}
+	mnt, _ := mountTest(t, up)
+
+	if got := sh(t, "ls "+mnt); got != "a\nb.img\n" {
+		t.Fatalf("ls = %q", got)
+	}
+	if got := sh(t, "ls "+mnt+"/a"); got != "y.img\nz.img\n" {
+		t.Fatalf("ls a = %q", got)
+	}
+	if got := sh(t, "stat -c '%s %b %a %h %u' "+mnt+"/b.img"); got != "320000 0 444 1 0\n" {
+		t.Fatalf("stat of a cold image = %q", got)
+	}
+	// O_DIRECT: exactly one 64 KiB chunk, no kernel read-ahead.
+	sh(t, "dd if="+mnt+"/b.img of=/dev/null bs=64k skip=2 count=1 iflag=direct status=none")
+	if got := sh(t, "stat -c '%b' "+mnt+"/b.img"); got != "128\n" {
+		t.Fatalf("st_blocks after reading one chunk = %q, want 128", got)
+	}
+	if got := sh(t, "getfattr --absolute-names -n user.imgcache.state --only-values "+mnt+"/b.img"); got != "partial" {
+		t.Fatalf("state = %q", got)
+	}
+	if got := sh(t, "cat "+mnt+"/b.img | sha256sum"); !strings.HasPrefix(got, hexSum(data)) {
+		t.Fatalf("content differs: %s", got)
+	}
+	all := sh(t, "getfattr --absolute-names -d "+mnt+"/b.img")
+	for _, want := range []string{`user.imgcache.hits="2"`, `user.imgcache.cached_bytes="320000"`,
+		`user.imgcache.size="320000"`, `user.imgcache.digest="sha256:` + hexSum(data), `user.imgcache.source="mem://test/b.img"`,
+		`user.imgcache.last_access="`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("getfattr -d lacks %s:\n%s", want, all)
+		}
+	}
+	if root := sh(t, "getfattr --absolute-names -d "+mnt); !strings.Contains(root, "user.imgcache.catalog_refreshed=") {
+		t.Errorf("root xattrs: %s", root)
+	}
+}
+
+func TestCatalogChangesShowUp(t *testing.T) {
+	up := &memUpstream{images: map[string][]byte{"old.img": []byte("v1")}}
+	mnt, _ := mountTest(t, up)
+	if got := sh(t, "cat "+mnt+"/old.img"); got != "v1" {
+		t.Fatal(got)
+	}
+	sh(t, "ls -l "+mnt+"/new.img 2>/dev/null; true") // a negative lookup the kernel may cache
+	up.set("old.img", []byte("version 2"))
+	up.set("new.img", []byte("new"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, _ := shErr("cat " + mnt + "/old.img")
+		b, _ := shErr("cat " + mnt + "/new.img")
+		if a == "version 2" && b == "new" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a catalog change: old.img=%q new.img=%q", a, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestFetchFailureIsEIOAndRecorded(t *testing.T) {
+	up := &memUpstream{images: map[string][]byte{"x.img": []byte("hello")}, fail: errors.New("upstream said no")}
+	mnt, _ := mountTest(t, up)
+	out, err := shErr("cat " + mnt + "/x.img")
+	if err == nil || !strings.Contains(out, "Input/output error") {
+		t.Fatalf("cat: %v %q", err, out)
+	}
+	if got := sh(t, "getfattr --absolute-names -n user.imgcache.error --only-values "+mnt+"/x.img"); !strings.Contains(got, "upstream said no") {
+		t.Fatalf("error attribute = %q", got)
+	}
+	var errno syscall.Errno = toErrno(errors.New("x"))
+	if errno != syscall.EIO {
+		t.Fatal(errno)
+	}
+}
+
+func TestErrnoTable(t *testing.T) {
+	for err, want := range map[error]syscall.Errno{
+		nil:                   0,
+		cachecore.ErrNotFound: syscall.ENOENT,
+		&cachecore.Error{Op: "fetch", Err: context.Canceled}:  syscall.EINTR,
+		&cachecore.Error{Op: "fetch", Err: errors.New("500")}: syscall.EIO,
+		context.DeadlineExceeded:                              syscall.EIO,
+	} {
+		if got := toErrno(err); got != want {
+			t.Errorf("toErrno(%v) = %v, want %v", err, got, want)
+		}
+	}
+}
+
+func TestXattrTable(t *testing.T) {
+	info := cachecore.Info{Hits: 12, State: cachecore.StatePartial, Source: "http://x/y"}
+	n, errno := getxattr(imageXattrs, info, "user.imgcache.hits", nil)
+	if n != 2 || errno != syscall.ERANGE {
+		t.Fatalf("probe: %d %v", n, errno)
+	}
+	buf := make([]byte, 2)
+	if n, errno := getxattr(imageXattrs, info, "user.imgcache.hits", buf); n != 2 || errno != 0 || string(buf) != "12" {
+		t.Fatalf("read: %d %v %q", n, errno, buf)
+	}
+	for _, name := range []string{"user.imgcache.error", "user.imgcache.digest", "user.imgcache.nope", "security.selinux", "user.other", "hits"} {
+		if _, errno := getxattr(imageXattrs, info, name, buf); errno != syscall.ENODATA {
+			t.Errorf("%s: %v, want ENODATA", name, errno)
+		}
+	}
+	want := "user.imgcache.hits\x00user.imgcache.state\x00user.imgcache.cached_bytes\x00user.imgcache.size\x00user.imgcache.source\x00"
+	n, errno = listxattr(imageXattrs, info, nil)
+	if int(n) != len(want) || errno != syscall.ERANGE {
+		t.Fatalf("list probe: %d %v", n, errno)
+	}
+	list := make([]byte, n)
+	if n, errno := listxattr(imageXattrs, info, list); string(list[:n]) != want || errno != 0 {
+		t.Fatalf("list = %q %v", list[:n], errno)
+	}
+}
+
+func hexSum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}

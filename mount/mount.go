@@ -1,0 +1,243 @@
+// Package mount runs one imgcache mount from start to end: it checks the
+// mountpoint (cleaning up a mount left by a crashed daemon), opens the
+// upstream and the cache, mounts the filesystem, reports when it is ready,
+// serves until unmounted or cancelled, then unmounts and closes the cache.
+package mount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
+	"github.com/imgcache/imgcache/fs"
+)
+
+// Options configure a mount.
+type Options struct {
+	Upstream   string // URL of the upstream
+	Mountpoint string
+	CacheDir   string
+	ChunkSize  int64         // 0: the cache's default
+	CatalogTTL time.Duration // 0: the cache's default
+	AllowOther bool
+	Debug      bool         // log FUSE requests too
+	Logger     *slog.Logger // nil: discard
+	// Ready, if set, is called once the filesystem answers requests.
+	Ready func(Info)
+}
+
+// Info describes a mount that is ready.
+type Info struct {
+	Source     string // upstream URL, credentials removed
+	Mountpoint string
+	CacheDir   string
+	Images     int
+}
+
+func (i Info) String() string {
+	return fmt.Sprintf("imgcache: ready: %s mounted at %s (cache %s, %d images)",
+		i.Source, i.Mountpoint, i.CacheDir, i.Images)
+}
+
+// Run mounts and serves until ctx is cancelled (then it unmounts) or the
+// filesystem is unmounted from outside. It returns nil after a clean end.
+func Run(ctx context.Context, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mnt, cacheDir, err := checkPaths(o.Mountpoint, o.CacheDir, log)
+	if err != nil {
+		return err
+	}
+	up, err := openUpstream(o.Upstream, log)
+	if err != nil {
+		return err
+	}
+	var root *fs.Root
+	cache, err := cachecore.Open(cachecore.Config{
+		Dir:        cacheDir,
+		Upstream:   up,
+		ChunkSize:  o.ChunkSize,
+		CatalogTTL: o.CatalogTTL,
+		Logger:     log,
+		OnChange: func(ch []cachecore.Change) {
+			if root != nil {
+				root.Invalidate(ch)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := cache.Close(); err != nil {
+			log.Error("closing cache", "err", err)
+		}
+	}()
+
+	root = fs.NewRoot(cache)
+	opts := fs.Options()
+	opts.MountOptions = fuse.MountOptions{
+		FsName:      "imgcache",
+		Name:        "imgcache",
+		AllowOther:  o.AllowOther,
+		Debug:       o.Debug,
+		DirectMount: true, // as root: mount(2) directly; else fusermount3
+		MaxWrite:    1 << 20,
+		// The kernel's read-ahead feeds our sequential detection; requests
+		// of up to 1 MiB keep round trips few.
+		MaxReadAhead: 1 << 20,
+	}
+	if o.AllowOther {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	}
+	server, err := fuse.NewServer(gofs.NewNodeFS(root, opts), mnt, &opts.MountOptions)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
+		return fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	if o.Ready != nil {
+		o.Ready(Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root())})
+	}
+
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	select {
+	case <-done:
+		log.Info("unmounted from outside", "mountpoint", mnt)
+	case <-ctx.Done():
+		unmount(server, mnt, done, log)
+	}
+	return nil
+}
+
+// unmount unmounts, waiting a little for files that are still open; if
+// they stay open it detaches the mount (it goes once they close) so that
+// a signal always ends the daemon.
+func unmount(server *fuse.Server, mnt string, done <-chan struct{}, log *slog.Logger) {
+	for range 20 {
+		err := server.Unmount()
+		if err == nil {
+			break
+		}
+		log.Debug("unmount", "err", err)
+		select {
+		case <-done:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	log.Warn("mount still busy; detaching it", "mountpoint", mnt)
+	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+		exec.Command("fusermount3", "-u", "-z", mnt).Run()
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func countImages(e *cachecore.Entry) int {
+	if !e.IsDir() {
+		return 1
+	}
+	n := 0
+	for _, ch := range e.Children {
+		n += countImages(ch)
+	}
+	return n
+}
+
+// openUpstream picks the upstream protocol by URL scheme.
+func openUpstream(raw string, log *slog.Logger) (upstream.Upstream, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return httpdir.New(raw, httpdir.Options{Logger: log})
+	default:
+		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http or https)", redact(u), u.Scheme)
+	}
+}
+
+func redact(u *url.URL) string {
+	return u.Redacted()
+}
+
+// checkPaths makes both paths absolute, refuses a mountpoint and a cache
+// directory inside one another, and cleans up a stale mount.
+func checkPaths(mnt, cacheDir string, log *slog.Logger) (string, string, error) {
+	var err error
+	if mnt, err = filepath.Abs(mnt); err != nil {
+		return "", "", err
+	}
+	if cacheDir, err = filepath.Abs(cacheDir); err != nil {
+		return "", "", err
+	}
+	if within(mnt, cacheDir) || within(cacheDir, mnt) {
+		return "", "", fmt.Errorf("mountpoint %s and cache directory %s must not lie inside one another", mnt, cacheDir)
+	}
+	if err := cleanStale(mnt, log); err != nil {
+		return "", "", err
+	}
+	fi, err := os.Stat(mnt)
+	if err != nil {
+		return "", "", fmt.Errorf("mountpoint: %w", err)
+	}
+	if !fi.IsDir() {
+		return "", "", fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	return mnt, cacheDir, nil
+}
+
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// cleanStale unmounts a FUSE mount whose daemon died: the kernel answers
+// ENOTCONN ("transport endpoint is not connected") for it.
+func cleanStale(mnt string, log *slog.Logger) error {
+	_, err := os.Stat(mnt)
+	if !errors.Is(err, syscall.ENOTCONN) {
+		return nil
+	}
+	log.Warn("cleaning up the stale mount of a daemon that died", "mountpoint", mnt)
+	uerr := syscall.Unmount(mnt, syscall.MNT_DETACH)
+	if uerr != nil {
+		if out, err := exec.Command("fusermount3", "-u", "-z", mnt).CombinedOutput(); err != nil {
+			return fmt.Errorf("stale mount at %s (transport endpoint is not connected) could not be unmounted: %v; fusermount3: %s",
+				mnt, uerr, strings.TrimSpace(string(out)))
+		}
+	}
+	if _, err := os.Stat(mnt); err != nil {
+		return fmt.Errorf("mountpoint %s after cleaning up a stale mount: %w", mnt, err)
+	}
+	return nil
+}
