@@ -282,3 +282,41 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestCloseDuringFetchRecordsNoError(t *testing.T) {
+	up := newFake()
+	up.add("x.img", randomBytes(64<<10, 11), false)
+	up.gate = make(chan struct{})
+	dir := t.TempDir()
+	c := openTest(t, dir, up)
+	img := mustLookup(t, c, "x.img")
+	h, _ := c.Open(img)
+	errc := make(chan error)
+	go func() { _, err := h.Read(context.Background(), 0, 10); errc <- err }()
+	waitFor(t, func() bool { return up.requests.Load() == 1 })
+	h.Close()
+	go c.Close()
+	if err := <-errc; !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) {
+		t.Fatalf("read during close: %v", err)
+	}
+	waitFor(t, func() bool { return c.ctx.Err() != nil })
+	time.Sleep(100 * time.Millisecond)
+	c2 := openTestEventually(t, dir, up)
+	defer c2.Close()
+	if info := mustLookup(t, c2, "x.img").Info(); info.LastError != "" {
+		t.Fatalf("shutdown recorded an error: %q", info.LastError)
+	}
+}
+
+// openTestEventually opens once the previous cache has released the
+// directory.
+func openTestEventually(t *testing.T, dir string, up *fakeUpstream) *Cache {
+	t.Helper()
+	var c *Cache
+	waitFor(t, func() bool {
+		var err error
+		c, err = Open(Config{Dir: dir, Upstream: up, ChunkSize: 64 << 10})
+		return err == nil
+	})
+	return c
+}

@@ -164,6 +164,10 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 		if errors.Is(err, upstream.ErrShortBody) && landed > 0 {
 			continue // progress: ask again for the rest
 		}
+		if c.ctx.Err() != nil { // closing: not the image's fault
+			img.failFrom(r, next, ErrClosed)
+			return
+		}
 		c.stats.FetchErrors.Add(1)
 		err = &Error{Op: "fetch", Name: img.entry.Name, Err: err}
 		c.log.Warn("fetch failed", "image", img.entry.Name, "err", err)
@@ -234,7 +238,7 @@ func (img *Image) land(r run, i int) {
 func (img *Image) failFrom(r run, i int, err error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if err != ErrClosed {
+	if !errors.Is(err, ErrClosed) {
 		img.recordErrorLocked(err)
 	}
 	for ; i < r.end; i++ {
