@@ -26,7 +26,7 @@ type fakeUpstream struct {
 	digests map[string]string // name -> digest to publish ("" none)
 	listErr error
 	fetchFn func(name string, off, n int64) error // nil: serve
-	gate    chan struct{}                          // if set, each fetch waits for a token
+	gate    chan struct{}                         // if set, each fetch waits for a token
 
 	fetched  atomic.Int64 // bytes served
 	requests atomic.Int64

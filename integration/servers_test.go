@@ -2,12 +2,15 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/imgcache/imgcache/origin"
 )
 
 // upstreamServer is a real HTTP server of images on 127.0.0.1.
@@ -152,4 +155,14 @@ func isMounted(t *testing.T, dir string) bool {
 		}
 	}
 	return false
+}
+
+// parseOriginLog reads a line of imgcache serve's access log (a JSON
+// origin.AccessRecord).
+func parseOriginLog(line string) (path string, bytes int64, ok bool) {
+	var r origin.AccessRecord
+	if err := json.Unmarshal([]byte(line), &r); err != nil || r.Method != "GET" {
+		return "", 0, false
+	}
+	return strings.TrimPrefix(r.Path, "/"), r.Bytes, true
 }

@@ -1,0 +1,290 @@
+package httpdir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// errStalled is the cause of a request cancelled because its reply
+// delivered nothing for StallTimeout.
+var errStalled = errors.New("reply stalled")
+
+// stallTimer cancels a request when it fires; it runs while the request
+// waits for headers, and a stallReader rearms it around each Read of the
+// body. It is not running while the caller is away between Reads: a slow
+// reader is not a stalled server.
+func (u *Upstream) stallTimer(cancel context.CancelCauseFunc) *time.Timer {
+	d := u.opts.StallTimeout
+	return time.AfterFunc(d, func() { cancel(fmt.Errorf("%w: no byte for %v", errStalled, d)) })
+}
+
+type stallReader struct {
+	r       io.Reader
+	timer   *time.Timer
+	timeout time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	s.timer.Reset(s.timeout)
+	n, err := s.r.Read(p)
+	s.timer.Stop()
+	return n, err
+}
+
+// Fetch returns a reader of the bytes [off, off+n) of e. See the package
+// comment for what is checked.
+func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
+	target := u.fileURL(e.Name)
+	if off < 0 || n < 0 || off+n > e.Size {
+		return nil, fmt.Errorf("GET %s: range [%d, %d) is outside the image's %d bytes", redact(target), off, off+n, e.Size)
+	}
+	if n == 0 {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	rng := fmt.Sprintf("bytes=%d-%d", off, off+n-1)
+	desc := describe("GET", target, rng)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	stall := u.stallTimer(cancel)
+	fail := func(err error) (io.ReadCloser, error) {
+		stall.Stop()
+		cancel(nil)
+		return nil, err
+	}
+	req, err := newRequest(ctx, "GET", target)
+	if err != nil {
+		return fail(transportError(ctx, desc, err))
+	}
+	req.Header.Set("Range", rng)
+	req.Header.Set("Accept-Encoding", "identity")
+	if ir := ifRange(e); ir != "" {
+		req.Header.Set("If-Range", ir)
+	}
+	resp, err := u.opts.Client.Do(req)
+	stall.Stop()
+	if err != nil {
+		return fail(transportError(ctx, desc, err))
+	}
+	plan, err := checkReply(resp, e, off, n)
+	if err != nil {
+		resp.Body.Close()
+		return fail(&requestError{req: desc, err: err})
+	}
+	if plan.skip > 0 {
+		u.ignoresRange.Do(func() {
+			u.log.Warn("httpdir: the server ignores Range; reading from the start of each image instead", "upstream", u.shown)
+		})
+	}
+	return &rangeReader{
+		desc:   desc,
+		body:   resp.Body,
+		r:      &stallReader{r: resp.Body, timer: stall, timeout: u.opts.StallTimeout},
+		ctx:    ctx,
+		cancel: cancel,
+		skip:   plan.skip,
+		left:   plan.yield,
+		want:   n,
+	}, nil
+}
+
+// ifRange is the validator that makes a server send the whole (new)
+// file instead of a range of a version the cache does not know. Only a
+// strong ETag may be used; else the Last-Modified date, as RFC 9110
+// allows.
+func ifRange(e upstream.Entry) string {
+	if strings.HasPrefix(e.ETag, `"`) {
+		return e.ETag
+	}
+	if !e.ModTime.IsZero() {
+		return e.ModTime.UTC().Format(http.TimeFormat)
+	}
+	return ""
+}
+
+// replyPlan says how to read a checked reply: skip bytes to throw away,
+// then yield bytes that are [off, off+yield) of the image.
+type replyPlan struct {
+	skip, yield int64
+}
+
+// checkReply checks that resp carries [off, off+n) of e, or a prefix of it.
+func checkReply(resp *http.Response, e upstream.Entry, off, n int64) (replyPlan, error) {
+	if err := checkEncoding(resp.Header); err != nil {
+		return replyPlan{}, err
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		return checkPartial(resp, e, off, n)
+	case http.StatusOK:
+		// Range ignored, or If-Range failed: the whole file. Which of
+		// the two only the validators can tell.
+		if err := checkSameVersion(resp.Header, e); err != nil {
+			return replyPlan{}, err
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != e.Size {
+			return replyPlan{}, fmt.Errorf("whole file of %d bytes, was %d: %w", resp.ContentLength, e.Size, upstream.ErrChanged)
+		}
+		return replyPlan{skip: off, yield: n}, nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		return replyPlan{}, fmt.Errorf("%s (Content-Range %q): the image is shorter than it was: %w",
+			resp.Status, resp.Header.Get("Content-Range"), upstream.ErrChanged)
+	default:
+		return replyPlan{}, newStatusError(resp)
+	}
+}
+
+func checkPartial(resp *http.Response, e upstream.Entry, off, n int64) (replyPlan, error) {
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(strings.ToLower(ct), "multipart/") {
+		return replyPlan{}, fmt.Errorf("206 reply is %s; one range was asked for", ct)
+	}
+	cr := resp.Header.Get("Content-Range")
+	first, last, total, err := parseContentRange(cr)
+	if err != nil {
+		return replyPlan{}, fmt.Errorf("206 reply: %w", err)
+	}
+	if total >= 0 && total != e.Size {
+		return replyPlan{}, fmt.Errorf("Content-Range %q: the image has %d bytes now, was %d: %w", cr, total, e.Size, upstream.ErrChanged)
+	}
+	if err := checkSameVersion(resp.Header, e); err != nil {
+		return replyPlan{}, err
+	}
+	if first != off || last > off+n-1 {
+		return replyPlan{}, fmt.Errorf("Content-Range %q is not the range asked for", cr)
+	}
+	yield := last - first + 1
+	if resp.ContentLength >= 0 && resp.ContentLength != yield {
+		return replyPlan{}, fmt.Errorf("Content-Length %d does not match Content-Range %q", resp.ContentLength, cr)
+	}
+	return replyPlan{yield: yield}, nil
+}
+
+// checkSameVersion compares the reply's validators with e's, when both
+// are known: the ETag (weakly: W/ aside), else Last-Modified to the
+// second (HTTP dates have no finer resolution).
+func checkSameVersion(h http.Header, e upstream.Entry) error {
+	if etag := h.Get("ETag"); etag != "" && e.ETag != "" {
+		if strings.TrimPrefix(etag, "W/") != strings.TrimPrefix(e.ETag, "W/") {
+			return fmt.Errorf("ETag is %s, was %s: %w", etag, e.ETag, upstream.ErrChanged)
+		}
+		return nil
+	}
+	if lm := h.Get("Last-Modified"); lm != "" && !e.ModTime.IsZero() {
+		t, err := http.ParseTime(lm)
+		if err == nil && t.Unix() != e.ModTime.Unix() {
+			return fmt.Errorf("Last-Modified is %s, was %s: %w", lm, e.ModTime.UTC().Format(http.TimeFormat), upstream.ErrChanged)
+		}
+	}
+	return nil
+}
+
+// parseContentRange parses "bytes first-last/total" of a single range;
+// total is -1 for "*".
+func parseContentRange(s string) (first, last, total int64, err error) {
+	bad := func() (int64, int64, int64, error) {
+		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
+	}
+	spec, ok := strings.CutPrefix(strings.TrimSpace(s), "bytes ")
+	if !ok {
+		return bad()
+	}
+	rng, size, ok := strings.Cut(strings.TrimSpace(spec), "/")
+	if !ok {
+		return bad()
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return bad()
+	}
+	if first, err = parseCount(a); err != nil {
+		return bad()
+	}
+	if last, err = parseCount(b); err != nil || last < first {
+		return bad()
+	}
+	if size == "*" {
+		return first, last, -1, nil
+	}
+	if total, err = parseCount(size); err != nil || last >= total {
+		return bad()
+	}
+	return first, last, total, nil
+}
+
+// parseCount parses a non-negative decimal of digits only (ParseInt
+// alone would take a sign).
+func parseCount(s string) (int64, error) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, strconv.ErrSyntax
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// rangeReader yields the checked bytes of a reply: after skip bytes, left
+// bytes; then io.EOF if that is all that was asked (want), else
+// ErrShortBody. It never yields more, however long the body.
+type rangeReader struct {
+	desc   string
+	body   io.Closer
+	r      io.Reader // the body, behind the stall timer
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	skip int64 // bytes before the range, to throw away (Range ignored)
+	left int64 // bytes of the range still to yield
+	got  int64 // bytes yielded
+	want int64 // bytes asked for
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	if r.skip > 0 {
+		k, err := io.CopyN(io.Discard, r.r, r.skip)
+		r.skip -= k
+		if err != nil {
+			return 0, r.fail(err)
+		}
+	}
+	if r.left == 0 {
+		if r.got < r.want {
+			return 0, r.short(fmt.Sprintf("the server sent %d of %d bytes", r.got, r.want))
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	k, err := r.r.Read(p)
+	r.left -= int64(k)
+	r.got += int64(k)
+	if err == io.EOF && r.left == 0 {
+		err = nil // the next Read says EOF or short
+	}
+	if err != nil {
+		return k, r.fail(err)
+	}
+	return k, nil
+}
+
+func (r *rangeReader) fail(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return r.short(fmt.Sprintf("body ended after %d of %d bytes", r.got, r.want))
+	}
+	return transportError(r.ctx, r.desc, err)
+}
+
+func (r *rangeReader) short(what string) error {
+	return &requestError{req: r.desc, err: fmt.Errorf("%s: %w", what, upstream.ErrShortBody)}
+}
+
+func (r *rangeReader) Close() error {
+	err := r.body.Close()
+	r.cancel(nil)
+	return err
+}

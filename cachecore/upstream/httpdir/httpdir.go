@@ -1,0 +1,319 @@
+// Package httpdir is the upstream of images served from a plain HTTP
+// directory: an imgcache origin, or any web server with directory
+// listings (nginx autoindex in HTML or JSON, Apache mod_autoindex,
+// python3 -m http.server).
+//
+// # Catalog
+//
+// An imgcache origin publishes an index of every image with its size,
+// mtime and sha256 at <base>.imgcache/index.json (see Index). When the
+// index is not there (404), the listings are crawled instead: every
+// relative link below a directory is a file, or a subdirectory if it ends
+// in a slash, listed in turn. HTML listings give no exact sizes, so each
+// file is asked for with HEAD. A SHA256SUMS file in any directory gives
+// the digests of the files it names. Names go through upstream.CleanName;
+// the ones it refuses are logged and left out.
+//
+// Every body read from the upstream has a cap, and so have the number of
+// entries and of listings: a catalog over a cap is an error, never a
+// silently truncated catalog, because a missing entry makes the cache
+// drop the image.
+//
+// # Ranges
+//
+// Fetch asks for one byte range with If-Range, and checks the reply
+// before handing out a byte: status, Content-Range, validators, encoding.
+// A server that ignores Range still works (the bytes before the range are
+// read and thrown away), only slower.
+//
+// # Credentials
+//
+// A URL may carry user:password@, used as basic authentication. It never
+// appears in an error, a log line or URL: messages are built here from a
+// copy of the URL without user information, never from the errors of
+// net/http, which keep the user name.
+package httpdir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// Defaults of Options.
+const (
+	DefaultStallTimeout    = 30 * time.Second
+	DefaultMaxListingBytes = 16 << 20
+	DefaultMaxSumsBytes    = 4 << 20
+	DefaultMaxEntries      = 1_000_000
+	DefaultMaxDepth        = upstream.MaxNameDepth
+	DefaultMaxListings     = 10_000
+	DefaultHeadConcurrency = 8
+)
+
+// Options tune an Upstream; the zero value of each field means its default.
+type Options struct {
+	// Client makes every request. nil: a client tuned for range requests
+	// (no transparent gzip, 16 idle connections per host, 10 s dial and
+	// 30 s response header timeouts, verified TLS).
+	Client *http.Client
+	// Logger receives refused names and odd server behaviour. nil: discard.
+	Logger *slog.Logger
+	// StallTimeout fails a reply that delivers no byte for this long,
+	// headers included.
+	StallTimeout time.Duration
+	// MaxListingBytes caps the body of one directory listing or of the
+	// origin index.
+	MaxListingBytes int64
+	// MaxSumsBytes caps the body of one SHA256SUMS file.
+	MaxSumsBytes int64
+	// MaxEntries caps the number of images in the catalog.
+	MaxEntries int
+	// MaxDepth caps the components of a name, directories included, and
+	// so how deep listings are followed. It cannot exceed
+	// upstream.MaxNameDepth, which CleanName enforces anyway.
+	MaxDepth int
+	// MaxListings caps the directory listings fetched by one List.
+	MaxListings int
+	// HeadConcurrency caps the HEAD (and SHA256SUMS) requests in flight
+	// during one List.
+	HeadConcurrency int
+}
+
+func (o *Options) setDefaults() {
+	if o.Client == nil {
+		o.Client = defaultClient()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	setDefault(&o.StallTimeout, DefaultStallTimeout)
+	setDefault(&o.MaxListingBytes, DefaultMaxListingBytes)
+	setDefault(&o.MaxSumsBytes, DefaultMaxSumsBytes)
+	setDefault(&o.MaxEntries, DefaultMaxEntries)
+	setDefault(&o.MaxDepth, DefaultMaxDepth)
+	setDefault(&o.MaxListings, DefaultMaxListings)
+	setDefault(&o.HeadConcurrency, DefaultHeadConcurrency)
+	o.MaxDepth = min(o.MaxDepth, upstream.MaxNameDepth)
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+func defaultClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// A gzip'd range is not the range: never ask for one.
+		DisableCompression: true,
+	}}
+}
+
+// Upstream is an HTTP directory of images.
+type Upstream struct {
+	base  *url.URL // ends in a slash; may hold credentials: never shown
+	opts  Options
+	log   *slog.Logger
+	shown string // base without credentials, for messages
+
+	ignoresRange sync.Once // logs once that the server ignores Range
+}
+
+var _ upstream.Upstream = (*Upstream)(nil)
+
+// New returns the upstream of the directory at rawURL, an http or https
+// URL; a missing trailing slash is added. It makes no request.
+func New(rawURL string, opts Options) (*Upstream, error) {
+	base, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Parse quotes the whole URL in its error, password included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("httpdir: cannot parse the upstream URL: %v", err)
+	}
+	shown := redact(base)
+	switch {
+	case base.Scheme != "http" && base.Scheme != "https":
+		return nil, fmt.Errorf("httpdir: %s: scheme must be http or https", shown)
+	case base.Host == "":
+		return nil, fmt.Errorf("httpdir: %s: no host", shown)
+	case base.RawQuery != "" || base.ForceQuery || base.Fragment != "":
+		return nil, fmt.Errorf("httpdir: %s: a directory URL takes no query or fragment", shown)
+	}
+	if !strings.HasSuffix(base.Path, "/") {
+		base.Path += "/"
+		if base.RawPath != "" {
+			base.RawPath += "/"
+		}
+	}
+	opts.setDefaults()
+	return &Upstream{base: base, opts: opts, log: opts.Logger, shown: redact(base)}, nil
+}
+
+// URL returns the URL of the named image, without credentials.
+func (u *Upstream) URL(name string) string { return redact(u.fileURL(name)) }
+
+// fileURL is the URL of a file: each component of its name escaped.
+func (u *Upstream) fileURL(name string) *url.URL {
+	t := *u.base
+	t.Path = u.base.Path + name
+	t.RawPath = u.base.EscapedPath() + escapePath(name)
+	return &t
+}
+
+// dirURL is the URL of a directory ("" is the base), with its slash.
+func (u *Upstream) dirURL(name string) *url.URL {
+	if name == "" {
+		return u.fileURL("")
+	}
+	return u.fileURL(name + "/")
+}
+
+func escapePath(name string) string {
+	comps := strings.Split(name, "/")
+	for i, c := range comps {
+		comps[i] = url.PathEscape(c)
+	}
+	return strings.Join(comps, "/")
+}
+
+// redact renders u without user information (name and password: a token
+// is often passed as the user name).
+func redact(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
+// requestError is the error of one request, named by its method,
+// redacted URL and range ("GET http://h/a.img bytes=0-9").
+type requestError struct {
+	req string
+	err error
+}
+
+func (e *requestError) Error() string { return e.req + ": " + e.err.Error() }
+func (e *requestError) Unwrap() error { return e.err }
+
+// describe names a request in messages.
+func describe(method string, target *url.URL, rng string) string {
+	if rng == "" {
+		return method + " " + redact(target)
+	}
+	return method + " " + redact(target) + " " + rng
+}
+
+// transportError turns an error of http.Client.Do (or of making the
+// request) into one that names the request but not the credentials:
+// *url.Error carries the URL with its user name, so only what it wraps is
+// kept.
+func transportError(ctx context.Context, req string, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+		return &requestError{req: req, err: cause}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return &requestError{req: req, err: err}
+}
+
+// statusError is a reply whose status was not one the caller can use.
+// 404 and 410 are upstream.ErrNotFound.
+type statusError struct {
+	code   int
+	status string
+}
+
+func (e *statusError) Error() string { return e.status }
+
+func (e *statusError) Is(target error) bool {
+	return target == upstream.ErrNotFound && (e.code == http.StatusNotFound || e.code == http.StatusGone)
+}
+
+func newStatusError(resp *http.Response) *statusError {
+	status := resp.Status
+	if status == "" {
+		status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	return &statusError{code: resp.StatusCode, status: status}
+}
+
+// checkEncoding refuses a body that is not the representation itself: a
+// gzip'd file is not its bytes, nor its length the file's size.
+func checkEncoding(h http.Header) error {
+	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return fmt.Errorf("reply has Content-Encoding %q; only identity is usable", ce)
+	}
+	return nil
+}
+
+// newRequest makes a request with the headers every request here has.
+func newRequest(ctx context.Context, method string, target *url.URL) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", "imgcache")
+	return req, nil
+}
+
+// getBody GETs target and reads its whole body, at most limit bytes;
+// what names the body in errors ("directory listing").
+func (u *Upstream) getBody(ctx context.Context, target *url.URL, limit int64, what string) ([]byte, http.Header, error) {
+	desc := describe("GET", target, "")
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := u.stallTimer(cancel)
+	defer stall.Stop()
+	req, err := newRequest(ctx, "GET", target)
+	if err != nil {
+		return nil, nil, transportError(ctx, desc, err)
+	}
+	resp, err := u.opts.Client.Do(req)
+	if err != nil {
+		return nil, nil, transportError(ctx, desc, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, &requestError{req: desc, err: newStatusError(resp)}
+	}
+	if err := checkEncoding(resp.Header); err != nil {
+		return nil, nil, &requestError{req: desc, err: err}
+	}
+	body := &stallReader{r: resp.Body, timer: stall, timeout: u.opts.StallTimeout}
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err != nil {
+		return nil, nil, transportError(ctx, desc, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, nil, &requestError{req: desc, err: fmt.Errorf("%s is larger than its cap of %d bytes", what, limit)}
+	}
+	return b, resp.Header, nil
+}
