@@ -182,12 +182,8 @@ func openUpstream(raw string, log *slog.Logger) (upstream.Upstream, error) {
 	case "http", "https":
 		return httpdir.New(raw, httpdir.Options{Logger: log})
 	default:
-		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http or https)", redact(u), u.Scheme)
+		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http or https)", upstream.Redact(u), u.Scheme)
 	}
-}
-
-func redact(u *url.URL) string {
-	return u.Redacted()
 }
 
 // checkPaths makes both paths absolute, refuses a mountpoint and a cache

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -75,3 +76,15 @@ var (
 	// ErrNotFound: the upstream does not have the image (any more).
 	ErrNotFound = errors.New("image not found upstream")
 )
+
+// Redact is u as a string without its user information, so that
+// credentials (a token is often passed as the user name) never reach
+// a log line, an error or an xattr.
+func Redact(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = nil
+	return c.String()
+}

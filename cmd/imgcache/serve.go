@@ -28,7 +28,7 @@ with Range, ETag and Last-Modified; directories get an HTML listing; and
 (each version of a file is hashed once, then remembered).
 
 Dotfiles and names with control characters are not served. It prints
-"serving DIR at URL" to stdout when it is listening, and stops on SIGINT
+"imgcache: serving DIR at URL" to stderr when it is listening, and stops on SIGINT
 or SIGTERM.`,
 		flags: serveFlags,
 	})
@@ -70,7 +70,7 @@ func serve(ctx context.Context, dir, listen, accessLog string, log *slog.Logger)
 	}
 	// No WriteTimeout: an image can take long to send.
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	fmt.Printf("serving %s at http://%s/\n", dir, ln.Addr())
+	fmt.Fprintf(os.Stderr, "imgcache: serving %s at http://%s/\n", dir, ln.Addr())
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()

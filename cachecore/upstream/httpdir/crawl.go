@@ -102,7 +102,7 @@ func (u *Upstream) listDir(ctx context.Context, name string) (listing, error) {
 		return listing{}, fmt.Errorf("%s: %w", describe("GET", d.url, ""), err)
 	}
 	for _, err := range l.refused {
-		u.log.Warn("httpdir: listed name left out", "dir", redact(d.url), "err", err)
+		u.log.Warn("httpdir: listed name left out", "dir", upstream.Redact(d.url), "err", err)
 	}
 	return l, nil
 }
@@ -238,7 +238,7 @@ func (u *Upstream) applySums(ctx context.Context, files []*file, byName map[stri
 		}
 		sums, refused := parseSHA256SUMS(body)
 		for _, err := range refused {
-			u.log.Warn("httpdir: SHA256SUMS line left out", "url", redact(target), "err", err)
+			u.log.Warn("httpdir: SHA256SUMS line left out", "url", upstream.Redact(target), "err", err)
 		}
 		dir, depth := "", 0
 		if i := strings.LastIndexByte(sf.entry.Name, '/'); i >= 0 {

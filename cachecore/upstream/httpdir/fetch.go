@@ -44,7 +44,7 @@ func (s *stallReader) Read(p []byte) (int, error) {
 func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
 	target := u.fileURL(e.Name)
 	if off < 0 || n < 0 || off+n > e.Size {
-		return nil, fmt.Errorf("GET %s: range [%d, %d) is outside the image's %d bytes", redact(target), off, off+n, e.Size)
+		return nil, fmt.Errorf("GET %s: range [%d, %d) is outside the image's %d bytes", upstream.Redact(target), off, off+n, e.Size)
 	}
 	if n == 0 {
 		return io.NopCloser(strings.NewReader("")), nil

@@ -154,7 +154,7 @@ func New(rawURL string, opts Options) (*Upstream, error) {
 		}
 		return nil, fmt.Errorf("httpdir: cannot parse the upstream URL: %v", err)
 	}
-	shown := redact(base)
+	shown := upstream.Redact(base)
 	switch {
 	case base.Scheme != "http" && base.Scheme != "https":
 		return nil, fmt.Errorf("httpdir: %s: scheme must be http or https", shown)
@@ -170,11 +170,11 @@ func New(rawURL string, opts Options) (*Upstream, error) {
 		}
 	}
 	opts.setDefaults()
-	return &Upstream{base: base, opts: opts, log: opts.Logger, shown: redact(base)}, nil
+	return &Upstream{base: base, opts: opts, log: opts.Logger, shown: upstream.Redact(base)}, nil
 }
 
 // URL returns the URL of the named image, without credentials.
-func (u *Upstream) URL(name string) string { return redact(u.fileURL(name)) }
+func (u *Upstream) URL(name string) string { return upstream.Redact(u.fileURL(name)) }
 
 // fileURL is the URL of a file: each component of its name escaped.
 func (u *Upstream) fileURL(name string) *url.URL {
@@ -200,17 +200,6 @@ func escapePath(name string) string {
 	return strings.Join(comps, "/")
 }
 
-// redact renders u without user information (name and password: a token
-// is often passed as the user name).
-func redact(u *url.URL) string {
-	if u.User == nil {
-		return u.String()
-	}
-	c := *u
-	c.User = nil
-	return c.String()
-}
-
 // requestError is the error of one request, named by its method,
 // redacted URL and range ("GET http://h/a.img bytes=0-9").
 type requestError struct {
@@ -224,9 +213,9 @@ func (e *requestError) Unwrap() error { return e.err }
 // describe names a request in messages.
 func describe(method string, target *url.URL, rng string) string {
 	if rng == "" {
-		return method + " " + redact(target)
+		return method + " " + upstream.Redact(target)
 	}
-	return method + " " + redact(target) + " " + rng
+	return method + " " + upstream.Redact(target) + " " + rng
 }
 
 // transportError turns an error of http.Client.Do (or of making the
