@@ -79,12 +79,12 @@ func (c *command) run(args []string, stdout, stderr io.Writer) int {
 		c.help(fs, stdout)
 		return 0
 	}
-	var ue errUsage
 	if err == nil {
 		err = action(positional)
 	} else {
-		ue = errUsage{err.Error()} // a bad flag or flag value
+		err = errUsage{err.Error()} // a bad flag or flag value
 	}
+	var ue errUsage
 	switch {
 	case err == nil:
 		return 0
