@@ -268,20 +268,8 @@ func (c *Cache) closeStorage() error {
 	return err
 }
 
-// Stats returns the cache's counters.
-func (c *Cache) Stats() *Stats { return &c.stats }
-
 // Source is the upstream's URL, credentials removed.
 func (c *Cache) Source() string { return c.up.URL("") }
-
-// Stats counts what the cache does; every field is safe to read at any time.
-type Stats struct {
-	Opens           atomic.Uint64 // opens for reading (hits, in Glance's terms)
-	BytesFetched    atomic.Uint64 // bytes received from the upstream
-	BytesServed     atomic.Uint64 // bytes handed to readers that reached the daemon
-	FetchErrors     atomic.Uint64 // range fetches that failed
-	FetchesInFlight atomic.Int64  // range requests running now
-}
 
 // imageID names one version of one image. An image with a digest is
 // identified by it (the same bytes under the same name from any mirror);

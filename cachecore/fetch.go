@@ -43,8 +43,10 @@ func (img *Image) ensure(ctx context.Context, first, last int) error {
 	img.mu.Lock()
 	if img.present.nextMissing(first, last+1) > last {
 		img.mu.Unlock()
+		img.c.stats.Hits.Add(1)
 		return nil
 	}
+	img.c.stats.Misses.Add(1)
 	var waits []*flight
 	runs := img.claimLocked(first, last+1, &waits, -1)
 	if len(runs) > 0 {

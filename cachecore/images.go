@@ -1,0 +1,33 @@
+package cachecore
+
+import (
+	"slices"
+	"strings"
+)
+
+// Images returns a snapshot of every image in the catalog, sorted by name:
+// what the management API lists.
+func (c *Cache) Images() []Info {
+	c.mu.Lock()
+	imgs := make([]*Image, 0, len(c.images))
+	for _, img := range c.images {
+		imgs = append(imgs, img)
+	}
+	c.mu.Unlock()
+	infos := make([]Info, 0, len(imgs))
+	for _, img := range imgs {
+		infos = append(infos, img.Info())
+	}
+	slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
+	return infos
+}
+
+// ImageNamed finds the image called name (a path of the catalog, like
+// "ubuntu/jammy.img") in the current catalog.
+func (c *Cache) ImageNamed(name string) (*Image, error) {
+	e, ok := c.Lookup(name)
+	if !ok || e.IsDir() {
+		return nil, &Error{Op: "find", Name: name, Err: ErrNotFound}
+	}
+	return e.Image, nil
+}

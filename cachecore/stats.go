@@ -1,0 +1,63 @@
+package cachecore
+
+import "sync/atomic"
+
+// Stats counts what the cache does, in the manner of groupcache's Stats:
+// plain atomic counters, bumped on the paths they count and safe to read
+// at any time. Counters start at zero with each daemon.
+type Stats struct {
+	Opens           atomic.Uint64 // opens for reading (each image's hits, summed)
+	Hits            atomic.Uint64 // reads that reached the daemon and found their bytes cached
+	Misses          atomic.Uint64 // reads that had to wait for bytes from the upstream
+	BytesFetched    atomic.Uint64 // bytes received from the upstream
+	BytesServed     atomic.Uint64 // bytes handed to reads that reached the daemon
+	Evictions       atomic.Uint64 // images whose cached bytes were dropped to make room or on request
+	FetchErrors     atomic.Uint64 // range fetches that failed
+	FetchesInFlight atomic.Int64  // range requests running now
+}
+
+// Stats returns the cache's live counters.
+func (c *Cache) Stats() *Stats { return &c.stats }
+
+// Snapshot is a copy of the counters taken at one moment, plus gauges of
+// the cache's contents computed at that moment.
+type Snapshot struct {
+	Opens, Hits, Misses       uint64
+	BytesFetched, BytesServed uint64
+	Evictions, FetchErrors    uint64
+	FetchesInFlight           int64
+
+	Images      int           // images in the catalog
+	ByState     map[State]int // images in each state
+	CachedBytes int64         // bytes of images in the cache (what the chunk maps say)
+	IndexBytes  int64         // the index's size on disk (badger's LSM tree and value log)
+}
+
+// Snapshot reads the counters and measures the cache's contents. It visits
+// every image (a lock each), so it is meant for the API and metrics, not
+// for hot paths.
+func (c *Cache) Snapshot() Snapshot {
+	s := Snapshot{
+		Opens:           c.stats.Opens.Load(),
+		Hits:            c.stats.Hits.Load(),
+		Misses:          c.stats.Misses.Load(),
+		BytesFetched:    c.stats.BytesFetched.Load(),
+		BytesServed:     c.stats.BytesServed.Load(),
+		Evictions:       c.stats.Evictions.Load(),
+		FetchErrors:     c.stats.FetchErrors.Load(),
+		FetchesInFlight: c.stats.FetchesInFlight.Load(),
+		ByState:         make(map[State]int),
+	}
+	c.mu.Lock()
+	for _, img := range c.images {
+		img.mu.Lock()
+		s.ByState[img.stateLocked()]++
+		s.CachedBytes += img.cachedBytesLocked()
+		img.mu.Unlock()
+	}
+	s.Images = len(c.images)
+	c.mu.Unlock()
+	lsm, vlog := c.idx.db.Size()
+	s.IndexBytes = lsm + vlog
+	return s
+}
