@@ -60,6 +60,16 @@ type Config struct {
 	CatalogTTL    time.Duration // how often the catalog is refreshed; 0: DefaultCatalogTTL
 	FlushInterval time.Duration // how often index changes are written; 0: default
 
+	// Verify says when an image's bytes may be served: VerifyLazy (the
+	// default) serves chunks as they arrive, VerifyStrict none before the
+	// whole image is fetched and verified (verify.go).
+	Verify VerifyMode
+	// ScrubInterval is how often every cached image is checked at rest
+	// (scrub.go); 0: never. ScrubRate caps its reads in bytes a second;
+	// 0: DefaultScrubRate.
+	ScrubInterval time.Duration
+	ScrubRate     int64
+
 	// InitialListTimeout bounds the first listing of an upstream when the
 	// index has no catalog yet; 0: 30s.
 	InitialListTimeout time.Duration
@@ -145,6 +155,11 @@ func Open(cfg Config) (*Cache, error) {
 	c.wg.Add(2)
 	go c.flushLoop()
 	go c.catalogLoop(!fresh)
+	c.resumeVerification()
+	if cfg.ScrubInterval > 0 {
+		c.wg.Add(1)
+		go c.scrubLoop()
+	}
 	return c, nil
 }
 

@@ -35,6 +35,17 @@ func (m *chunkMap) set(i int) bool {
 	return true
 }
 
+// unset marks chunk i missing and reports whether it was present.
+func (m *chunkMap) unset(i int) bool {
+	w, b := i/64, uint64(1)<<(uint(i)%64)
+	if m.words[w]&b == 0 {
+		return false
+	}
+	m.words[w] &^= b
+	m.count--
+	return true
+}
+
 func (m *chunkMap) clear() {
 	clear(m.words)
 	m.count = 0

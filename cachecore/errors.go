@@ -12,6 +12,9 @@ var (
 	ErrClosed = errors.New("cache is closed")
 	// ErrInvalid: the image's bytes did not match its published digest.
 	ErrInvalid = errors.New("image failed verification")
+	// ErrDamaged: cached bytes no longer match the checksums recorded
+	// when they were verified.
+	ErrDamaged = errors.New("cached data damaged")
 	// ErrLocked: another process uses the cache directory.
 	ErrLocked = errors.New("cache directory is in use")
 )

@@ -69,11 +69,17 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 	first := int(off / img.chunkSize)
 	last := int((off + int64(n) - 1) / img.chunkSize)
 
-	if from, to := h.plan(off, n, last); from < to {
-		h.readAheadTo(img.c.readAhead(img, from, to))
-	}
-	if err := img.ensure(ctx, first, last); err != nil {
-		return Span{}, err
+	if img.c.cfg.Verify == VerifyStrict {
+		if err := img.awaitVerified(ctx); err != nil {
+			return Span{}, err
+		}
+	} else {
+		if from, to := h.plan(off, n, last); from < to {
+			h.readAheadTo(img.c.readAhead(img, from, to))
+		}
+		if err := img.ensure(ctx, first, last); err != nil {
+			return Span{}, err
+		}
 	}
 	img.c.stats.BytesServed.Add(uint64(n))
 	return Span{File: h.file, Off: off, Len: n}, nil

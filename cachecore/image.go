@@ -13,7 +13,7 @@ type State string
 
 const (
 	StateAbsent   State = "absent"   // nothing cached
-	StatePartial  State = "partial"  // some chunks cached
+	StatePartial  State = "partial"  // some chunks cached, or all but not yet verified
 	StateComplete State = "complete" // every chunk cached, no digest checked
 	StateVerified State = "verified" // complete and its bytes hash to its digest
 	StateInvalid  State = "invalid"  // its bytes did not hash to its digest
@@ -31,15 +31,16 @@ type Image struct {
 	nChunks   int
 	ino       uint64
 
-	mu       sync.Mutex // protects the following
-	rec      record     // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed
-	present  chunkMap
-	flights  map[int]*flight // chunk -> the fetch that will bring it
-	file     *os.File        // open while users > 0
-	users    int             // open handles and running fetches
-	dirty    bool            // rec or present changed since the last flush
-	unsynced bool            // data written since the last fsync
-	retired  bool            // no longer in the catalog: delete when unused
+	mu        sync.Mutex // protects the following
+	rec       record     // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed
+	present   chunkMap
+	flights   map[int]*flight // chunk -> the fetch that will bring it
+	file      *os.File        // open while users > 0
+	users     int             // open handles and running fetches
+	dirty     bool            // rec or present changed since the last flush
+	unsynced  bool            // data written since the last fsync
+	retired   bool            // no longer in the catalog: delete when unused
+	verifyRun *verifyRun      // the verification running now, nil if none
 }
 
 // flight is one chunk on its way from the upstream. done is closed when
@@ -120,12 +121,12 @@ func (img *Image) CachedBytes() int64 {
 	return img.cachedBytesLocked()
 }
 
-// Complete reports whether every byte is cached (and, if the image has a
-// digest, not found invalid), so that the kernel may cache it for long.
+// Complete reports whether every byte is cached and, if the image has a
+// digest, verified: bytes that may stay in the kernel's page cache.
 func (img *Image) Complete() bool {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	return img.present.complete() && img.rec.Verdict != invalid
+	return img.trustedLocked()
 }
 
 func (img *Image) stateLocked() State {
@@ -134,8 +135,10 @@ func (img *Image) stateLocked() State {
 		return StateInvalid
 	case img.present.complete() && img.rec.Verdict == verified:
 		return StateVerified
+	case img.present.complete() && img.entry.Digest == "":
+		return StateComplete // nothing to verify against
 	case img.present.complete():
-		return StateComplete
+		return StatePartial // until verified
 	case img.present.count == 0:
 		return StateAbsent
 	default:

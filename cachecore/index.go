@@ -15,6 +15,7 @@ import (
 //
 //	img/<id>      record (JSON): one image version, its metadata and counters
 //	map/<id>      chunk map (binary, see chunkMap.marshal) of that image
+//	sum/<id>      sha256 of each chunk of that image, concatenated (sums.go)
 //	meta/catalog  catalogMeta (JSON): when the catalog was last refreshed
 //
 // Records of images in the current catalog have Listed set; the catalog is
@@ -22,6 +23,7 @@ import (
 const (
 	imgPrefix   = "img/"
 	mapPrefix   = "map/"
+	sumPrefix   = "sum/"
 	catalogKey  = "meta/catalog"
 	schemaKey   = "meta/schema"
 	schemaValue = "1"
@@ -127,6 +129,9 @@ func (x *index) load() (loaded, error) {
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			key := string(item.Key())
+			if strings.HasPrefix(key, sumPrefix) {
+				continue // read when checked, not at start-up
+			}
 			err := item.Value(func(v []byte) error {
 				switch {
 				case strings.HasPrefix(key, imgPrefix):
@@ -156,11 +161,12 @@ type batch struct {
 	records []record
 	maps    map[string][]byte
 	deletes []string
+	sums    map[string][]byte // chunk checksums to record, by image ID
 	catalog *catalogMeta
 }
 
 func (b *batch) empty() bool {
-	return len(b.records) == 0 && len(b.maps) == 0 && len(b.deletes) == 0 && b.catalog == nil
+	return len(b.records) == 0 && len(b.maps) == 0 && len(b.deletes) == 0 && len(b.sums) == 0 && b.catalog == nil
 }
 
 func (b *batch) putMap(id string, m []byte) {
@@ -195,6 +201,14 @@ func (x *index) write(b *batch) error {
 			return err
 		}
 		if err := wb.Delete([]byte(mapPrefix + id)); err != nil {
+			return err
+		}
+		if err := wb.Delete([]byte(sumPrefix + id)); err != nil {
+			return err
+		}
+	}
+	for id, s := range b.sums {
+		if err := wb.Set([]byte(sumPrefix+id), s); err != nil {
 			return err
 		}
 	}

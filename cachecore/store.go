@@ -98,15 +98,8 @@ func (s *store) sync(id string) error {
 	return f.Sync()
 }
 
-// punch drops every byte of an image's data file, keeping its size.
+// punch drops every byte of an image's data file, keeping its size (a
+// reader of the file at that moment sees zeros, never an early end).
 func (s *store) punch(id string, size int64) error {
-	f, err := s.root.OpenFile(dataName(id), os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Truncate(0); err != nil {
-		return err
-	}
-	return f.Truncate(size)
+	return s.punchRange(id, 0, size)
 }

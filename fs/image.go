@@ -37,7 +37,18 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	return &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}, fuse.FOPEN_KEEP_CACHE, 0
+	return &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}, keepCache(n.img), 0
+}
+
+// keepCache lets the kernel keep an image's pages across opens only once
+// the image is complete and verified. An open without it drops the
+// pages, so pages of a copy that failed verification, or that a check
+// found damaged, are never read again.
+func keepCache(img *cachecore.Image) uint32 {
+	if img.Complete() {
+		return fuse.FOPEN_KEEP_CACHE
+	}
+	return 0
 }
 
 func (n *imageNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

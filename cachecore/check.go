@@ -1,0 +1,309 @@
+package cachecore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Checking data at rest. Once an image has been hashed (verify.go), the
+// sha256 of each of its chunks is in the index. Check reads the chunks
+// that are present again and compares: a chunk that no longer matches
+// (a disk error, a stray write into the cache directory) is dropped
+// (quarantined: its bytes are punched out and it is marked missing, so
+// the next read fetches it again), and the image's error says so. A
+// complete image that was never hashed (the daemon stopped first) is
+// verified whole instead.
+
+// CheckResult is what Check found.
+type CheckResult struct {
+	Images    int           `json:"images"`     // images checked
+	Chunks    int           `json:"chunks"`     // chunks read and compared
+	Bytes     int64         `json:"bytes"`      // bytes read
+	BadChunks int           `json:"bad_chunks"` // chunks that no longer matched, now dropped
+	Invalid   int           `json:"invalid"`    // images whose bytes did not hash to their digest
+	Reports   []ImageReport `json:"reports"`    // one per image checked, in name order
+}
+
+// ImageReport is what Check found in one image.
+type ImageReport struct {
+	Name      string `json:"name"`
+	State     State  `json:"state"`      // after the check
+	Chunks    int    `json:"chunks"`     // chunks read and compared
+	BadChunks int    `json:"bad_chunks"` // of those, dropped for not matching
+	Message   string `json:"message"`    // the finding, for people
+}
+
+// OK reports whether nothing was found wrong.
+func (r CheckResult) OK() bool { return r.BadChunks == 0 && r.Invalid == 0 }
+
+// Check checks the cached data of the image or directory called name
+// (every image if name is empty) against the checksums recorded when
+// each image was verified, and drops what no longer matches. It returns
+// early, with what it found so far, if ctx ends.
+func (c *Cache) Check(ctx context.Context, name string) (CheckResult, error) {
+	return c.check(ctx, name, nil)
+}
+
+func (c *Cache) check(ctx context.Context, name string, pace *pacer) (CheckResult, error) {
+	var res CheckResult
+	imgs, err := c.imagesBelow(name)
+	if err != nil {
+		return res, err
+	}
+	for _, img := range imgs {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		r := c.checkImage(ctx, img, pace)
+		res.Images++
+		res.Chunks += r.Chunks
+		res.BadChunks += r.BadChunks
+		res.Bytes += r.bytes
+		if r.State == StateInvalid {
+			res.Invalid++
+		}
+		res.Reports = append(res.Reports, r.ImageReport)
+	}
+	return res, ctx.Err()
+}
+
+// imagesBelow returns the image called name, or the images in the
+// directory called name ("": all), in name order.
+func (c *Cache) imagesBelow(name string) ([]*Image, error) {
+	e, ok := c.Lookup(strings.Trim(name, "/"))
+	if !ok {
+		return nil, &Error{Op: "check", Name: name, Err: ErrNotFound}
+	}
+	var imgs []*Image
+	var walk func(*Entry)
+	walk = func(e *Entry) {
+		if !e.IsDir() {
+			imgs = append(imgs, e.Image)
+		}
+		for _, ch := range e.Children {
+			walk(ch)
+		}
+	}
+	walk(e)
+	slices.SortFunc(imgs, func(a, b *Image) int { return strings.Compare(a.entry.Name, b.entry.Name) })
+	return imgs, nil
+}
+
+type imageCheck struct {
+	ImageReport
+	bytes int64
+}
+
+func (c *Cache) checkImage(ctx context.Context, img *Image, pace *pacer) (r imageCheck) {
+	r.Name = img.entry.Name
+	defer func() { r.State = img.Info().State }()
+	img.mu.Lock()
+	count, complete := img.present.count, img.present.complete()
+	img.mu.Unlock()
+	switch {
+	case img.nChunks == 0:
+		r.Message = "empty image"
+		return r
+	case count == 0:
+		r.Message = "nothing cached"
+		return r
+	}
+	sums, err := c.idx.sums(img.id)
+	if err != nil {
+		r.Message = "reading its checksums: " + err.Error()
+		return r
+	}
+	if len(sums) != img.nChunks*sha256.Size {
+		if !complete {
+			r.Message = "partly cached, not checked: checksums are recorded when the whole image has been fetched"
+			return r
+		}
+		return c.verifyNow(ctx, img)
+	}
+	f, err := c.store.root.Open(dataName(img.id))
+	if errors.Is(err, fs.ErrNotExist) {
+		r.Message = "nothing cached"
+		return r
+	}
+	if err != nil {
+		r.Message = "opening its data: " + err.Error()
+		return r
+	}
+	defer f.Close()
+	bad, err := c.compareChunks(ctx, img, f, sums, pace, &r)
+	if err != nil {
+		r.Message = fmt.Sprintf("check stopped after %d chunks: %v", r.Chunks, err)
+	}
+	if len(bad) > 0 {
+		r.BadChunks = c.quarantine(img, bad)
+	}
+	if err == nil {
+		r.Message = fmt.Sprintf("%d chunks match their checksums", r.Chunks-len(bad))
+		if len(bad) > 0 {
+			r.Message += fmt.Sprintf("; %d did not (%s) and were dropped", len(bad), chunkList(bad))
+		}
+	}
+	return r
+}
+
+// compareChunks hashes each present chunk and returns those whose sum
+// differs from the one recorded.
+func (c *Cache) compareChunks(ctx context.Context, img *Image, f io.ReaderAt, sums []byte, pace *pacer, r *imageCheck) ([]int, error) {
+	bufp := piecePool.Get().(*[]byte)
+	defer piecePool.Put(bufp)
+	h := sha256.New()
+	var sum []byte
+	var bad []int
+	for i := range img.nChunks {
+		if err := ctx.Err(); err != nil {
+			return bad, err
+		}
+		img.mu.Lock()
+		has := img.present.has(i)
+		img.mu.Unlock()
+		if !has {
+			continue
+		}
+		h.Reset()
+		n := img.chunkLen(i)
+		if _, err := io.CopyBuffer(h, io.NewSectionReader(f, int64(i)*img.chunkSize, n), *bufp); err != nil {
+			return bad, err
+		}
+		r.Chunks++
+		r.bytes += n
+		if sum = h.Sum(sum[:0]); !bytes.Equal(sum, sums[i*sha256.Size:(i+1)*sha256.Size]) {
+			bad = append(bad, i)
+		}
+		if err := pace.wait(ctx, n); err != nil {
+			return bad, err
+		}
+	}
+	return bad, nil
+}
+
+// verifyNow verifies a complete image that has no chunk sums yet.
+func (c *Cache) verifyNow(ctx context.Context, img *Image) (r imageCheck) {
+	r.Name = img.entry.Name
+	img.mu.Lock()
+	run := img.startVerifyLocked()
+	img.mu.Unlock()
+	select {
+	case <-run.done:
+	case <-ctx.Done():
+		r.Message = "interrupted"
+		return r
+	}
+	if run.err != nil {
+		r.Message = run.err.Error()
+		return r
+	}
+	r.Chunks, r.bytes = img.nChunks, img.entry.Size
+	info := img.Info()
+	switch info.State {
+	case StateInvalid:
+		r.Message = info.LastError
+	case StateVerified:
+		r.Message = "had no checksums: verified against its digest now, checksums recorded"
+	default:
+		r.Message = "had no checksums: recorded now (no digest to verify against)"
+	}
+	return r
+}
+
+// quarantine drops chunks found damaged at rest and records why; it
+// returns how many it dropped (a chunk may have gone meanwhile).
+func (c *Cache) quarantine(img *Image, bad []int) int {
+	img.mu.Lock()
+	dropped, err := img.dropChunksLocked(bad)
+	if dropped > 0 {
+		if img.rec.Verdict == verified {
+			img.rec.Verdict = unchecked // verified again once complete
+		}
+		img.recordErrorLocked(&Error{Op: "check", Name: img.entry.Name, Err: fmt.Errorf(
+			"%w: %d cached chunks (%s) no longer match the checksums recorded at verification; dropped, they are fetched again when read",
+			ErrDamaged, dropped, chunkList(bad))})
+	}
+	img.mu.Unlock()
+	c.log.Error("cached data damaged; chunks dropped", "image", img.entry.Name, "chunks", chunkList(bad))
+	if err != nil {
+		c.log.Warn("punching damaged chunks out of the cache file", "image", img.entry.Name, "err", err)
+	}
+	c.kickFlush()
+	return dropped
+}
+
+// dropLocked forgets every chunk of the image and empties its data file.
+// The bytes go while img.mu is held (the one disk write under it), so
+// that no fetch can write a chunk that is then punched out.
+func (img *Image) dropLocked() error {
+	img.present.clear()
+	img.dirty = true
+	return img.c.store.punch(img.id, img.entry.Size)
+}
+
+// dropChunksLocked forgets the given chunks and punches their bytes out
+// of the data file; see dropLocked.
+func (img *Image) dropChunksLocked(chunks []int) (int, error) {
+	dropped := 0
+	var err error
+	for _, i := range chunks {
+		if !img.present.unset(i) {
+			continue
+		}
+		dropped++
+		img.dirty = true
+		if perr := img.c.store.punchRange(img.id, int64(i)*img.chunkSize, img.chunkLen(i)); err == nil {
+			err = perr
+		}
+	}
+	return dropped, err
+}
+
+// chunkList describes chunk numbers for people: "3, 7, 12" or, if many,
+// the first few and a count.
+func chunkList(chunks []int) string {
+	var b strings.Builder
+	for k, i := range chunks {
+		if k == 8 {
+			fmt.Fprintf(&b, " and %d more", len(chunks)-k)
+			break
+		}
+		if k > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprint(&b, i)
+	}
+	if len(chunks) == 1 {
+		return "chunk " + b.String()
+	}
+	return "chunks " + b.String()
+}
+
+// punchRange drops bytes [off, off+n) of an image's data file, keeping
+// its size: a hole reads as zeros and takes no space.
+func (s *store) punchRange(id string, off, n int64) error {
+	f, err := s.root.OpenFile(dataName(id), syscall.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	const punchHole, keepSize = 0x02, 0x01 // FALLOC_FL_*
+	err = syscall.Fallocate(int(f.Fd()), punchHole|keepSize, off, n)
+	if errors.Is(err, syscall.EOPNOTSUPP) {
+		// A filesystem without holes: overwrite with zeros.
+		_, err = io.Copy(io.NewOffsetWriter(f, off), io.LimitReader(zeros{}, n))
+	}
+	return err
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
