@@ -70,6 +70,8 @@ type Config struct {
 	ScrubInterval time.Duration
 	ScrubRate     int64
 
+	FailureConfig // retries, read timeout (retry.go)
+
 	// InitialListTimeout bounds the first listing of an upstream when the
 	// index has no catalog yet; 0: 30s.
 	InitialListTimeout time.Duration
@@ -123,6 +125,9 @@ func Open(cfg Config) (*Cache, error) {
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	if err := checkDirSafe(cfg.Dir); err != nil {
+		return nil, err
 	}
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {
@@ -186,6 +191,7 @@ func (cfg *Config) fill() error {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = DefaultFlushInterval
 	}
+	cfg.FailureConfig.fill()
 	if cfg.InitialListTimeout <= 0 {
 		cfg.InitialListTimeout = 30 * time.Second
 	}

@@ -160,6 +160,8 @@ func TestFailedFetchIsRecordedAndRetried(t *testing.T) {
 	up.mu.Lock()
 	up.fetchFn = nil
 	up.mu.Unlock()
+	h, _ = c.Open(img) // the first handle repeats its failure for a while (FailHold)
+	defer h.Close()
 	b := make([]byte, len(data))
 	if _, err := h.ReadAt(b, 0); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("retry: err=%v equal=%v", err, bytes.Equal(b, data))

@@ -157,16 +157,27 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 	bufp := piecePool.Get().(*[]byte)
 	defer piecePool.Put(bufp)
 	next := r.first
-	for next < r.end {
+	for attempt := 0; next < r.end; {
 		landed, err := c.fetchRange(img, file, r, next, *bufp)
 		next += landed
 		if err == nil {
 			continue
 		}
-		if errors.Is(err, upstream.ErrShortBody) && landed > 0 {
-			continue // progress: ask again for the rest
+		if landed > 0 {
+			attempt = 0 // progress: retries count from here
+			if errors.Is(err, upstream.ErrShortBody) {
+				continue // ask again for the rest
+			}
 		}
 		if c.ctx.Err() != nil { // closing: not the image's fault
+			img.failFrom(r, next, ErrClosed)
+			return
+		}
+		attempt++
+		if c.pauseBeforeRetry(img, attempt, err) {
+			continue
+		}
+		if c.ctx.Err() != nil {
 			img.failFrom(r, next, ErrClosed)
 			return
 		}
@@ -187,6 +198,9 @@ type fileWriterAt interface {
 func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf []byte) (int, error) {
 	off := int64(from) * img.chunkSize
 	n := min(int64(r.end)*img.chunkSize, img.entry.Size) - off
+	if err := c.checkRoom(n); err != nil {
+		return 0, err
+	}
 	body, err := c.up.Fetch(c.ctx, img.entry, off, n)
 	if err != nil {
 		return 0, err

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // Handle is one open of an image for reading. It keeps the data file open
@@ -20,6 +21,9 @@ type Handle struct {
 	seqLen int64      // how many bytes that stream has covered
 	raEnd  int        // read-ahead has been started for chunks below this
 	closed bool
+
+	held      error // a recent read failure, repeated until heldUntil (retry.go)
+	heldUntil time.Time
 }
 
 // Span says where the bytes of a read are: Len bytes of File at Off. The
@@ -77,7 +81,7 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 		if from, to := h.plan(off, n, last); from < to {
 			h.readAheadTo(img.c.readAhead(img, from, to))
 		}
-		if err := img.ensure(ctx, first, last); err != nil {
+		if err := h.ensureBounded(ctx, first, last); err != nil {
 			return Span{}, err
 		}
 	}

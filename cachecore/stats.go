@@ -13,6 +13,7 @@ type Stats struct {
 	BytesServed     atomic.Uint64 // bytes handed to reads that reached the daemon
 	Evictions       atomic.Uint64 // images whose cached bytes were dropped to make room or on request
 	FetchErrors     atomic.Uint64 // range fetches that failed
+	FetchRetries    atomic.Uint64 // range fetches tried again after a temporary failure
 	FetchesInFlight atomic.Int64  // range requests running now
 }
 

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,14 +20,14 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/imgcache/imgcache/cachecore"
-	"github.com/imgcache/imgcache/cachecore/upstream"
-	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
 	"github.com/imgcache/imgcache/fs"
 )
 
 // Options configure a mount.
 type Options struct {
-	Upstream   string // URL of the upstream
+	Upstream   string   // URL of the upstream, or several: "URL1,URL2" (failover in order)
+	Mirrors    []string // more upstream URLs, tried after those of Upstream
+	Trust      Trust    // timeouts, retries, TLS, credentials (trust.go)
 	Mountpoint string
 	CacheDir   string
 	ChunkSize  int64         // 0: the cache's default
@@ -64,7 +63,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	up, err := openUpstream(o.Upstream, log)
+	up, err := openUpstreams(splitUpstreams(o.Upstream, o.Mirrors), o.Trust, log)
 	if err != nil {
 		return err
 	}
@@ -75,6 +74,8 @@ func Run(ctx context.Context, o Options) error {
 		ChunkSize:  o.ChunkSize,
 		CatalogTTL: o.CatalogTTL,
 		Logger:     log,
+
+		FailureConfig: o.Trust.failureConfig(),
 		OnChange: func(ch []cachecore.Change) {
 			if root != nil {
 				root.Invalidate(ch)
@@ -170,20 +171,6 @@ func countImages(e *cachecore.Entry) int {
 		n += countImages(ch)
 	}
 	return n
-}
-
-// openUpstream picks the upstream protocol by URL scheme.
-func openUpstream(raw string, log *slog.Logger) (upstream.Upstream, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %q: %w", raw, err)
-	}
-	switch u.Scheme {
-	case "http", "https":
-		return httpdir.New(raw, httpdir.Options{Logger: log})
-	default:
-		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http or https)", upstream.Redact(u), u.Scheme)
-	}
 }
 
 // checkPaths makes both paths absolute, refuses a mountpoint and a cache

@@ -21,7 +21,8 @@ func init() {
 		summary: `
 Mounts a read-only cache of the images at UPSTREAM (an http:// or https://
 URL of a directory: an imgcache origin, or an nginx, Apache or other server
-with directory listings) at MOUNTPOINT, and serves it in the foreground
+with directory listings; several, comma-separated, are mirrors tried in
+order) at MOUNTPOINT, and serves it in the foreground
 until it is unmounted or gets SIGINT or SIGTERM (then it unmounts and exits
 0). It prints one line to stderr when the mount is ready.
 
@@ -38,6 +39,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 	ttl := fs.Duration("catalog-ttl", cachecore.DefaultCatalogTTL, "how often the list of images is refreshed from the upstream")
 	allowOther := fs.Bool("allow-other", false, "let users other than the one mounting read the mount (adds default_permissions)")
 	debug := fs.Bool("debug", false, "log debug messages and every FUSE request")
+	tf := addTrustFlags(fs)
 	return func(args []string) error {
 		if len(args) != 2 {
 			return usageErr("want UPSTREAM and MOUNTPOINT, got %d arguments", len(args))
@@ -47,10 +49,16 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			level = slog.LevelDebug
 		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		trust, err := tf.trust(log)
+		if err != nil {
+			return err
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return mount.Run(ctx, mount.Options{
 			Upstream:   args[0],
+			Mirrors:    tf.mirrors,
+			Trust:      trust,
 			Mountpoint: args[1],
 			CacheDir:   *cacheDir,
 			ChunkSize:  int64(*chunk),

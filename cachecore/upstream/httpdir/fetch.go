@@ -13,17 +13,13 @@ import (
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
-// errStalled is the cause of a request cancelled because its reply
-// delivered nothing for StallTimeout.
-var errStalled = errors.New("reply stalled")
-
 // stallTimer cancels a request when it fires; it runs while the request
 // waits for headers, and a stallReader rearms it around each Read of the
 // body. It is not running while the caller is away between Reads: a slow
 // reader is not a stalled server.
 func (u *Upstream) stallTimer(cancel context.CancelCauseFunc) *time.Timer {
 	d := u.opts.StallTimeout
-	return time.AfterFunc(d, func() { cancel(fmt.Errorf("%w: no byte for %v", errStalled, d)) })
+	return time.AfterFunc(d, func() { cancel(fmt.Errorf("%w: no byte for %v", upstream.ErrStalled, d)) })
 }
 
 type stallReader struct {

@@ -40,7 +40,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -52,7 +51,9 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultStallTimeout    = 30 * time.Second
+	DefaultConnectTimeout  = 5 * time.Second
+	DefaultHeaderTimeout   = 10 * time.Second
+	DefaultStallTimeout    = 10 * time.Second
 	DefaultMaxListingBytes = 16 << 20
 	DefaultMaxSumsBytes    = 4 << 20
 	DefaultMaxEntries      = 1_000_000
@@ -64,9 +65,25 @@ const (
 // Options tune an Upstream; the zero value of each field means its default.
 type Options struct {
 	// Client makes every request. nil: a client tuned for range requests
-	// (no transparent gzip, 16 idle connections per host, 10 s dial and
-	// 30 s response header timeouts, verified TLS).
+	// (no transparent gzip, 16 idle connections per host, the timeouts
+	// and TLS settings below); see client.go.
 	Client *http.Client
+	// ConnectTimeout bounds dialing a connection (and its TLS handshake).
+	ConnectTimeout time.Duration
+	// HeaderTimeout bounds the wait for a reply's headers once the
+	// request is sent.
+	HeaderTimeout time.Duration
+	// CAFile, if set, is a PEM file of the certificate authorities an
+	// https upstream's certificate must chain to, instead of the system's.
+	CAFile string
+	// Insecure turns off TLS certificate verification. Only for tests
+	// and labs: anyone on the path can then serve any bytes.
+	Insecure bool
+	// Credentials are sent with every request to the upstream's own
+	// host (never to another host a redirect leads to): "user:password"
+	// for basic authentication, or a bearer token (no colon). Empty:
+	// the user information of the URL, if any.
+	Credentials string
 	// Logger receives refused names and odd server behaviour. nil: discard.
 	Logger *slog.Logger
 	// StallTimeout fails a reply that delivers no byte for this long,
@@ -91,13 +108,12 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	if o.Client == nil {
-		o.Client = defaultClient()
-	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	setDefault(&o.StallTimeout, DefaultStallTimeout)
+	setDefault(&o.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&o.HeaderTimeout, DefaultHeaderTimeout)
 	setDefault(&o.MaxListingBytes, DefaultMaxListingBytes)
 	setDefault(&o.MaxSumsBytes, DefaultMaxSumsBytes)
 	setDefault(&o.MaxEntries, DefaultMaxEntries)
@@ -111,23 +127,6 @@ func setDefault[T int | int64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}
-}
-
-func defaultClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Client{Transport: &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		// A gzip'd range is not the range: never ask for one.
-		DisableCompression: true,
-	}}
 }
 
 // Upstream is an HTTP directory of images.
@@ -170,6 +169,18 @@ func New(rawURL string, opts Options) (*Upstream, error) {
 		}
 	}
 	opts.setDefaults()
+	if opts.Credentials == "" && base.User != nil {
+		opts.Credentials = base.User.String() // "user:password", still escaped
+		if un, err := url.PathUnescape(opts.Credentials); err == nil {
+			opts.Credentials = un
+		}
+	}
+	base.User = nil // credentials travel only in the auth transport's header
+	if opts.Client == nil {
+		if opts.Client, err = newClient(&opts, base); err != nil {
+			return nil, fmt.Errorf("httpdir: %s: %v", shown, err)
+		}
+	}
 	return &Upstream{base: base, opts: opts, log: opts.Logger, shown: upstream.Redact(base)}, nil
 }
 
@@ -223,7 +234,7 @@ func describe(method string, target *url.URL, rng string) string {
 // *url.Error carries the URL with its user name, so only what it wraps is
 // kept.
 func transportError(ctx context.Context, req string, err error) error {
-	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+	if cause := context.Cause(ctx); errors.Is(cause, upstream.ErrStalled) {
 		return &requestError{req: req, err: cause}
 	}
 	var ue *url.Error
@@ -236,9 +247,13 @@ func transportError(ctx context.Context, req string, err error) error {
 // statusError is a reply whose status was not one the caller can use.
 // 404 and 410 are upstream.ErrNotFound.
 type statusError struct {
-	code   int
-	status string
+	code       int
+	status     string
+	retryAfter time.Duration // the reply's Retry-After, 0 if none
 }
+
+func (e *statusError) HTTPStatus() int           { return e.code }
+func (e *statusError) RetryAfter() time.Duration { return e.retryAfter }
 
 func (e *statusError) Error() string { return e.status }
 
@@ -251,7 +266,7 @@ func newStatusError(resp *http.Response) *statusError {
 	if status == "" {
 		status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
-	return &statusError{code: resp.StatusCode, status: status}
+	return &statusError{code: resp.StatusCode, status: status, retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }
 
 // checkEncoding refuses a body that is not the representation itself: a

@@ -1,0 +1,153 @@
+package cachecore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// Bounded failure. A range fetch that fails for a reason worth another try
+// (upstream.Temporary: 5xx, a reset, a timeout or stall, a short body) is
+// retried up to RetryMax times with exponential backoff and jitter, or
+// after the pause the upstream asked for (Retry-After, capped). A reader
+// waits at most ReadTimeout for its bytes, whatever the fetch is doing, and
+// then gets an error (EIO) that is also recorded on the image. A handle
+// whose read failed answers further reads of missing bytes with the same
+// error for FailHold, so a reader that retries at once does not hammer an
+// upstream that has just failed.
+
+// Defaults of the Config fields below.
+const (
+	DefaultRetryMax    = 4
+	DefaultReadTimeout = 30 * time.Second
+	DefaultFailHold    = 2 * time.Second
+
+	retryBase     = 250 * time.Millisecond // first pause
+	retryCap      = 8 * time.Second        // longest backoff pause
+	maxRetryAfter = 30 * time.Second       // longest Retry-After honoured
+)
+
+// ErrReadTimeout: the bytes a read needs did not arrive within ReadTimeout.
+var ErrReadTimeout = errors.New("upstream did not deliver in time")
+
+// FailureConfig is the part of Config about failing well.
+type FailureConfig struct {
+	RetryMax    int           // retries of a failed range request; 0: default, <0: none
+	ReadTimeout time.Duration // longest a read waits for the upstream; 0: default
+	FailHold    time.Duration // how long a handle repeats a failure; 0: default, <0: never
+	// SpaceReserve is the free space on the cache filesystem that data
+	// never takes, for the index (dirsafety.go); 0: default, <0: none.
+	SpaceReserve int64
+}
+
+func (f *FailureConfig) fill() {
+	if f.RetryMax == 0 {
+		f.RetryMax = DefaultRetryMax
+	}
+	if f.ReadTimeout <= 0 {
+		f.ReadTimeout = DefaultReadTimeout
+	}
+	if f.FailHold == 0 {
+		f.FailHold = DefaultFailHold
+	}
+	if f.SpaceReserve == 0 {
+		f.SpaceReserve = DefaultSpaceReserve
+	}
+}
+
+// backoff is the pause before retry number attempt (1, 2, ...) after err:
+// base * 2^(attempt-1), capped, with the upper half jittered so that
+// readers failing together do not come back together; at least what a
+// Retry-After asked for (capped).
+func backoff(attempt int, err error) time.Duration {
+	d := retryCap
+	if attempt < 10 {
+		d = min(retryCap, retryBase<<(attempt-1))
+	}
+	d = d/2 + rand.N(d/2+1)
+	if ra := min(upstream.RetryAfterOf(err), maxRetryAfter); ra > d {
+		d = ra
+	}
+	return d
+}
+
+// pauseBeforeRetry says whether a fetch that failed with err should try
+// again (attempt is the number of this retry, from 1), and if so sleeps
+// the backoff first. It gives up at once when the cache closes.
+func (c *Cache) pauseBeforeRetry(img *Image, attempt int, err error) bool {
+	if attempt > c.cfg.RetryMax || !upstream.Temporary(err) {
+		return false
+	}
+	d := backoff(attempt, err)
+	c.log.Debug("fetch failed; retrying", "image", img.entry.Name, "attempt", attempt, "in", d, "err", err)
+	c.stats.FetchRetries.Add(1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// ensureBounded is ensure for a reader: it gives up after ReadTimeout
+// (recording why on the image), and repeats a recent failure of this
+// handle instead of asking the upstream again.
+func (h *Handle) ensureBounded(ctx context.Context, first, last int) error {
+	img := h.img
+	if err := h.heldFailure(first, last); err != nil {
+		return err
+	}
+	timeout := img.c.cfg.ReadTimeout
+	tctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrReadTimeout)
+	defer cancel()
+	err := img.ensure(tctx, first, last)
+	if err == nil || ctx.Err() != nil { // done, or the reader gave up
+		return err
+	}
+	if errors.Is(context.Cause(tctx), ErrReadTimeout) {
+		err = &Error{Op: "read", Name: img.entry.Name,
+			Err: fmt.Errorf("%w: no bytes within the read timeout of %v", ErrReadTimeout, timeout)}
+		img.mu.Lock()
+		img.recordErrorLocked(err)
+		img.mu.Unlock()
+	}
+	if !errors.Is(err, ErrClosed) {
+		h.holdFailure(err)
+	}
+	return err
+}
+
+// heldFailure is the failure this handle repeats, if it is recent and
+// chunks [first, last] are not all present.
+func (h *Handle) heldFailure(first, last int) error {
+	h.mu.Lock()
+	err, until := h.held, h.heldUntil
+	h.mu.Unlock()
+	if err == nil || !time.Now().Before(until) {
+		return nil
+	}
+	img := h.img
+	img.mu.Lock()
+	missing := img.present.nextMissing(first, last+1) <= last
+	img.mu.Unlock()
+	if !missing {
+		return nil
+	}
+	return err
+}
+
+func (h *Handle) holdFailure(err error) {
+	hold := h.img.c.cfg.FailHold
+	if hold <= 0 {
+		return
+	}
+	h.mu.Lock()
+	h.held, h.heldUntil = err, time.Now().Add(hold)
+	h.mu.Unlock()
+}

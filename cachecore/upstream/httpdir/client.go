@@ -1,0 +1,110 @@
+package httpdir
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// newClient makes the client of an upstream at base: verified TLS (or the
+// CA file's authorities), the dial and header timeouts of o, no
+// transparent gzip (a gzip'd range is not the range), and credentials
+// added by the transport for base's host only.
+func newClient(o *Options, base *url.URL) (*http.Client, error) {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	tlsConf.InsecureSkipVerify = o.Insecure
+	dialer := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
+	var rt http.RoundTripper = &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       tlsConf,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   o.ConnectTimeout,
+		ResponseHeaderTimeout: o.HeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+	if o.Credentials != "" {
+		rt = &authTransport{base: rt, scheme: base.Scheme, host: base.Host, auth: authHeader(o.Credentials)}
+	}
+	return &http.Client{Transport: rt, CheckRedirect: checkRedirect}, nil
+}
+
+// checkRedirect follows at most 5 redirects and never from https to http.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("more than 5 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("redirect from https to %s refused", req.URL.Scheme)
+	}
+	return nil
+}
+
+func authHeader(cred string) string {
+	if strings.Contains(cred, ":") {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(cred))
+	}
+	return "Bearer " + cred
+}
+
+// authTransport adds the Authorization header to requests for the
+// upstream's own scheme and host:port, and to no other: a redirect to
+// another host (a CDN, or a hostile server's choice) never sees it. The
+// header is set on a copy of each request, so net/http's redirect code
+// has nothing to copy along.
+type authTransport struct {
+	base         http.RoundTripper
+	scheme, host string
+	auth         string
+}
+
+func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != t.scheme || req.URL.Host != t.host || req.Header.Get("Authorization") != "" {
+		return t.base.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", t.auth)
+	return t.base.RoundTrip(r)
+}
+
+// parseRetryAfter reads a Retry-After value: seconds, or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s < 0 || s > 24*3600 {
+			return 0
+		}
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
+	"github.com/imgcache/imgcache/mount"
+)
+
+// credentialsEnv names the environment variable that may hold the
+// upstream credentials ("user:password" or a token).
+const credentialsEnv = "IMGCACHE_CREDENTIALS"
+
+// trustFlags are mount's flags about reaching the upstream and failing
+// well: timeouts, retries, mirrors, TLS and credentials.
+type trustFlags struct {
+	connect, header, stall, read *time.Duration
+	retryMax                     *int
+	caFile, credFile             *string
+	insecure                     *bool
+	mirrors                      listFlag
+}
+
+func addTrustFlags(fs *flag.FlagSet) *trustFlags {
+	t := &trustFlags{
+		connect:  fs.Duration("connect-timeout", httpdir.DefaultConnectTimeout, "longest wait for a connection (and TLS handshake) to the upstream"),
+		header:   fs.Duration("header-timeout", httpdir.DefaultHeaderTimeout, "longest wait for a reply's headers"),
+		stall:    fs.Duration("stall-timeout", httpdir.DefaultStallTimeout, "fail a reply that delivers no byte for this long"),
+		read:     fs.Duration("read-timeout", cachecore.DefaultReadTimeout, "a read of uncached bytes fails (EIO) after this long without them"),
+		retryMax: fs.Int("retry-max", cachecore.DefaultRetryMax, "retries of a range request after a 5xx, reset or timeout (backoff with jitter; 0: none)"),
+		caFile:   fs.String("ca-file", "", "PEM `file` of the certificate authorities to trust for an https upstream (instead of the system's)"),
+		credFile: fs.String("credentials-file", "", "`file` holding the upstream credentials, user:password or a token (else $"+credentialsEnv+")"),
+		insecure: fs.Bool("insecure", false, "do not verify the upstream's TLS certificate (dangerous; warns loudly)"),
+	}
+	fs.Var(&t.mirrors, "mirror", "another `URL` of the same images, used when the ones before fail (repeatable)")
+	return t
+}
+
+// trust gathers the flags; credentials come from the file, else the
+// environment (which is then cleared, so that child processes never
+// inherit it).
+func (t *trustFlags) trust(log *slog.Logger) (mount.Trust, error) {
+	retry := *t.retryMax
+	if retry == 0 {
+		retry = -1 // the flag's 0 means none; the config's 0 means default
+	}
+	tr := mount.Trust{
+		ConnectTimeout: *t.connect,
+		HeaderTimeout:  *t.header,
+		StallTimeout:   *t.stall,
+		ReadTimeout:    *t.read,
+		RetryMax:       retry,
+		CAFile:         *t.caFile,
+		Insecure:       *t.insecure,
+	}
+	if *t.credFile != "" {
+		b, err := os.ReadFile(*t.credFile)
+		if err != nil {
+			return tr, fmt.Errorf("credentials file: %w", err)
+		}
+		if fi, err := os.Stat(*t.credFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("the credentials file is readable by others; chmod 600 it", "file", *t.credFile)
+		}
+		tr.Credentials = strings.TrimSpace(string(b))
+		if tr.Credentials == "" {
+			return tr, fmt.Errorf("credentials file %s is empty", *t.credFile)
+		}
+	} else if v, ok := os.LookupEnv(credentialsEnv); ok {
+		tr.Credentials = strings.TrimSpace(v)
+		os.Unsetenv(credentialsEnv)
+	}
+	return tr, nil
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }

@@ -1,0 +1,103 @@
+package mount
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/failover"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
+)
+
+// Trust is how a mount reaches its upstreams and how it fails: timeouts,
+// retries, TLS and credentials. Zero values mean the defaults.
+type Trust struct {
+	ConnectTimeout time.Duration
+	HeaderTimeout  time.Duration
+	StallTimeout   time.Duration
+	ReadTimeout    time.Duration
+	RetryMax       int // <0: no retries
+	CAFile         string
+	Insecure       bool
+	// Credentials for every upstream: "user:password" or a token. They
+	// never appear in logs or xattrs.
+	Credentials string
+}
+
+// splitUpstreams splits "URL1,URL2" (and any extra mirrors) into URLs.
+func splitUpstreams(raw string, mirrors []string) []string {
+	var urls []string
+	for _, s := range append(strings.Split(raw, ","), mirrors...) {
+		if s = strings.TrimSpace(s); s != "" {
+			urls = append(urls, s)
+		}
+	}
+	return urls
+}
+
+// openUpstreams opens every upstream URL; several become one failover
+// upstream, tried in the order given.
+func openUpstreams(urls []string, t Trust, log *slog.Logger) (upstream.Upstream, error) {
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("no upstream URL")
+	}
+	if t.Insecure {
+		log.Warn("!!! TLS CERTIFICATE VERIFICATION IS OFF (--insecure): anyone between this host and the upstream can serve any bytes as any image !!!")
+	}
+	var ups []upstream.Upstream
+	for _, raw := range urls {
+		u, err := openUpstream(raw, t, log)
+		if err != nil {
+			return nil, err
+		}
+		ups = append(ups, u)
+	}
+	if len(ups) == 1 {
+		return ups[0], nil
+	}
+	return failover.New(ups, 0, log), nil
+}
+
+// openUpstream picks the upstream protocol by URL scheme.
+func openUpstream(raw string, t Trust, log *slog.Logger) (upstream.Upstream, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("upstream URL: %v", errorsWithoutURL(err))
+	}
+	if u.User != nil {
+		if _, hasPassword := u.User.Password(); hasPassword {
+			log.Warn("the upstream URL holds a password, which any user can see in the process list; use --credentials-file or $IMGCACHE_CREDENTIALS", "upstream", upstream.Redact(u))
+		}
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return httpdir.New(raw, httpdir.Options{
+			Logger:         log,
+			ConnectTimeout: t.ConnectTimeout,
+			HeaderTimeout:  t.HeaderTimeout,
+			StallTimeout:   t.StallTimeout,
+			CAFile:         t.CAFile,
+			Insecure:       t.Insecure,
+			Credentials:    t.Credentials,
+		})
+	default:
+		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http or https)", upstream.Redact(u), u.Scheme)
+	}
+}
+
+// errorsWithoutURL drops the URL (and so any password) that url.Parse
+// quotes in its errors.
+func errorsWithoutURL(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+func (t Trust) failureConfig() cachecore.FailureConfig {
+	return cachecore.FailureConfig{RetryMax: t.RetryMax, ReadTimeout: t.ReadTimeout}
+}
