@@ -106,6 +106,7 @@ type Cache struct {
 	verifying chan struct{} // one token per image being hashed
 	stats     Stats
 	tree      atomic.Pointer[tree]
+	serveMode atomic.Value // ServeMode, set by the mount (servemode.go)
 
 	mu        sync.Mutex        // protects the following
 	images    map[string]*Image // every image with a record, by ID

@@ -6,8 +6,10 @@
 // # Kernel caching
 //
 // An image version never changes, so lookups and attributes are cached
-// for long and file contents are kept in the page cache across opens
-// (FOPEN_KEEP_CACHE). Two things do change: the catalog (a refresh gives a
+// for long. A settled image (complete and, with a digest, verified) is
+// read by the kernel straight from the data file (passthrough, when the
+// mount's probe found it works: passthrough.go), or else its pages are
+// kept in the page cache across opens (FOPEN_KEEP_CACHE). Two things do change: the catalog (a refresh gives a
 // changed image a new inode; Invalidate drops the kernel's stale lookups)
 // and an incomplete image's cached bytes, which st_blocks reports (so its
 // attributes are cached briefly and dropped when an open that fetched

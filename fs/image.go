@@ -16,6 +16,8 @@ type imageNode struct {
 	gofs.Inode
 	c   *cachecore.Cache
 	img *cachecore.Image
+
+	modes ioModes // which opens use the kernel's caching mode (passthrough.go)
 }
 
 var (
@@ -37,18 +39,8 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	return &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}, keepCache(n.img), 0
-}
-
-// keepCache lets the kernel keep an image's pages across opens only once
-// the image is complete and verified. An open without it drops the
-// pages, so pages of a copy that failed verification, or that a check
-// found damaged, are never read again.
-func keepCache(img *cachecore.Image) uint32 {
-	if img.Complete() {
-		return fuse.FOPEN_KEEP_CACHE
-	}
-	return 0
+	fh := &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}
+	return fh, fh.openFlags(), 0
 }
 
 func (n *imageNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -106,6 +98,7 @@ type imageHandle struct {
 	h            *cachecore.Handle
 	fd           uintptr
 	cachedAtOpen int64
+	passthrough  bool // set by openFlags, before the kernel asks PassthroughFd
 }
 
 var (
@@ -127,6 +120,7 @@ func (fh *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 // kernel's copy of st_blocks is stale: tell it, from another goroutine, as
 // a notification must not wait on the request that causes it.
 func (fh *imageHandle) Release(ctx context.Context) syscall.Errno {
+	fh.releaseMode()
 	fh.h.Close()
 	if fh.node.img.CachedBytes() != fh.cachedAtOpen {
 		go fh.node.NotifyContent(-1, 0) // attributes only; the page cache stays

@@ -40,10 +40,11 @@ var imageXattrs = []xattr[cachecore.Info]{
 type rootInfoT struct {
 	source  string
 	catalog cachecore.CatalogStatus
+	mode    cachecore.ServeMode
 }
 
 func rootInfo(c *cachecore.Cache) rootInfoT {
-	return rootInfoT{source: c.Source(), catalog: c.CatalogStatus()}
+	return rootInfoT{source: c.Source(), catalog: c.CatalogStatus(), mode: c.ServeMode()}
 }
 
 var rootXattrs = []xattr[rootInfoT]{
@@ -55,6 +56,7 @@ var rootXattrs = []xattr[rootInfoT]{
 		}
 		return errorValue(r.catalog.ErrAt, r.catalog.Err.Error())
 	}},
+	{"serve_mode", func(r rootInfoT) (string, bool) { return string(r.mode), true }},
 }
 
 func timeValue(t time.Time) (string, bool) {

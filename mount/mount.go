@@ -45,11 +45,12 @@ type Info struct {
 	Mountpoint string
 	CacheDir   string
 	Images     int
+	ServeMode  cachecore.ServeMode // how settled images are read: passthrough or page-cache
 }
 
 func (i Info) String() string {
-	return fmt.Sprintf("imgcache: ready: %s mounted at %s (cache %s, %d images)",
-		i.Source, i.Mountpoint, i.CacheDir, i.Images)
+	return fmt.Sprintf("imgcache: ready: %s mounted at %s (cache %s, %d images, %s)",
+		i.Source, i.Mountpoint, i.CacheDir, i.Images, i.ServeMode)
 }
 
 // Run mounts and serves until ctx is cancelled (then it unmounts) or the
@@ -99,11 +100,8 @@ func Run(ctx context.Context, o Options) error {
 		AllowOther:  o.AllowOther,
 		Debug:       o.Debug,
 		DirectMount: true, // as root: mount(2) directly; else fusermount3
-		MaxWrite:    1 << 20,
-		// The kernel's read-ahead feeds our sequential detection; requests
-		// of up to 1 MiB keep round trips few.
-		MaxReadAhead: 1 << 20,
 	}
+	tuneMountOptions(&opts.MountOptions)
 	if o.AllowOther {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
@@ -116,8 +114,10 @@ func Run(ctx context.Context, o Options) error {
 		server.Unmount()
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
+	tuneMount(cache, server, mnt, cacheDir, log)
 	if o.Ready != nil {
-		o.Ready(Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root())})
+		o.Ready(Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root()),
+			ServeMode: cache.ServeMode()})
 	}
 
 	done := make(chan struct{})

@@ -1,0 +1,106 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imgcache/imgcache/cachecore"
+)
+
+// Kernel passthrough (Linux 6.9+, CAP_SYS_ADMIN): an open of a settled
+// image (complete and, if it has a digest, verified) hands the kernel the
+// data file, and reads never reach this process. go-fuse registers the
+// file at open (PassthroughFd); if registering ever fails it silently turns
+// passthrough off for the whole mount, so the mount probes once, at start,
+// and only then lets handles offer their file.
+
+var _ = (gofs.FilePassthroughFder)((*imageHandle)(nil))
+
+// backingRegistrar is what the probe needs of a *fuse.Server.
+type backingRegistrar interface {
+	RegisterBackingFd(*fuse.BackingMap) (int32, syscall.Errno)
+	UnregisterBackingFd(int32) syscall.Errno
+}
+
+// ProbePassthrough checks that the kernel accepts a file in dir (the
+// cache directory: its filesystem is what matters) as a passthrough
+// backing file, and records the outcome as the cache's ServeMode. It
+// returns why passthrough cannot be used, or nil if it is in use.
+func ProbePassthrough(c *cachecore.Cache, server *fuse.Server, dir string) error {
+	err := probeBacking(server, dir)
+	if err != nil {
+		c.SetServeMode(cachecore.ServePageCache)
+		return err
+	}
+	c.SetServeMode(cachecore.ServePassthrough)
+	return nil
+}
+
+func probeBacking(server backingRegistrar, dir string) error {
+	f, err := os.CreateTemp(dir, ".passthrough-probe-")
+	if err != nil {
+		return fmt.Errorf("passthrough probe: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	id, errno := server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
+	if errno != 0 {
+		return fmt.Errorf("the kernel refused a backing file in %s: %w", filepath.Clean(dir), errno)
+	}
+	server.UnregisterBackingFd(id)
+	return nil
+}
+
+// ioModes tracks an image node's opens that are not passthrough. The
+// kernel refuses (EIO) a passthrough open of an inode that has opens in
+// its caching mode, so an image that becomes settled while readers still
+// have it open keeps being served through the daemon until they close.
+type ioModes struct {
+	mu          sync.Mutex // protects the following
+	cachedOpens int        // opens answered without passthrough, not yet released
+}
+
+// openFlags decides how this open is served: passthrough if the mount
+// has it, the image is settled and no open of it uses the caching mode;
+// else through the daemon, keeping the kernel's pages across opens only
+// for a settled image (pages of an image still to be verified could hold
+// bytes that verification drops).
+func (fh *imageHandle) openFlags() uint32 {
+	n := fh.node
+	n.modes.mu.Lock()
+	defer n.modes.mu.Unlock()
+	settled := n.img.Complete() // complete and, with a digest, verified
+	fh.passthrough = settled && n.modes.cachedOpens == 0 &&
+		n.c.ServeMode() == cachecore.ServePassthrough
+	if !fh.passthrough {
+		n.modes.cachedOpens++
+	}
+	if !settled {
+		return 0
+	}
+	return fuse.FOPEN_KEEP_CACHE // go-fuse drops it when it sets FOPEN_PASSTHROUGH
+}
+
+// releaseMode ends this open's part in the node's io mode.
+func (fh *imageHandle) releaseMode() {
+	if fh.passthrough {
+		return
+	}
+	n := fh.node
+	n.modes.mu.Lock()
+	n.modes.cachedOpens--
+	n.modes.mu.Unlock()
+}
+
+// PassthroughFd offers the data file to the kernel when this open is
+// passthrough. The kernel keeps its own reference to the file; ours stays
+// open until Release anyway.
+func (fh *imageHandle) PassthroughFd() (int, bool) {
+	return int(fh.fd), fh.passthrough
+}
