@@ -77,6 +77,7 @@ func Run(ctx context.Context, o Options) error {
 		Logger:     log,
 
 		FailureConfig: o.Trust.failureConfig(),
+		FlushInterval: o.Trust.FlushInterval,
 		OnChange: func(ch []cachecore.Change) {
 			if root != nil {
 				root.Invalidate(ch)

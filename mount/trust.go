@@ -23,6 +23,10 @@ type Trust struct {
 	RetryMax       int // <0: no retries
 	CAFile         string
 	Insecure       bool
+	// FlushInterval is how often fetched chunks are recorded in the
+	// index (after their data is synced): at most this much fetching is
+	// lost to a crash. 0: the cache's default.
+	FlushInterval time.Duration
 	// Credentials for every upstream: "user:password" or a token. They
 	// never appear in logs or xattrs.
 	Credentials string

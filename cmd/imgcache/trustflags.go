@@ -21,6 +21,7 @@ const credentialsEnv = "IMGCACHE_CREDENTIALS"
 // well: timeouts, retries, mirrors, TLS and credentials.
 type trustFlags struct {
 	connect, header, stall, read *time.Duration
+	flush                        *time.Duration
 	retryMax                     *int
 	caFile, credFile             *string
 	insecure                     *bool
@@ -33,6 +34,7 @@ func addTrustFlags(fs *flag.FlagSet) *trustFlags {
 		header:   fs.Duration("header-timeout", httpdir.DefaultHeaderTimeout, "longest wait for a reply's headers"),
 		stall:    fs.Duration("stall-timeout", httpdir.DefaultStallTimeout, "fail a reply that delivers no byte for this long"),
 		read:     fs.Duration("read-timeout", cachecore.DefaultReadTimeout, "a read of uncached bytes fails (EIO) after this long without them"),
+		flush:    fs.Duration("flush-interval", cachecore.DefaultFlushInterval, "how often fetched chunks are synced and recorded in the index (a crash loses at most this much fetching)"),
 		retryMax: fs.Int("retry-max", cachecore.DefaultRetryMax, "retries of a range request after a 5xx, reset or timeout (backoff with jitter; 0: none)"),
 		caFile:   fs.String("ca-file", "", "PEM `file` of the certificate authorities to trust for an https upstream (instead of the system's)"),
 		credFile: fs.String("credentials-file", "", "`file` holding the upstream credentials, user:password or a token (else $"+credentialsEnv+")"),
@@ -55,6 +57,7 @@ func (t *trustFlags) trust(log *slog.Logger) (mount.Trust, error) {
 		HeaderTimeout:  *t.header,
 		StallTimeout:   *t.stall,
 		ReadTimeout:    *t.read,
+		FlushInterval:  *t.flush,
 		RetryMax:       retry,
 		CAFile:         *t.caFile,
 		Insecure:       *t.insecure,
