@@ -1,6 +1,11 @@
 package cachecore
 
-import "sync/atomic"
+import (
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+)
 
 // Stats counts what the cache does, in the manner of groupcache's Stats:
 // plain atomic counters, bumped on the paths they count and safe to read
@@ -31,7 +36,7 @@ type Snapshot struct {
 	Images      int           // images in the catalog
 	ByState     map[State]int // images in each state
 	CachedBytes int64         // bytes of images in the cache (what the chunk maps say)
-	IndexBytes  int64         // the index's size on disk (badger's LSM tree and value log)
+	IndexBytes  int64         // the index's disk space (allocated blocks)
 }
 
 // Snapshot reads the counters and measures the cache's contents. It visits
@@ -58,7 +63,22 @@ func (c *Cache) Snapshot() Snapshot {
 	}
 	s.Images = len(c.images)
 	c.mu.Unlock()
-	lsm, vlog := c.idx.db.Size()
-	s.IndexBytes = lsm + vlog
+	s.IndexBytes = dirBytes(filepath.Join(c.cfg.Dir, "index"))
 	return s
+}
+
+// dirBytes is the disk space (allocated blocks, as du counts) of the files
+// of a flat directory. badger's own figure is updated once a minute, and
+// counts the apparent size of its preallocated, mostly empty logs.
+func dirBytes(dir string) int64 {
+	ents, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+	}
+	return n
 }

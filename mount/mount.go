@@ -20,6 +20,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/control"
 	"github.com/imgcache/imgcache/fs"
 )
 
@@ -92,6 +93,12 @@ func Run(ctx context.Context, o Options) error {
 			log.Error("closing cache", "err", err)
 		}
 	}()
+
+	ctl, err := control.Listen(cacheDir, newBackend(cache, mnt, cacheDir), log)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close() // before the cache closes: deferred calls run last first
 
 	root = fs.NewRoot(cache)
 	opts := fs.Options()

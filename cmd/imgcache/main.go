@@ -19,6 +19,16 @@ Usage:
   imgcache demo [flags]                        serve sample images, mount them, show them
   imgcache help [COMMAND]                      explain a command
 
+Managing a mounted cache (all take --cache-dir DIR and --json):
+  imgcache ls                                  list the images and their cache state
+  imgcache stat NAME                           show one image
+  imgcache evict NAME | --all                  drop cached bytes
+  imgcache pin NAME / unpin NAME               keep an image cached, or stop
+  imgcache prefetch [--wait] NAME...           fetch images in the background
+  imgcache prune / clean                       run the pruner or the cleaner now
+  imgcache verify [NAME]                       check cached bytes at rest
+  imgcache stats                               counters and state of the daemon
+
 Run 'imgcache COMMAND --help' for the flags of a command.
 `
 

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/imgcache/imgcache/control"
+)
+
+// evict, pin, unpin, prune, clean and verify ask the daemon to act; with no
+// daemon they fail, saying that the cache is not mounted.
+
+func init() {
+	manageCommand("evict", "[--cache-dir DIR] [--json] NAME | --all", `
+Drops the cached bytes of image NAME, or with --all of every image that is
+neither open nor pinned. The images stay listed (state absent); the next
+read fetches them again. An open or pinned image is not evicted.`, evictFlags)
+	manageCommand("pin", "[--cache-dir DIR] [--json] NAME", `
+Pins image NAME: it is fetched completely in the background and never
+evicted. Pins survive restarts. Same as setfattr -n user.imgcache.pin -v 1.`,
+		func(fs *flag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, true) })
+	manageCommand("unpin", "[--cache-dir DIR] [--json] NAME", `
+Unpins image NAME: it may be evicted again when the cache needs room.`,
+		func(fs *flag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, false) })
+	manageCommand("prune", "[--cache-dir DIR] [--json]", `
+Evicts least recently used images now, as the background pruner does when
+usage passes its high watermark, and prints what it freed.`, pruneFlags)
+	manageCommand("clean", "[--cache-dir DIR] [--json]", `
+Reaps now, as the background cleaner does, partial images whose fetch
+stalled and images whose bytes failed verification, and prints what it
+freed.`, cleanFlags)
+	manageCommand("verify", "[--cache-dir DIR] [--json] [NAME]", `
+Checks the cached bytes of image NAME, or of every cached image, against
+the checksums recorded when they were verified; chunks that no longer match
+are dropped (fetched again on the next read). Exits 1 if any image failed.`, verifyFlags)
+}
+
+// withClient runs f with a client of the daemon.
+func withClient(o manageOpts, f func(context.Context, *control.Client) error) error {
+	ctx := context.Background()
+	c, err := o.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(ctx, c)
+}
+
+func evictFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+	all := fs.Bool("all", false, "evict every image that is neither open nor pinned")
+	return func(args []string) error {
+		var name string
+		if *all {
+			if len(args) != 0 {
+				return usageErr("--all takes no image NAME")
+			}
+		} else {
+			var err error
+			if name, err = oneName(args); err != nil {
+				return usageErr("want one image NAME or --all, got %d arguments", len(args))
+			}
+		}
+		return withClient(o, func(ctx context.Context, c *control.Client) error {
+			var r control.EvictResult
+			var err error
+			if *all {
+				r, err = c.EvictAll(ctx)
+			} else {
+				r, err = c.Evict(ctx, name)
+			}
+			if err != nil {
+				return err
+			}
+			return o.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "evicted %d %s, freed %s\n", len(r.Evicted), plural(len(r.Evicted), "image"),
+					humanBytes(r.FreedBytes))
+				if len(r.Skipped) > 0 {
+					fmt.Fprintf(w, "kept (open or pinned): %s\n", strings.Join(r.Skipped, ", "))
+				}
+			})
+		})
+	}
+}
+
+func pinAction(o manageOpts, pin bool) func([]string) error {
+	return func(args []string) error {
+		name, err := oneName(args)
+		if err != nil {
+			return err
+		}
+		return withClient(o, func(ctx context.Context, c *control.Client) error {
+			img, err := c.Pin(ctx, name, pin)
+			if err != nil {
+				return err
+			}
+			return o.print(img, func(w io.Writer) {
+				verb := "pinned"
+				if !pin {
+					verb = "unpinned"
+				}
+				fmt.Fprintf(w, "%s %s (%s, %s of %s cached)\n", verb, img.Name, img.State,
+					humanBytes(img.CachedBytes), humanBytes(img.Size))
+			})
+		})
+	}
+}
+
+func pruneFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		return withClient(o, func(ctx context.Context, c *control.Client) error {
+			r, err := c.Prune(ctx)
+			if err != nil {
+				return err
+			}
+			return o.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "evicted %d %s, freed %s; cache now %s", len(r.Evicted), plural(len(r.Evicted), "image"),
+					humanBytes(r.FreedBytes), humanBytes(r.UsageBytes))
+				if r.MaxBytes > 0 {
+					fmt.Fprintf(w, " of %s", humanBytes(r.MaxBytes))
+				}
+				fmt.Fprintln(w)
+			})
+		})
+	}
+}
+
+func cleanFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		return withClient(o, func(ctx context.Context, c *control.Client) error {
+			r, err := c.Clean(ctx)
+			if err != nil {
+				return err
+			}
+			return o.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "removed %d %s, freed %s\n", len(r.Removed), plural(len(r.Removed), "image"),
+					humanBytes(r.FreedBytes))
+				for _, n := range r.Removed {
+					fmt.Fprintf(w, "  %s\n", n)
+				}
+			})
+		})
+	}
+}
+
+func verifyFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+	return func(args []string) error {
+		if len(args) > 1 {
+			return usageErr("want at most one image NAME, got %d arguments", len(args))
+		}
+		name := ""
+		if len(args) == 1 {
+			name = strings.Trim(args[0], "/")
+		}
+		return withClient(o, func(ctx context.Context, c *control.Client) error {
+			r, err := c.Verify(ctx, name)
+			if err != nil {
+				return err
+			}
+			failed := 0
+			for _, v := range r.Checked {
+				if !v.OK {
+					failed++
+				}
+			}
+			err = o.print(r, func(w io.Writer) {
+				for _, v := range r.Checked {
+					if v.OK {
+						fmt.Fprintf(w, "ok\t%s\t%s checked\n", v.Name, humanBytes(v.CheckedBytes))
+					} else {
+						fmt.Fprintf(w, "FAILED\t%s\t%s\n", v.Name, v.Problem)
+					}
+				}
+				if len(r.Checked) == 0 {
+					fmt.Fprintln(w, "nothing to verify (no complete, verified images cached)")
+				}
+			})
+			if err == nil && failed > 0 {
+				err = fmt.Errorf("%d of %d %s failed verification", failed, len(r.Checked), plural(len(r.Checked), "image"))
+			}
+			return err
+		})
+	}
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/control"
+)
+
+// ls and stat ask the daemon; with no daemon they read the cache's index
+// (as of the daemon's last flush), so they work on an unmounted cache.
+
+func init() {
+	manageCommand("ls", "[--cache-dir DIR] [--json]", `
+Lists every image of the cache's catalog: size, bytes cached, state
+(absent, partial, complete, verified, invalid), hits, pinned, last access.
+With no daemon on the cache directory it reads the cache's index directly
+(read-only) and says so on stderr.`, lsFlags)
+	manageCommand("stat", "[--cache-dir DIR] [--json] NAME", `
+Shows one image: size, bytes cached, state, hits, last access, pinned,
+queued, digest, source and the last fetch error. NAME is the image's path
+in the mount ("ubuntu/jammy.img"). With no daemon on the cache directory it
+reads the cache's index directly (read-only).`, statFlags)
+}
+
+func lsFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		imgs, err := listImages(o)
+		if err != nil {
+			return err
+		}
+		if imgs == nil {
+			imgs = []control.Image{}
+		}
+		return o.print(imgs, func(w io.Writer) {
+			fmt.Fprintln(w, "NAME\tSIZE\tCACHED\t\tSTATE\tHITS\tPINNED\tLAST ACCESS")
+			for _, i := range imgs {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Name, humanBytes(i.Size),
+					humanBytes(i.CachedBytes), percent(i.CachedBytes, i.Size), i.State, i.Hits,
+					yesNo(i.Pinned), humanTime(i.LastAccess))
+			}
+		})
+	}
+}
+
+func statFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+	return func(args []string) error {
+		name, err := oneName(args)
+		if err != nil {
+			return err
+		}
+		img, err := statImage(o, name)
+		if err != nil {
+			return err
+		}
+		return o.print(img, func(w io.Writer) {
+			fmt.Fprintf(w, "name:\t%s\n", img.Name)
+			fmt.Fprintf(w, "size:\t%s (%d bytes)\n", humanBytes(img.Size), img.Size)
+			fmt.Fprintf(w, "cached:\t%s (%d bytes, %s)\n", humanBytes(img.CachedBytes), img.CachedBytes,
+				percent(img.CachedBytes, img.Size))
+			fmt.Fprintf(w, "state:\t%s\n", img.State)
+			fmt.Fprintf(w, "hits:\t%d\n", img.Hits)
+			fmt.Fprintf(w, "last access:\t%s\n", humanTime(img.LastAccess))
+			fmt.Fprintf(w, "pinned:\t%s\n", yesNo(img.Pinned))
+			fmt.Fprintf(w, "queued:\t%s\n", yesNo(img.Queued))
+			if img.Digest != "" {
+				fmt.Fprintf(w, "digest:\t%s\n", img.Digest)
+			}
+			if img.Source != "" {
+				fmt.Fprintf(w, "source:\t%s\n", img.Source)
+			}
+			if img.Error != "" {
+				fmt.Fprintf(w, "error:\t%s (at %s)\n", img.Error, humanTime(img.ErrorAt))
+			}
+		})
+	}
+}
+
+func listImages(o manageOpts) ([]control.Image, error) {
+	ctx := context.Background()
+	c, err := o.dial(ctx)
+	if err == nil {
+		defer c.Close()
+		return c.Images(ctx)
+	}
+	v, err := readIndex(o, err)
+	if err != nil {
+		return nil, err
+	}
+	imgs := make([]control.Image, len(v.Images))
+	for i, info := range v.Images {
+		imgs[i] = control.ImageOf(info)
+	}
+	return imgs, nil
+}
+
+func statImage(o manageOpts, name string) (control.Image, error) {
+	ctx := context.Background()
+	c, err := o.dial(ctx)
+	if err == nil {
+		defer c.Close()
+		return c.Image(ctx, name)
+	}
+	v, err := readIndex(o, err)
+	if err != nil {
+		return control.Image{}, err
+	}
+	for _, info := range v.Images {
+		if info.Name == name {
+			return control.ImageOf(info), nil
+		}
+	}
+	return control.Image{}, &cachecore.Error{Op: "find", Name: name, Err: cachecore.ErrNotFound}
+}
+
+// readIndex reads the index when dialErr says no daemon runs; any other
+// failure to reach the daemon is returned as it is.
+func readIndex(o manageOpts, dialErr error) (cachecore.IndexView, error) {
+	var nm *control.NotMountedError
+	if !errors.As(dialErr, &nm) {
+		return cachecore.IndexView{}, dialErr
+	}
+	v, err := cachecore.ReadIndex(nm.CacheDir)
+	if err != nil {
+		return v, fmt.Errorf("%v, and its index cannot be read: %w", dialErr, err)
+	}
+	fmt.Fprintf(os.Stderr, "imgcache: the cache at %s is not mounted; showing its index (catalog of %s, refreshed %s)\n",
+		nm.CacheDir, v.Source, humanTime(v.RefreshedAt))
+	return v, nil
+}

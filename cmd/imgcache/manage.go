@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	"unsafe"
+
+	"github.com/imgcache/imgcache/control"
+)
+
+// The management subcommands talk to the daemon of a cache directory over
+// its control socket (package control). They share two flags: --cache-dir,
+// with the same default as mount, and --json.
+
+// manageOpts are the flags every management subcommand takes.
+type manageOpts struct {
+	cacheDir *string
+	json     *bool
+}
+
+func manageFlags(fs *flag.FlagSet) manageOpts {
+	return manageOpts{
+		cacheDir: fs.String("cache-dir", defaultCacheDir(), "cache `directory` of the mount to manage"),
+		json:     fs.Bool("json", false, "print JSON rather than a table"),
+	}
+}
+
+// dial connects to the daemon; if there is none the error says that the
+// cache is not mounted.
+func (o manageOpts) dial(ctx context.Context) (*control.Client, error) {
+	return control.Dial(ctx, *o.cacheDir)
+}
+
+// print writes v as JSON with --json, else calls human.
+func (o manageOpts) print(v any, human func(w io.Writer)) error {
+	if *o.json {
+		return printJSON(os.Stdout, v)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	human(tw)
+	return tw.Flush()
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// manageCommand registers a subcommand that takes the shared flags.
+func manageCommand(name, synopsis, summary string, flags func(*flag.FlagSet, manageOpts) func([]string) error) {
+	commands = append(commands, &command{
+		name:     name,
+		synopsis: synopsis,
+		summary:  summary,
+		flags: func(fs *flag.FlagSet) func([]string) error {
+			return flags(fs, manageFlags(fs))
+		},
+	})
+}
+
+// oneName checks that args is exactly one image name.
+func oneName(args []string) (string, error) {
+	if len(args) != 1 {
+		return "", usageErr("want one image NAME, got %d arguments", len(args))
+	}
+	return strings.Trim(args[0], "/"), nil
+}
+
+// noArgs checks that there are no arguments.
+func noArgs(args []string) error {
+	if len(args) != 0 {
+		return usageErr("takes no arguments, got %q", args)
+	}
+	return nil
+}
+
+// humanBytes is a size for people: 0, 512, 1.5K, 20M, 3.2G (binary units).
+func humanBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprint(n)
+	}
+	v := float64(n)
+	for _, u := range []string{"K", "M", "G", "T", "P"} {
+		v /= 1024
+		if v < 1024 || u == "P" {
+			if v < 10 && v != float64(int64(v)) {
+				return fmt.Sprintf("%.1f%s", v, u)
+			}
+			return fmt.Sprintf("%.0f%s", v, u)
+		}
+	}
+	return fmt.Sprint(n)
+}
+
+// percent is part of whole as a whole percentage, 100% only when equal.
+func percent(part, whole int64) string {
+	switch {
+	case whole <= 0 || part >= whole:
+		return "100%"
+	case part <= 0:
+		return "0%"
+	}
+	return fmt.Sprintf("%d%%", min(99, part*100/whole))
+}
+
+func humanTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// isTerminal reports whether f is a terminal (a TCGETS ioctl succeeds).
+func isTerminal(f *os.File) bool {
+	var t syscall.Termios
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
+	return errno == 0
+}

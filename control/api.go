@@ -1,0 +1,132 @@
+// Package control is the daemon's management API: an HTTP server on a unix
+// socket in the cache directory (control.sock, mode 0600) and the client
+// the imgcache CLI uses to talk to it. The routes mirror OpenStack Glance's
+// cache-manage API (list cached images, delete one or all, list, add and
+// remove queued images) plus pins, prune, clean, verify, stats and
+// Prometheus metrics; docs/api.md describes them.
+//
+// The server depends on Backend, a small interface in the terms of the
+// API's own wire types, not on the cache engine: package mount adapts a
+// *cachecore.Cache to it, and the tests use a fake.
+package control
+
+import (
+	"errors"
+	"time"
+)
+
+// SocketName is the control socket's name in the cache directory.
+const SocketName = "control.sock"
+
+// Backend is what the server needs from the cache. Names are catalog
+// paths ("ubuntu/jammy.img"). Errors that wrap cachecore.ErrNotFound
+// become 404, ErrConflict 409, ErrNotSupported 501, anything else 500.
+type Backend interface {
+	Images() []Image
+	Image(name string) (Image, error)
+	Evict(name string) (EvictResult, error)
+	EvictAll() (EvictResult, error)
+	Pin(name string, pinned bool) (Image, error)
+	Queue(name string) (Image, error)
+	Dequeue(name string) (Image, error)
+	Queued() []string
+	Prune() (PruneResult, error)
+	Clean() (CleanResult, error)
+	Verify(name string) (VerifyResult, error) // "" verifies every cached image
+	Stats() Stats
+}
+
+var (
+	// ErrConflict: the request contradicts the image's state (an open
+	// or pinned image cannot be evicted, ...).
+	ErrConflict = errors.New("conflict")
+	// ErrNotSupported: the daemon cannot do this.
+	ErrNotSupported = errors.New("not supported by this daemon")
+)
+
+// Image is one image of the catalog and its cache state.
+type Image struct {
+	Name        string    `json:"name"`
+	Size        int64     `json:"size"`
+	CachedBytes int64     `json:"cached_bytes"`
+	State       string    `json:"state"` // absent, partial, complete, verified, invalid
+	Hits        uint64    `json:"hits"`  // opens for reading, over the image's life in the cache
+	LastAccess  time.Time `json:"last_access,omitzero"`
+	Pinned      bool      `json:"pinned"`
+	Queued      bool      `json:"queued"`
+	Digest      string    `json:"digest,omitempty"`
+	ModTime     time.Time `json:"mtime,omitzero"`
+	Source      string    `json:"source,omitempty"`
+	Error       string    `json:"error,omitempty"` // the last fetch error, if not cleared since
+	ErrorAt     time.Time `json:"error_at,omitzero"`
+}
+
+// EvictResult says what an eviction dropped.
+type EvictResult struct {
+	Evicted    []string `json:"evicted"`           // names of the images whose bytes were dropped
+	Skipped    []string `json:"skipped,omitempty"` // images kept because they are open or pinned
+	FreedBytes int64    `json:"freed_bytes"`
+}
+
+// PruneResult says what a prune dropped and where usage stands.
+type PruneResult struct {
+	Evicted    []string `json:"evicted"`
+	FreedBytes int64    `json:"freed_bytes"`
+	UsageBytes int64    `json:"usage_bytes"`
+	MaxBytes   int64    `json:"max_bytes,omitempty"`
+}
+
+// CleanResult says what the cleaner reaped.
+type CleanResult struct {
+	Removed    []string `json:"removed"` // stalled partial or invalid images whose bytes were dropped
+	FreedBytes int64    `json:"freed_bytes"`
+}
+
+// VerifyResult is the outcome of checking cached bytes at rest.
+type VerifyResult struct {
+	Checked []Verified `json:"checked"`
+}
+
+// Verified is one image's check.
+type Verified struct {
+	Name         string `json:"name"`
+	OK           bool   `json:"ok"`
+	CheckedBytes int64  `json:"checked_bytes"`
+	Problem      string `json:"problem,omitempty"` // what did not match; the bad chunks were dropped
+}
+
+// Stats is the daemon's state and counters. Counters start at zero with
+// each daemon; the rest is measured when asked.
+type Stats struct {
+	Source     string    `json:"source"`
+	Mountpoint string    `json:"mountpoint"`
+	CacheDir   string    `json:"cache_dir"`
+	PID        int       `json:"pid"`
+	Started    time.Time `json:"started"`
+	// ServeMode says how complete images are read: "passthrough" (the
+	// kernel reads the cache file itself) or "page-cache" (reads go
+	// through the daemon unless the kernel's page cache has them).
+	ServeMode string `json:"serve_mode,omitempty"`
+
+	Images      int            `json:"images"`
+	ByState     map[string]int `json:"by_state"`
+	Pinned      int            `json:"pinned"`
+	QueueLength int            `json:"queue_length"`
+	CacheBytes  int64          `json:"cache_bytes"`         // bytes of images in the cache
+	MaxBytes    int64          `json:"max_bytes,omitempty"` // the size limit, when there is one
+	IndexBytes  int64          `json:"index_bytes"`         // the index's size on disk
+
+	Opens           uint64 `json:"opens"`
+	Hits            uint64 `json:"hits"`
+	Misses          uint64 `json:"misses"`
+	UpstreamBytes   uint64 `json:"upstream_bytes"`
+	ServedBytes     uint64 `json:"served_bytes"`
+	Evictions       uint64 `json:"evictions"`
+	Errors          uint64 `json:"errors"`
+	FetchesInFlight int64  `json:"fetches_in_flight"`
+}
+
+// apiError is the body of every error reply.
+type apiError struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,217 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// NotMountedError says that no daemon answers on a cache directory's
+// control socket.
+type NotMountedError struct {
+	CacheDir string
+}
+
+func (e *NotMountedError) Error() string {
+	return fmt.Sprintf("the cache at %s is not mounted (no daemon on %s)",
+		e.CacheDir, filepath.Join(e.CacheDir, SocketName))
+}
+
+// APIError is an error reply of the daemon.
+type APIError struct {
+	Status  int    // HTTP status: 404 for an unknown image, ...
+	Message string // the daemon's message
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// NotFound reports whether err is the daemon's answer for an unknown image.
+func NotFound(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
+}
+
+// Client talks to the daemon of one cache directory.
+type Client struct {
+	dir string
+	hc  *http.Client
+}
+
+// Dial connects to the daemon serving cacheDir. If none does (no socket,
+// or a socket left by a daemon that died) the error is a
+// *NotMountedError.
+func Dial(ctx context.Context, cacheDir string) (*Client, error) {
+	abs, err := filepath.Abs(cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(abs, SocketName)
+	conn, err := dialUnix(ctx, path)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, &NotMountedError{CacheDir: abs}
+		}
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	conn.Close()
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialUnix(ctx, path)
+		},
+		MaxIdleConns: 2,
+	}
+	return &Client{dir: abs, hc: &http.Client{Transport: tr}}, nil
+}
+
+// Close releases the client's idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Images lists every image of the catalog.
+func (c *Client) Images(ctx context.Context) ([]Image, error) {
+	var v []Image
+	return v, c.do(ctx, "GET", "/v1/images", &v)
+}
+
+// Image describes one image.
+func (c *Client) Image(ctx context.Context, name string) (Image, error) {
+	var v Image
+	return v, c.do(ctx, "GET", "/v1/images/"+escape(name), &v)
+}
+
+// Evict drops the cached bytes of one image.
+func (c *Client) Evict(ctx context.Context, name string) (EvictResult, error) {
+	var v EvictResult
+	return v, c.do(ctx, "DELETE", "/v1/images/"+escape(name), &v)
+}
+
+// EvictAll drops the cached bytes of every image that is neither open nor
+// pinned.
+func (c *Client) EvictAll(ctx context.Context) (EvictResult, error) {
+	var v EvictResult
+	return v, c.do(ctx, "DELETE", "/v1/images", &v)
+}
+
+// Pin pins (or unpins) an image.
+func (c *Client) Pin(ctx context.Context, name string, pinned bool) (Image, error) {
+	method := "PUT"
+	if !pinned {
+		method = "DELETE"
+	}
+	var v Image
+	return v, c.do(ctx, method, "/v1/pins/"+escape(name), &v)
+}
+
+// Pins lists the pinned images.
+func (c *Client) Pins(ctx context.Context) ([]string, error) {
+	var v []string
+	return v, c.do(ctx, "GET", "/v1/pins", &v)
+}
+
+// Queue queues an image for prefetch.
+func (c *Client) Queue(ctx context.Context, name string) (Image, error) {
+	var v Image
+	return v, c.do(ctx, "PUT", "/v1/queue/"+escape(name), &v)
+}
+
+// Dequeue takes an image off the prefetch queue.
+func (c *Client) Dequeue(ctx context.Context, name string) (Image, error) {
+	var v Image
+	return v, c.do(ctx, "DELETE", "/v1/queue/"+escape(name), &v)
+}
+
+// Queued lists the images queued for prefetch.
+func (c *Client) Queued(ctx context.Context) ([]string, error) {
+	var v []string
+	return v, c.do(ctx, "GET", "/v1/queue", &v)
+}
+
+// Prune evicts least recently used images now, as the pruner would.
+func (c *Client) Prune(ctx context.Context) (PruneResult, error) {
+	var v PruneResult
+	return v, c.do(ctx, "POST", "/v1/prune", &v)
+}
+
+// Clean reaps stalled and invalid images now, as the cleaner would.
+func (c *Client) Clean(ctx context.Context) (CleanResult, error) {
+	var v CleanResult
+	return v, c.do(ctx, "POST", "/v1/clean", &v)
+}
+
+// Verify checks the cached bytes of one image ("" for all) at rest.
+func (c *Client) Verify(ctx context.Context, name string) (VerifyResult, error) {
+	path := "/v1/verify"
+	if name != "" {
+		path += "/" + escape(name)
+	}
+	var v VerifyResult
+	return v, c.do(ctx, "POST", path, &v)
+}
+
+// Stats returns the daemon's state and counters.
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
+	var v Stats
+	return v, c.do(ctx, "GET", "/v1/stats", &v)
+}
+
+// Metrics returns the Prometheus metrics text.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.request(ctx, "GET", "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, v any) error {
+	resp, err := c.request(ctx, method, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("%s %s: reading the reply: %w", method, path, err)
+	}
+	return nil
+}
+
+// request sends a request and turns an error reply into an *APIError.
+func (c *Client) request(ctx context.Context, method, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://imgcache"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("daemon of %s: %w", c.dir, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	var ae apiError
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
+		ae.Error = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return nil, &APIError{Status: resp.StatusCode, Message: ae.Error}
+}
+
+// escape escapes each segment of an image name for a URL path, keeping
+// the slashes between them.
+func escape(name string) string {
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
