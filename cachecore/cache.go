@@ -108,11 +108,12 @@ type Cache struct {
 	tree      atomic.Pointer[tree]
 	serveMode atomic.Value // ServeMode, set by the mount (servemode.go)
 
-	mu        sync.Mutex        // protects the following
-	images    map[string]*Image // every image with a record, by ID
-	catalog   catalogMeta
-	listErr   error // the last refresh's error, nil after a success
-	listErrAt time.Time
+	mu         sync.Mutex        // protects the following
+	images     map[string]*Image // every image with a record, by ID
+	catalog    catalogMeta
+	listErr    error // the last refresh's error, nil after a success
+	listErrAt  time.Time
+	staleSince time.Time // the first of the refreshes failing since the last success
 }
 
 // Open opens (creating if needed) the cache in cfg.Dir and starts its

@@ -146,11 +146,14 @@ func (c *Cache) refresh(ctx context.Context) error {
 	now := c.now()
 	c.mu.Lock()
 	if err != nil {
+		if c.listErr == nil {
+			c.staleSince = now
+		}
 		c.listErr, c.listErrAt = err, now
 		c.mu.Unlock()
 		return err
 	}
-	c.listErr = nil
+	c.listErr, c.staleSince = nil, time.Time{}
 	var b batch
 	old := c.tree.Load()
 	listed := make(map[string]bool, len(entries))
@@ -237,10 +240,11 @@ type CatalogStatus struct {
 	RefreshedAt time.Time
 	Err         error
 	ErrAt       time.Time
+	StaleSince  time.Time // when refreshes started failing; zero while they succeed
 }
 
 func (c *Cache) CatalogStatus() CatalogStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt}
+	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt, StaleSince: c.staleSince}
 }

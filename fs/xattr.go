@@ -50,6 +50,7 @@ func rootInfo(c *cachecore.Cache) rootInfoT {
 var rootXattrs = []xattr[rootInfoT]{
 	{"source", func(r rootInfoT) (string, bool) { return r.source, true }},
 	{"catalog_refreshed", func(r rootInfoT) (string, bool) { return timeValue(r.catalog.RefreshedAt) }},
+	{"catalog_stale", func(r rootInfoT) (string, bool) { return timeValue(r.catalog.StaleSince) }},
 	{"catalog_error", func(r rootInfoT) (string, bool) {
 		if r.catalog.Err == nil {
 			return "", false
