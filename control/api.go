@@ -11,6 +11,7 @@
 package control
 
 import (
+	"context"
 	"errors"
 	"time"
 )
@@ -32,7 +33,7 @@ type Backend interface {
 	Queued() []string
 	Prune() (PruneResult, error)
 	Clean() (CleanResult, error)
-	Verify(name string) (VerifyResult, error) // "" verifies every cached image
+	Verify(ctx context.Context, name string) (VerifyResult, error) // "": every image; a directory: the images below it
 	Stats() Stats
 }
 
@@ -82,18 +83,28 @@ type CleanResult struct {
 	FreedBytes int64    `json:"freed_bytes"`
 }
 
-// VerifyResult is the outcome of checking cached bytes at rest.
+// VerifyResult is the outcome of checking cached bytes at rest against
+// the per-chunk checksums recorded when each image was verified.
 type VerifyResult struct {
-	Checked []Verified `json:"checked"`
+	Images    int            `json:"images"`     // images checked
+	Chunks    int            `json:"chunks"`     // chunks read and compared
+	Bytes     int64          `json:"bytes"`      // bytes read
+	BadChunks int            `json:"bad_chunks"` // chunks that no longer matched, now dropped
+	Invalid   int            `json:"invalid"`    // images whose bytes did not hash to their digest
+	Reports   []VerifyReport `json:"reports"`    // one per image, in name order
 }
 
-// Verified is one image's check.
-type Verified struct {
-	Name         string `json:"name"`
-	OK           bool   `json:"ok"`
-	CheckedBytes int64  `json:"checked_bytes"`
-	Problem      string `json:"problem,omitempty"` // what did not match; the bad chunks were dropped
+// VerifyReport is what a check found in one image.
+type VerifyReport struct {
+	Name      string `json:"name"`
+	State     string `json:"state"` // after the check
+	Chunks    int    `json:"chunks"`
+	BadChunks int    `json:"bad_chunks"`
+	Message   string `json:"message"`
 }
+
+// Failed reports whether the check found something wrong with the image.
+func (r VerifyReport) Failed() bool { return r.BadChunks > 0 || r.State == "invalid" }
 
 // Stats is the daemon's state and counters. Counters start at zero with
 // each daemon; the rest is measured when asked.

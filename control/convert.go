@@ -19,3 +19,14 @@ func ImageOf(i cachecore.Info) Image {
 		ErrorAt:     i.LastErrorAt,
 	}
 }
+
+// VerifyResultOf describes a cache check in the API's terms.
+func VerifyResultOf(r cachecore.CheckResult) VerifyResult {
+	v := VerifyResult{Images: r.Images, Chunks: r.Chunks, Bytes: r.Bytes, BadChunks: r.BadChunks,
+		Invalid: r.Invalid, Reports: make([]VerifyReport, len(r.Reports))}
+	for i, ir := range r.Reports {
+		v.Reports[i] = VerifyReport{Name: ir.Name, State: string(ir.State), Chunks: ir.Chunks,
+			BadChunks: ir.BadChunks, Message: ir.Message}
+	}
+	return v
+}

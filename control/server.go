@@ -172,7 +172,7 @@ func (s *Server) clean(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
-	res, err := s.b.Verify(r.PathValue("name"))
+	res, err := s.b.Verify(r.Context(), r.PathValue("name"))
 	s.answer(w, r, res, err)
 }
 

@@ -164,17 +164,18 @@ func (f *fakeBackend) Clean() (CleanResult, error) {
 	return CleanResult{Removed: []string{"y"}, FreedBytes: 5}, f.fail
 }
 
-func (f *fakeBackend) Verify(name string) (VerifyResult, error) {
+func (f *fakeBackend) Verify(ctx context.Context, name string) (VerifyResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("verify %q", name)
 	if name == "" {
-		return VerifyResult{Checked: []Verified{{Name: "a", OK: true, CheckedBytes: 1}}}, f.fail
+		return VerifyResult{Images: 1, Chunks: 1, Reports: []VerifyReport{{Name: "a", State: "verified", Chunks: 1}}}, f.fail
 	}
 	if _, err := f.find(name); err != nil {
 		return VerifyResult{}, err
 	}
-	return VerifyResult{Checked: []Verified{{Name: name, OK: false, Problem: "chunk 0 differs"}}}, nil
+	return VerifyResult{Images: 1, Chunks: 2, BadChunks: 1,
+		Reports: []VerifyReport{{Name: name, State: "partial", Chunks: 2, BadChunks: 1, Message: "chunk 0 differs"}}}, nil
 }
 
 func (f *fakeBackend) Stats() Stats {
@@ -241,7 +242,7 @@ func TestEveryEndpoint(t *testing.T) {
 		if img, err := c.Dequeue(ctx, name); err != nil || img.Queued {
 			t.Fatalf("Dequeue(%q): %v %+v", name, err, img)
 		}
-		if r, err := c.Verify(ctx, name); err != nil || len(r.Checked) != 1 || r.Checked[0].Name != name || r.Checked[0].OK {
+		if r, err := c.Verify(ctx, name); err != nil || len(r.Reports) != 1 || r.Reports[0].Name != name || !r.Reports[0].Failed() {
 			t.Fatalf("Verify(%q): %v %+v", name, err, r)
 		}
 	}
@@ -258,7 +259,7 @@ func TestEveryEndpoint(t *testing.T) {
 	if r, err := c.Clean(ctx); err != nil || r.FreedBytes != 5 {
 		t.Fatalf("Clean: %v %+v", err, r)
 	}
-	if r, err := c.Verify(ctx, ""); err != nil || len(r.Checked) != 1 || !r.Checked[0].OK {
+	if r, err := c.Verify(ctx, ""); err != nil || len(r.Reports) != 1 || r.Reports[0].Failed() {
 		t.Fatalf("Verify all: %v %+v", err, r)
 	}
 	if st, err := c.Stats(ctx); err != nil || st.Hits != 11 || st.PID != 42 || st.ByState["partial"] != len(oddNames) {

@@ -166,25 +166,24 @@ func verifyFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return err
 			}
 			failed := 0
-			for _, v := range r.Checked {
-				if !v.OK {
+			for _, ir := range r.Reports {
+				if ir.Failed() {
 					failed++
 				}
 			}
 			err = o.print(r, func(w io.Writer) {
-				for _, v := range r.Checked {
-					if v.OK {
-						fmt.Fprintf(w, "ok\t%s\t%s checked\n", v.Name, humanBytes(v.CheckedBytes))
-					} else {
-						fmt.Fprintf(w, "FAILED\t%s\t%s\n", v.Name, v.Problem)
+				for _, ir := range r.Reports {
+					verdict := "ok"
+					if ir.Failed() {
+						verdict = "FAILED"
 					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", verdict, ir.Name, ir.State, ir.Message)
 				}
-				if len(r.Checked) == 0 {
-					fmt.Fprintln(w, "nothing to verify (no complete, verified images cached)")
-				}
+				fmt.Fprintf(w, "checked %d %s, %d chunks, %s: %d bad %s dropped, %d invalid\n", r.Images,
+					plural(r.Images, "image"), r.Chunks, humanBytes(r.Bytes), r.BadChunks, plural(r.BadChunks, "chunk"), r.Invalid)
 			})
 			if err == nil && failed > 0 {
-				err = fmt.Errorf("%d of %d %s failed verification", failed, len(r.Checked), plural(len(r.Checked), "image"))
+				err = fmt.Errorf("%d of %d %s failed verification", failed, r.Images, plural(r.Images, "image"))
 			}
 			return err
 		})
