@@ -34,6 +34,7 @@ var piecePool = sync.Pool{New: func() any { b := make([]byte, pieceSize); return
 type run struct {
 	first, end int
 	flights    []*flight
+	then       func() // if set, called when the run ends and its slot is free
 }
 
 // ensure makes chunks [first, last] present, fetching what is missing. It
@@ -108,8 +109,9 @@ func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run
 // readAhead starts fetches of the missing, unclaimed chunks of [from, to)
 // as far as free fetch slots allow; it never waits, so a reader's own
 // chunks always come first. It returns how far it got: every chunk below
-// is present or on its way.
-func (c *Cache) readAhead(img *Image, from, to int) int {
+// is present or on its way. then, if set, runs when each run it started
+// ends (to start more as slots free up).
+func (c *Cache) readAhead(img *Image, from, to int, then func()) int {
 	for from < to {
 		select {
 		case c.slots <- struct{}{}:
@@ -128,6 +130,7 @@ func (c *Cache) readAhead(img *Image, from, to int) int {
 			return to
 		}
 		r := runs[0]
+		r.then = then
 		c.wg.Add(1)
 		go c.fetchRun(img, file, r, false)
 		from = r.end
@@ -141,6 +144,9 @@ func (c *Cache) readAhead(img *Image, from, to int) int {
 // also recorded on the image.
 func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) {
 	defer c.wg.Done()
+	if r.then != nil {
+		defer r.then()
+	}
 	defer img.release()
 	if foreground {
 		select {

@@ -20,6 +20,7 @@ type Handle struct {
 	seqEnd int64      // end of the sequential stream being read, -1 before the first read
 	seqLen int64      // how many bytes that stream has covered
 	raEnd  int        // read-ahead has been started for chunks below this
+	raWant int        // read-ahead should reach this chunk (readahead.go)
 	closed bool
 
 	held      error // a recent read failure, repeated until heldUntil (retry.go)
@@ -78,8 +79,8 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 			return Span{}, err
 		}
 	} else {
-		if from, to := h.plan(off, n, last); from < to {
-			h.readAheadTo(img.c.readAhead(img, from, to))
+		if h.plan(off, n, last) {
+			h.pump()
 		}
 		if err := h.ensureBounded(ctx, first, last); err != nil {
 			return Span{}, err
@@ -87,45 +88,6 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 	}
 	img.c.stats.BytesServed.Add(uint64(n))
 	return Span{File: h.file, Off: off, Len: n}, nil
-}
-
-// plan watches for a sequential stream and returns the chunks [from, to)
-// to read ahead, if any. Read-ahead starts only once a stream has covered
-// two chunks, so that a reader of a small part of an image fetches little
-// more than it reads; from then on the window grows with the stream (as
-// the kernel's own read-ahead does) up to the configured maximum. Reads a
-// little out of order, as the kernel's concurrent read-ahead sends them,
-// still count as sequential.
-func (h *Handle) plan(off int64, n int, last int) (from, to int) {
-	img := h.img
-	cs := img.chunkSize
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	end := off + int64(n)
-	if h.seqEnd >= 0 && off <= h.seqEnd+cs && end >= h.seqEnd-2*cs {
-		h.seqLen += max(0, end-h.seqEnd)
-		h.seqEnd = max(h.seqEnd, end)
-	} else {
-		h.seqEnd, h.seqLen, h.raEnd = end, int64(n), 0
-	}
-	maxWindow := img.c.cfg.ReadAhead
-	if h.seqLen < 2*cs || maxWindow <= 0 {
-		return 0, 0
-	}
-	window := min(h.seqLen, maxWindow)
-	from = max(last+1, h.raEnd)
-	to = min(img.nChunks, int((h.seqEnd+window+cs-1)/cs))
-	if from >= to {
-		return 0, 0
-	}
-	return from, to
-}
-
-// readAheadTo notes that chunks below end are present or on their way.
-func (h *Handle) readAheadTo(end int) {
-	h.mu.Lock()
-	h.raEnd = max(h.raEnd, end)
-	h.mu.Unlock()
 }
 
 // ReadAt reads like io.ReaderAt, copying from the data file; for callers
