@@ -103,6 +103,7 @@ type Cache struct {
 	wg        sync.WaitGroup
 	slots     chan struct{} // one token per range request in flight
 	kick      chan struct{} // asks the flusher to flush now
+	relist    chan struct{} // asks the catalog loop to refresh now
 	verifying chan struct{} // one token per image being hashed
 	stats     Stats
 	tree      atomic.Pointer[tree]
@@ -142,6 +143,7 @@ func Open(cfg Config) (*Cache, error) {
 		lock:      lock,
 		slots:     make(chan struct{}, cfg.MaxFetches),
 		kick:      make(chan struct{}, 1),
+		relist:    make(chan struct{}, 1),
 		verifying: make(chan struct{}, 1),
 		images:    make(map[string]*Image),
 	}

@@ -116,6 +116,8 @@ func (c *Cache) catalogLoop(soon bool) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-c.relist:
+			t.Stop()
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, max(c.cfg.CatalogTTL, time.Minute))
 		err := c.refresh(ctx)
@@ -129,6 +131,15 @@ func (c *Cache) catalogLoop(soon bool) {
 		}
 		c.log.Warn("catalog refresh failed; keeping the catalog as it was", "err", err, "retry_in", retry)
 		wait, retry = retry, min(2*retry, c.cfg.CatalogTTL)
+	}
+}
+
+// refreshSoon asks for a catalog refresh now: a fetch found that an
+// image changed upstream, so new opens should get its new version.
+func (c *Cache) refreshSoon() {
+	select {
+	case c.relist <- struct{}{}:
+	default:
 	}
 }
 

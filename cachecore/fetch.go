@@ -187,6 +187,9 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 			img.failFrom(r, next, ErrClosed)
 			return
 		}
+		if errors.Is(err, upstream.ErrChanged) {
+			c.refreshSoon()
+		}
 		c.stats.FetchErrors.Add(1)
 		err = &Error{Op: "fetch", Name: img.entry.Name, Err: err}
 		c.log.Warn("fetch failed", "image", img.entry.Name, "err", err)

@@ -34,10 +34,19 @@ type Options struct {
 	ChunkSize  int64         // 0: the cache's default
 	CatalogTTL time.Duration // 0: the cache's default
 	AllowOther bool
+	Integrity  Integrity    // verification and scrub
 	Debug      bool         // log FUSE requests too
 	Logger     *slog.Logger // nil: discard
 	// Ready, if set, is called once the filesystem answers requests.
 	Ready func(Info)
+}
+
+// Integrity says when bytes are served and how data at rest is checked
+// (see cachecore.Config).
+type Integrity struct {
+	Verify        cachecore.VerifyMode
+	ScrubInterval time.Duration // 0: no scrub
+	ScrubRate     int64         // bytes a second; 0: cachecore.DefaultScrubRate
 }
 
 // Info describes a mount that is ready.
@@ -79,6 +88,9 @@ func Run(ctx context.Context, o Options) error {
 
 		FailureConfig: o.Trust.failureConfig(),
 		FlushInterval: o.Trust.FlushInterval,
+		Verify:        o.Integrity.Verify,
+		ScrubInterval: o.Integrity.ScrubInterval,
+		ScrubRate:     o.Integrity.ScrubRate,
 		OnChange: func(ch []cachecore.Change) {
 			if root != nil {
 				root.Invalidate(ch)

@@ -40,9 +40,14 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 	allowOther := fs.Bool("allow-other", false, "let users other than the one mounting read the mount (adds default_permissions)")
 	debug := fs.Bool("debug", false, "log debug messages and every FUSE request")
 	tf := addTrustFlags(fs)
+	integrity := integrityFlags(fs)
 	return func(args []string) error {
 		if len(args) != 2 {
 			return usageErr("want UPSTREAM and MOUNTPOINT, got %d arguments", len(args))
+		}
+		integ, err := integrity()
+		if err != nil {
+			return err
 		}
 		level := slog.LevelInfo
 		if *debug {
@@ -64,6 +69,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			ChunkSize:  int64(*chunk),
 			CatalogTTL: *ttl,
 			AllowOther: *allowOther,
+			Integrity:  integ,
 			Debug:      *debug,
 			Logger:     log,
 			Ready:      func(i mount.Info) { fmt.Fprintln(os.Stderr, i) },
