@@ -83,6 +83,8 @@ type Config struct {
 	// refresh, so that the kernel's cached lookups can be invalidated.
 	OnChange func([]Change)
 
+	Lifecycle // size limit, pruner, cleaner, prefetcher (lifecycle.go)
+
 	now func() time.Time // tests
 }
 
@@ -108,6 +110,7 @@ type Cache struct {
 	stats     Stats
 	tree      atomic.Pointer[tree]
 	serveMode atomic.Value // ServeMode, set by the mount (servemode.go)
+	life      lifecycle
 
 	mu         sync.Mutex        // protects the following
 	images     map[string]*Image // every image with a record, by ID
@@ -132,6 +135,9 @@ func Open(cfg Config) (*Cache, error) {
 	if err := checkDirSafe(cfg.Dir); err != nil {
 		return nil, err
 	}
+	if err := cfg.Lifecycle.fill(cfg.Dir); err != nil {
+		return nil, err
+	}
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {
 		return nil, err
@@ -152,6 +158,10 @@ func Open(cfg Config) (*Cache, error) {
 		c.closeStorage()
 		return nil, err
 	}
+	if err := c.initLifecycle(); err != nil {
+		c.closeStorage()
+		return nil, err
+	}
 	fresh := c.catalog.RefreshedAt.IsZero()
 	if fresh {
 		ctx, cancel := context.WithTimeout(c.ctx, cfg.InitialListTimeout)
@@ -169,6 +179,7 @@ func Open(cfg Config) (*Cache, error) {
 		c.wg.Add(1)
 		go c.scrubLoop()
 	}
+	c.startLifecycle()
 	return c, nil
 }
 

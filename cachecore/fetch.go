@@ -179,6 +179,10 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 			img.failFrom(r, next, ErrClosed)
 			return
 		}
+		if errors.Is(err, ErrNoRoom) { // readers read around the cache
+			img.failFrom(r, next, err)
+			return
+		}
 		attempt++
 		if c.pauseBeforeRetry(img, attempt, err) {
 			continue
@@ -205,6 +209,11 @@ type fileWriterAt interface {
 // fetchRange makes one range request for chunks [from, r.end) and lands
 // them in order; it returns how many it landed.
 func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf []byte) (int, error) {
+	room := &room{c: c, img: img, file: file} // the size limit (usage.go)
+	defer room.giveBack()
+	if err := room.take(from); err != nil {
+		return 0, err
+	}
 	off := int64(from) * img.chunkSize
 	n := min(int64(r.end)*img.chunkSize, img.entry.Size) - off
 	if err := c.checkRoom(n); err != nil {
@@ -217,6 +226,11 @@ func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf [
 	defer body.Close()
 	landed := 0
 	for i := from; i < r.end; i++ {
+		if i > from {
+			if err := room.take(i); err != nil {
+				return landed, err
+			}
+		}
 		chunkOff, left := int64(i)*img.chunkSize, img.chunkLen(i)
 		for left > 0 {
 			k := min(left, int64(len(buf)))
@@ -235,6 +249,7 @@ func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf [
 			chunkOff += k
 			left -= k
 		}
+		room.wrote()
 		img.land(r, i)
 		landed++
 	}
@@ -263,7 +278,7 @@ func (img *Image) land(r run, i int) {
 func (img *Image) failFrom(r run, i int, err error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if !errors.Is(err, ErrClosed) {
+	if !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNoRoom) {
 		img.recordErrorLocked(err)
 	}
 	for ; i < r.end; i++ {

@@ -34,7 +34,9 @@ func (c *Cache) kickFlush() {
 // flush writes the records and chunk maps that changed since the last
 // flush, in one batch. Data before metadata: a chunk map is taken first,
 // then the data file is synced, then the map is written, so the index
-// never says a chunk is present that a crash could lose.
+// never says a chunk is present that a crash could lose. A snapshot of an
+// image whose data was dropped meanwhile (its gen moved on) is stale and
+// is not written: the eviction wrote the image's empty map itself.
 func (c *Cache) flush() error {
 	c.mu.Lock()
 	imgs := make([]*Image, 0, len(c.images))
@@ -43,7 +45,13 @@ func (c *Cache) flush() error {
 	}
 	c.mu.Unlock()
 
-	var b batch
+	type snapshot struct {
+		img     *Image
+		gen     uint64
+		rec     record
+		present []byte
+	}
+	var snaps []snapshot
 	for _, img := range imgs {
 		img.mu.Lock()
 		if !img.dirty || img.retired {
@@ -51,23 +59,36 @@ func (c *Cache) flush() error {
 			continue
 		}
 		img.dirty = false
-		rec := img.rec
-		present := img.present.marshal()
+		s := snapshot{img: img, gen: img.life.gen, rec: img.rec, present: img.present.marshal()}
 		unsynced := img.unsynced
 		img.unsynced = false
 		img.mu.Unlock()
 
 		if unsynced {
 			if err := c.store.sync(img.id); err != nil {
-				c.log.Warn("syncing cache file; its new chunks stay unrecorded", "image", rec.Name, "err", err)
 				img.mu.Lock()
-				img.dirty, img.unsynced = true, true
+				if img.life.gen == s.gen { // else evicted: nothing left to sync
+					c.log.Warn("syncing cache file; its new chunks stay unrecorded", "image", s.rec.Name, "err", err)
+					img.dirty, img.unsynced = true, true
+				}
 				img.mu.Unlock()
 				continue
 			}
 		}
-		b.records = append(b.records, rec)
-		b.putMap(img.id, present)
+		snaps = append(snaps, s)
+	}
+
+	c.life.indexMu.Lock()
+	defer c.life.indexMu.Unlock()
+	var b batch
+	for _, s := range snaps {
+		s.img.mu.Lock()
+		stale := s.img.life.gen != s.gen
+		s.img.mu.Unlock()
+		if !stale {
+			b.records = append(b.records, s.rec)
+			b.putMap(s.img.id, s.present)
+		}
 	}
 	return c.idx.write(&b)
 }

@@ -2,6 +2,7 @@ package cachecore
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"sync"
@@ -29,11 +30,14 @@ type Handle struct {
 
 // Span says where the bytes of a read are: Len bytes of File at Off. The
 // bytes are present in the file: the caller may hand the file to the
-// kernel (splice) rather than copy them.
+// kernel (splice) rather than copy them. When the bytes could not be
+// stored (no room: ErrNoRoom) they were read straight from the upstream:
+// Data holds them and File is nil.
 type Span struct {
 	File *os.File
 	Off  int64
 	Len  int
+	Data []byte
 }
 
 // Open opens an image for reading and counts it as a hit. The kernel may
@@ -48,6 +52,7 @@ func (c *Cache) Open(img *Image) (*Handle, error) {
 	if err := img.acquireLocked(); err != nil {
 		return nil, err
 	}
+	c.inUseLocked(img)
 	if img.rec.Verdict == invalid { // its chunks were dropped: fetch afresh
 		img.rec.Verdict = unchecked
 	}
@@ -83,6 +88,9 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 			h.pump()
 		}
 		if err := h.ensureBounded(ctx, first, last); err != nil {
+			if errors.Is(err, ErrNoRoom) { // the size limit: read around the cache
+				return img.c.readDirect(ctx, img, off, n)
+			}
 			return Span{}, err
 		}
 	}
@@ -97,7 +105,12 @@ func (h *Handle) ReadAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	k, err := h.file.ReadAt(p[:sp.Len], off)
+	var k int
+	if sp.Data != nil {
+		k = copy(p, sp.Data)
+	} else {
+		k, err = h.file.ReadAt(p[:sp.Len], off)
+	}
 	if err == nil && k < len(p) {
 		err = io.EOF
 	}

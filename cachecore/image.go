@@ -41,6 +41,7 @@ type Image struct {
 	unsynced  bool            // data written since the last fsync
 	retired   bool            // no longer in the catalog: delete when unused
 	verifyRun *verifyRun      // the verification running now, nil if none
+	life      imageLife       // usage, eviction generation (lifecycle.go)
 }
 
 // flight is one chunk on its way from the upstream. done is closed when
@@ -94,6 +95,8 @@ type Info struct {
 	LastAccess  time.Time // zero if never opened
 	LastError   string    // empty if none
 	LastErrorAt time.Time
+	Pinned      bool // never evicted; fetched completely in the background
+	Queued      bool // in the prefetch queue
 }
 
 func (img *Image) Info() Info {
@@ -111,6 +114,8 @@ func (img *Image) Info() Info {
 		LastAccess:  img.rec.LastAccess,
 		LastError:   img.rec.LastError,
 		LastErrorAt: img.rec.LastErrorAt,
+		Pinned:      img.rec.Pinned,
+		Queued:      !img.rec.QueuedAt.IsZero(),
 	}
 }
 
@@ -181,6 +186,7 @@ func (img *Image) release() {
 		img.mu.Unlock()
 		return
 	}
+	img.c.releasedLocked(img) // measure it; it may be evicted now
 	f, retired := img.file, img.retired
 	img.file = nil
 	img.mu.Unlock()

@@ -45,6 +45,10 @@ type record struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Added       time.Time `json:"added"`
+	// lifecycle (pin.go, prefetch.go, clean.go)
+	Pinned    bool      `json:"pinned,omitempty"`
+	QueuedAt  time.Time `json:"queued_at,omitzero"`  // in the prefetch queue since
+	LastFetch time.Time `json:"last_fetch,omitzero"` // when a chunk last landed
 }
 
 // verdict is the outcome of checking a complete image against its digest.

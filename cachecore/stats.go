@@ -20,6 +20,7 @@ type Stats struct {
 	FetchErrors     atomic.Uint64 // range fetches that failed
 	FetchRetries    atomic.Uint64 // range fetches tried again after a temporary failure
 	FetchesInFlight atomic.Int64  // range requests running now
+	DirectReads     atomic.Uint64 // reads served from the upstream without storing (no room: ErrNoRoom)
 }
 
 // Stats returns the cache's live counters.

@@ -217,7 +217,7 @@ func TestXattrTable(t *testing.T) {
 			t.Errorf("%s: %v, want ENODATA", name, errno)
 		}
 	}
-	want := "user.imgcache.hits\x00user.imgcache.state\x00user.imgcache.cached_bytes\x00user.imgcache.size\x00user.imgcache.source\x00"
+	want := "user.imgcache.hits\x00user.imgcache.state\x00user.imgcache.cached_bytes\x00user.imgcache.size\x00user.imgcache.source\x00user.imgcache.pinned\x00user.imgcache.queued\x00"
 	n, errno = listxattr(imageXattrs, info, nil)
 	if int(n) != len(want) || errno != syscall.ERANGE {
 		t.Fatalf("list probe: %d %v", n, errno)

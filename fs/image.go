@@ -84,8 +84,8 @@ func (n *imageNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall
 	return listxattr(imageXattrs, n.img.Info(), dest)
 }
 
-func (n *imageNode) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
-	return syscall.EPERM
+func (n *imageNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return setImageXattr(n.c, n.img, attr, data)
 }
 
 func (n *imageNode) Removexattr(context.Context, string) syscall.Errno {
@@ -112,6 +112,9 @@ func (fh *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	sp, err := fh.h.Read(ctx, off, len(dest))
 	if err != nil {
 		return nil, toErrno(err)
+	}
+	if sp.Data != nil { // no room to store it: read straight from the upstream
+		return fuse.ReadResultData(sp.Data), 0
 	}
 	return fuse.ReadResultFd(fh.fd, sp.Off, sp.Len), 0
 }

@@ -33,6 +33,8 @@ var imageXattrs = []xattr[cachecore.Info]{
 	{"last_access", func(i cachecore.Info) (string, bool) { return timeValue(i.LastAccess) }},
 	{"error", func(i cachecore.Info) (string, bool) { return errorValue(i.LastErrorAt, i.LastError) }},
 	{"source", func(i cachecore.Info) (string, bool) { return i.Source, true }},
+	{"pinned", func(i cachecore.Info) (string, bool) { return boolValue(i.Pinned), true }},
+	{"queued", func(i cachecore.Info) (string, bool) { return boolValue(i.Queued), true }},
 }
 
 // rootInfo is what the root directory shows: where the catalog comes from

@@ -39,6 +39,8 @@ type Options struct {
 	Logger     *slog.Logger // nil: discard
 	// Ready, if set, is called once the filesystem answers requests.
 	Ready func(Info)
+
+	Lifecycle cachecore.Lifecycle // size limit, pruner, cleaner, prefetcher
 }
 
 // Integrity says when bytes are served and how data at rest is checked
@@ -84,6 +86,7 @@ func Run(ctx context.Context, o Options) error {
 		Upstream:   up,
 		ChunkSize:  o.ChunkSize,
 		CatalogTTL: o.CatalogTTL,
+		Lifecycle:  o.Lifecycle,
 		Logger:     log,
 
 		FailureConfig: o.Trust.failureConfig(),

@@ -41,6 +41,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 	debug := fs.Bool("debug", false, "log debug messages and every FUSE request")
 	tf := addTrustFlags(fs)
 	integrity := integrityFlags(fs)
+	lifecycle := lifecycleFlags(fs)
 	return func(args []string) error {
 		if len(args) != 2 {
 			return usageErr("want UPSTREAM and MOUNTPOINT, got %d arguments", len(args))
@@ -70,6 +71,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			CatalogTTL: *ttl,
 			AllowOther: *allowOther,
 			Integrity:  integ,
+			Lifecycle:  lifecycle(),
 			Debug:      *debug,
 			Logger:     log,
 			Ready:      func(i mount.Info) { fmt.Fprintln(os.Stderr, i) },

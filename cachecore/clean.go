@@ -1,0 +1,82 @@
+package cachecore
+
+import (
+	"context"
+	"time"
+)
+
+// The cleaner, like Glance's: it reaps the data of images whose fetch
+// stalled (partial, nobody reading or fetching them, no chunk landed for
+// StallTime) and of images found invalid, on a period of StallTime/2
+// (between a second and an hour). Pinned and queued images are the
+// prefetcher's business and are left alone.
+
+func (c *Cache) cleanLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(min(max(c.cfg.StallTime/2, time.Second), time.Hour))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n := c.clean(); n > 0 {
+			c.log.Info("cleaner reaped stalled or invalid images", "images", n)
+		}
+	}
+}
+
+// clean reaps what the cleaner reaps and says how many images it reaped.
+func (c *Cache) clean() int {
+	c.mu.Lock()
+	imgs := make([]*Image, 0, len(c.images))
+	for _, img := range c.images {
+		imgs = append(imgs, img)
+	}
+	c.mu.Unlock()
+	stall := c.cfg.StallTime
+	cutoff := c.now().Add(-stall)
+	var victims []*Image
+	for _, img := range imgs {
+		img.mu.Lock()
+		if img.users == 0 && !img.retired && (img.rec.Verdict == invalid ||
+			stall > 0 && c.stalledLocked(img, cutoff)) {
+			victims = append(victims, img)
+		}
+		img.mu.Unlock()
+	}
+	n := 0
+	for len(victims) > 0 {
+		k := min(len(victims), evictBatch)
+		_, m := c.dropData(victims[:k], false)
+		n += m
+		victims = victims[k:]
+	}
+	return n
+}
+
+// stalledLocked: img is partial, not wanted by the prefetcher, and no
+// chunk of it landed since cutoff.
+func (c *Cache) stalledLocked(img *Image, cutoff time.Time) bool {
+	if img.present.count == 0 || img.present.complete() || len(img.flights) > 0 ||
+		img.rec.Pinned || !img.rec.QueuedAt.IsZero() {
+		return false
+	}
+	last := img.rec.LastFetch
+	if last.IsZero() {
+		last = img.rec.LastAccess
+	}
+	return last.Before(cutoff)
+}
+
+// CleanNow runs the cleaner now and returns how many images it reaped.
+func (c *Cache) CleanNow(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if c.ctx.Err() != nil {
+		return 0, ErrClosed
+	}
+	return c.clean(), nil
+}

@@ -1,0 +1,336 @@
+package cachecore
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Prefetching: Glance's queue. Queued images, and pinned images that are
+// not complete, are fetched completely by Prefetchers workers. Foreground
+// reads come first: a prefetcher only takes a fetch slot when at least one
+// more stays free for readers, and fetches a bounded window at a time, so
+// that a reader that needs a chunk the prefetcher has claimed waits for
+// little. PrefetchRate paces the workers' requests. The queue is the
+// QueuedAt of the images' records: it survives restarts.
+
+// prefetchRetry is how long an image whose prefetch failed waits before
+// the next attempt.
+const prefetchRetry = 30 * time.Second
+
+// Queue queues the image called name for prefetching. Queuing an image
+// that is complete or already queued does nothing.
+func (c *Cache) Queue(name string) error {
+	img, err := c.image("prefetch", name)
+	if err != nil {
+		return err
+	}
+	return c.QueueImage(img)
+}
+
+// QueueImage queues img for prefetching.
+func (c *Cache) QueueImage(img *Image) error {
+	img.mu.Lock()
+	if img.retired {
+		img.mu.Unlock()
+		return &Error{Op: "prefetch", Name: img.entry.Name, Err: ErrNotFound}
+	}
+	if img.present.complete() {
+		img.mu.Unlock()
+		return nil
+	}
+	if img.rec.QueuedAt.IsZero() {
+		img.rec.QueuedAt = c.now()
+		img.dirty = true
+	}
+	img.mu.Unlock()
+	c.enqueue(img)
+	c.kickFlush()
+	return nil
+}
+
+// Dequeue takes the image called name off the prefetch queue (a fetch in
+// progress stops after its current request). A pinned image keeps being
+// fetched: unpin it to stop that. Dequeuing an image that is not queued
+// does nothing.
+func (c *Cache) Dequeue(name string) error {
+	img, err := c.image("dequeue", name)
+	if err != nil {
+		return err
+	}
+	return c.DequeueImage(img)
+}
+
+// DequeueImage takes img off the prefetch queue.
+func (c *Cache) DequeueImage(img *Image) error {
+	img.mu.Lock()
+	if !img.rec.QueuedAt.IsZero() {
+		img.rec.QueuedAt = timeZero
+		img.dirty = true
+	}
+	wanted := c.wantedLocked(img)
+	img.mu.Unlock()
+	if !wanted {
+		c.life.mu.Lock()
+		c.removeFromQueueLocked(img)
+		c.life.mu.Unlock()
+	}
+	c.kickFlush()
+	return nil
+}
+
+var timeZero time.Time
+
+// Queued lists the names of the images waiting to be prefetched or being
+// prefetched, queued and pinned ones, in queue order.
+func (c *Cache) Queued() []string {
+	c.life.mu.Lock()
+	defer c.life.mu.Unlock()
+	names := make([]string, len(c.life.queue))
+	for i, img := range c.life.queue {
+		names[i] = img.entry.Name
+	}
+	return names
+}
+
+// Queued reports whether img is queued for prefetching.
+func (img *Image) Queued() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return !img.rec.QueuedAt.IsZero()
+}
+
+// wantedLocked: img should be fetched completely in the background.
+func (c *Cache) wantedLocked(img *Image) bool {
+	return !img.retired && (img.rec.Pinned || !img.rec.QueuedAt.IsZero()) && !img.present.complete()
+}
+
+// loadQueue rebuilds the queue from the records at start-up: pinned
+// images first, then queued ones in the order they were queued.
+func (c *Cache) loadQueue() {
+	var q []*Image
+	for _, img := range c.images {
+		if c.wantedLocked(img) {
+			q = append(q, img)
+		} else if !img.rec.QueuedAt.IsZero() { // complete: it left the queue
+			img.rec.QueuedAt = timeZero
+			img.dirty = true
+		}
+	}
+	slices.SortFunc(q, func(a, b *Image) int { return a.rec.QueuedAt.Compare(b.rec.QueuedAt) })
+	for _, img := range q {
+		c.life.queue = append(c.life.queue, img)
+		c.life.inQueue[img] = true
+	}
+}
+
+func (c *Cache) enqueue(img *Image) {
+	c.life.mu.Lock()
+	if !c.life.inQueue[img] {
+		c.life.queue = append(c.life.queue, img)
+		c.life.inQueue[img] = true
+	}
+	delete(c.life.notBefore, img)
+	c.life.mu.Unlock()
+	c.kickPrefetch()
+}
+
+func (c *Cache) removeFromQueueLocked(img *Image) {
+	if !c.life.inQueue[img] {
+		return
+	}
+	delete(c.life.inQueue, img)
+	delete(c.life.notBefore, img)
+	c.life.queue = slices.DeleteFunc(c.life.queue, func(x *Image) bool { return x == img })
+}
+
+func (c *Cache) kickPrefetch() {
+	select {
+	case c.life.prefetchKick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cache) startPrefetchers() {
+	for range max(c.cfg.Prefetchers, 0) {
+		c.wg.Add(1)
+		go c.prefetchLoop()
+	}
+}
+
+func (c *Cache) prefetchLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if img := c.nextPrefetch(); img != nil {
+			err := c.prefetch(img)
+			c.prefetchDone(img, err)
+			continue
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		case <-c.life.prefetchKick:
+		}
+	}
+}
+
+// nextPrefetch takes the first image of the queue that nobody works on
+// and that is not waiting to retry.
+func (c *Cache) nextPrefetch() *Image {
+	now := c.now()
+	c.life.mu.Lock()
+	defer c.life.mu.Unlock()
+	for _, img := range c.life.queue {
+		if c.life.active[img] || now.Before(c.life.notBefore[img]) {
+			continue
+		}
+		c.life.active[img] = true
+		return img
+	}
+	return nil
+}
+
+// prefetchDone takes img off the queue if it is complete (or no longer
+// wanted); after a failure it waits prefetchRetry before the next try.
+func (c *Cache) prefetchDone(img *Image, err error) {
+	img.mu.Lock()
+	wanted := c.wantedLocked(img)
+	if !wanted && !img.rec.QueuedAt.IsZero() {
+		img.rec.QueuedAt = timeZero
+		img.dirty = true
+	}
+	img.mu.Unlock()
+	c.life.mu.Lock()
+	delete(c.life.active, img)
+	if !wanted {
+		c.removeFromQueueLocked(img)
+	} else if err != nil {
+		c.life.notBefore[img] = c.now().Add(prefetchRetry)
+	}
+	c.life.mu.Unlock()
+	if err != nil && c.ctx.Err() == nil {
+		c.log.Warn("prefetch failed; will retry", "image", img.entry.Name, "err", err, "retry_in", prefetchRetry)
+	}
+	if !wanted {
+		c.kickFlush()
+	}
+	c.kickPrefetch() // another worker may take what this one skipped
+}
+
+// prefetch fetches what is missing of img, a window at a time. It holds
+// the image open meanwhile, so that the pruner leaves it alone.
+func (c *Cache) prefetch(img *Image) error {
+	img.mu.Lock()
+	if !c.wantedLocked(img) {
+		img.mu.Unlock()
+		return nil
+	}
+	if err := img.acquireLocked(); err != nil {
+		img.mu.Unlock()
+		return err
+	}
+	c.inUseLocked(img)
+	file := img.file
+	img.mu.Unlock()
+	defer img.release()
+
+	window := maxRunChunks
+	if p := c.life.pacer; p != nil { // about a second's worth per request
+		window = int(max(1, min(int64(maxRunChunks), p.rate/img.chunkSize)))
+	}
+	for next := 0; next < img.nChunks; {
+		img.mu.Lock()
+		wanted := c.wantedLocked(img)
+		next = img.present.nextMissing(next, img.nChunks)
+		img.mu.Unlock()
+		if !wanted || next >= img.nChunks {
+			break
+		}
+		to := min(next+window, img.nChunks)
+		if p := c.life.pacer; p != nil {
+			if err := p.wait(c.ctx, int64(to-next)*img.chunkSize); err != nil {
+				return ErrClosed
+			}
+		}
+		if err := c.prefetchSlot(); err != nil {
+			return err
+		}
+		img.mu.Lock()
+		runs := img.claimLocked(next, to, nil, 1)
+		if len(runs) > 0 {
+			img.users++
+		}
+		img.mu.Unlock()
+		if len(runs) == 0 { // in flight for someone else: on to the next window
+			<-c.slots
+			next = to
+			continue
+		}
+		r := runs[0]
+		c.wg.Add(1)
+		c.fetchRun(img, file, r, false) // gives the slot back
+		for _, f := range r.flights {
+			if f.err != nil {
+				return f.err
+			}
+		}
+		next = r.end
+	}
+	// Chunks others were fetching: wait for them (and fetch any whose
+	// fetch failed).
+	if !img.Pinned() && !img.Queued() {
+		return nil
+	}
+	return img.ensure(c.ctx, 0, img.nChunks-1)
+}
+
+// prefetchSlot takes a fetch slot, but only while at least one more stays
+// free for foreground reads.
+func (c *Cache) prefetchSlot() error {
+	for {
+		if free := cap(c.slots) - len(c.slots); free > 1 || (cap(c.slots) == 1 && free == 1) {
+			select {
+			case c.slots <- struct{}{}:
+				return nil
+			default:
+			}
+		}
+		select {
+		case <-c.ctx.Done():
+			return ErrClosed
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// bandwidth spaces requests so that their bytes average to rate per second.
+type bandwidth struct {
+	rate int64 // bytes per second; read only
+
+	mu   sync.Mutex // protects the following
+	next time.Time  // when the next request may start
+}
+
+func newBandwidth(rate int64) *bandwidth { return &bandwidth{rate: rate} }
+
+// wait waits until a request of n bytes may start.
+func (p *bandwidth) wait(ctx context.Context, n int64) error {
+	p.mu.Lock()
+	now := time.Now()
+	start := p.next
+	if start.Before(now) {
+		start = now
+	}
+	p.next = start.Add(time.Duration(float64(n) / float64(p.rate) * float64(time.Second)))
+	p.mu.Unlock()
+	select {
+	case <-time.After(time.Until(start)):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

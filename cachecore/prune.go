@@ -1,0 +1,120 @@
+package cachecore
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The pruner keeps usage between the watermarks in the background, so
+// that writes seldom have to evict synchronously (reserve). When usage
+// (with the reservations of writes in progress) passes the high
+// watermark, it evicts least recently used images until it is below the
+// low one. The same loop measures the index directory and runs badger's
+// value-log GC.
+
+// indexGCInterval is how often the index's value log is garbage collected.
+const indexGCInterval = 5 * time.Minute
+
+func (c *Cache) pruneLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.PruneInterval)
+	defer t.Stop()
+	c.measureIndex()
+	lastGC := c.now()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		case <-c.life.pruneKick:
+		}
+		c.life.mu.Lock()
+		high := c.life.used+c.life.reserved > c.life.high
+		c.life.mu.Unlock()
+		if high {
+			freed, n := c.pruneTo(c.life.low)
+			c.log.Info("pruned", "images", n, "bytes", freed, "usage", c.Usage().CacheBytes)
+		}
+		c.measureIndex()
+		if c.now().Sub(lastGC) >= indexGCInterval {
+			c.indexGC()
+			lastGC = c.now()
+		}
+	}
+}
+
+// kickPrune asks the pruner to look at usage now.
+func (c *Cache) kickPrune() {
+	select {
+	case c.life.pruneKick <- struct{}{}:
+	default:
+	}
+}
+
+// pruneTo evicts least recently used images until usage is at most
+// target, or nothing more may be evicted.
+func (c *Cache) pruneTo(target int64) (freed int64, n int) {
+	c.life.pruneMu.Lock()
+	defer c.life.pruneMu.Unlock()
+	for c.ctx.Err() == nil {
+		c.life.mu.Lock()
+		excess := c.life.used + c.life.reserved - target
+		var victims []*Image
+		if excess > 0 {
+			for len(victims) < evictBatch {
+				e, ok := c.life.evictable.RemoveOldest()
+				if !ok {
+					break
+				}
+				victims = append(victims, e.Value)
+				if excess -= e.Size; excess <= 0 {
+					break
+				}
+			}
+		}
+		c.life.mu.Unlock()
+		if len(victims) == 0 {
+			return freed, n
+		}
+		f, k := c.dropData(victims, false)
+		freed += f
+		n += k
+	}
+	return freed, n
+}
+
+// PruneNow evicts least recently used images until usage is below the low
+// watermark, whether or not it has passed the high one, and returns the
+// bytes freed.
+func (c *Cache) PruneNow(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if c.ctx.Err() != nil {
+		return 0, ErrClosed
+	}
+	freed, _ := c.pruneTo(c.life.low)
+	return freed, nil
+}
+
+func (c *Cache) measureIndex() {
+	c.life.indexBytes.Store(dirAllocated(filepath.Join(c.cfg.Dir, "index")))
+}
+
+// indexGC runs badger's value-log GC until it finds nothing to rewrite.
+func (c *Cache) indexGC() {
+	for c.ctx.Err() == nil {
+		err := c.idx.db.RunValueLogGC(0.5)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+			c.log.Warn("index value-log GC", "err", err)
+		}
+		return
+	}
+}

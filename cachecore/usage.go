@@ -1,0 +1,264 @@
+package cachecore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+)
+
+// Usage accounting. Usage is what the data files take on disk: their
+// allocated blocks (st_blocks), not their apparent sizes, which are the
+// full image sizes of sparse files. It is measured from the files at
+// start-up, after each chunk is written (fstat of the data file) and when
+// an image's last user lets go of it; a write is preceded by a reservation
+// that covers the most it can allocate, so that used + reserved, and with
+// it the data directory, never passes the limit.
+
+// ErrNoRoom: a chunk cannot be stored because the cache is full of images
+// that are open or pinned. Reads that meet it are served straight from
+// the upstream without storing (Span.Data).
+var ErrNoRoom = errors.New("no room in the cache: every cached image is open or pinned")
+
+const (
+	blockSize = 4096
+	// writeSlack is what a chunk write may allocate beyond its data
+	// blocks: the filesystem's own blocks for the file's extent tree.
+	writeSlack = 2 * blockSize
+)
+
+// allocated is a file's allocated bytes.
+func allocated(fi fs.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
+}
+
+// loadUsage measures every data file at start-up. A file of an image that
+// has no chunk marked present holds nothing anyone can read: it is
+// removed. The images with data that may be evicted fill the LRU list,
+// oldest access last.
+func (c *Cache) loadUsage() error {
+	var used int64
+	var evictable []*Image
+	err := fs.WalkDir(c.store.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || filepath.Dir(p) == "." {
+			return err
+		}
+		img := c.images[d.Name()]
+		if img == nil { // openStorage removed orphans; a stray file is not ours to count
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if img.present.count == 0 {
+			return c.store.remove(img.id)
+		}
+		img.life.alloc = allocated(fi)
+		used += img.life.alloc
+		if !img.rec.Pinned {
+			evictable = append(evictable, img)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(evictable, func(a, b *Image) int { return b.rec.LastAccess.Compare(a.rec.LastAccess) })
+	for _, img := range evictable {
+		c.life.evictable.PushOldest(img.id, img, img.life.alloc)
+	}
+	c.life.used = used
+	if used > c.life.high {
+		c.kickPrune()
+	}
+	return nil
+}
+
+// reserve promises n bytes to a write, evicting least recently used
+// images (synchronously, here) until they fit under the limit. It fails
+// with ErrNoRoom when nothing more can be evicted.
+func (c *Cache) reserve(n int64) error {
+	l := &c.life
+	for {
+		l.mu.Lock()
+		over := l.used + l.reserved + n - l.limit
+		if over <= 0 {
+			l.reserved += n
+			high := l.used+l.reserved > l.high
+			l.mu.Unlock()
+			if high {
+				c.kickPrune()
+			}
+			return nil
+		}
+		victims := l.evictable.Evict(over)
+		l.mu.Unlock()
+		if len(victims) == 0 {
+			return ErrNoRoom
+		}
+		c.dropData(imagesOf(victims), false)
+	}
+}
+
+func (c *Cache) unreserve(n int64) {
+	c.life.mu.Lock()
+	c.life.reserved -= n
+	c.life.mu.Unlock()
+}
+
+// setAllocLocked records a new measure of img's data file; img.mu is held.
+func (c *Cache) setAllocLocked(img *Image, alloc int64) {
+	delta := alloc - img.life.alloc
+	img.life.alloc = alloc
+	c.life.mu.Lock()
+	c.life.used += delta
+	c.life.mu.Unlock()
+}
+
+// room is what one fetch has reserved for the chunk it is writing.
+type room struct {
+	c    *Cache
+	img  *Image
+	file fileWriterAt
+	held int64
+}
+
+// take reserves room for chunk i (its blocks and writeSlack).
+func (r *room) take(i int) error {
+	n := (r.img.chunkLen(i)+blockSize-1)/blockSize*blockSize + writeSlack
+	if err := r.c.reserve(n); err != nil {
+		return err
+	}
+	r.held = n
+	return nil
+}
+
+// wrote measures the data file after a chunk was written to it and gives
+// back the reservation. The file only grows while the image has users, so
+// the larger of the old and new measure is the better one when two writes
+// race.
+func (r *room) wrote() {
+	if r.held == 0 {
+		return
+	}
+	measured := int64(-1)
+	if f, ok := r.file.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := f.Stat(); err == nil {
+			measured = allocated(fi)
+		}
+	}
+	img := r.img
+	img.mu.Lock()
+	if measured < 0 { // no way to measure (a test's writer): count the reservation
+		measured = img.life.alloc + r.held - writeSlack
+	}
+	r.c.setAllocLocked(img, max(img.life.alloc, measured))
+	img.rec.LastFetch = r.c.now()
+	img.mu.Unlock()
+	r.c.unreserve(r.held)
+	r.held = 0
+}
+
+// giveBack returns a reservation that no write used (the fetch failed);
+// what a partial write allocated is measured.
+func (r *room) giveBack() {
+	if r.held != 0 {
+		r.wrote()
+	}
+}
+
+// measureLocked measures an image's open data file exactly (the last user
+// is letting go: nothing writes to it) and, if the image may now be
+// evicted, puts it at the front of the LRU list. img.mu is held; fstat of
+// an open file is a lookup in the kernel's inode, not disk I/O.
+func (c *Cache) releasedLocked(img *Image) {
+	if img.file != nil {
+		if fi, err := img.file.Stat(); err == nil {
+			c.setAllocLocked(img, allocated(fi))
+		}
+	}
+	c.life.mu.Lock()
+	if img.users == 0 && !img.rec.Pinned && !img.retired && img.life.alloc > 0 {
+		c.life.evictable.Touch(img.id, img, img.life.alloc)
+	} else {
+		c.life.evictable.Remove(img.id)
+	}
+	c.life.mu.Unlock()
+}
+
+// inUseLocked takes an image out of the LRU list: it has a user now.
+func (c *Cache) inUseLocked(img *Image) {
+	c.life.mu.Lock()
+	c.life.evictable.Remove(img.id)
+	c.life.mu.Unlock()
+}
+
+// readDirect reads [off, off+n) of img straight from the upstream into
+// memory, storing nothing: the way out when a chunk cannot be stored
+// (ErrNoRoom, or a full disk). It takes a fetch slot like any fetch.
+func (c *Cache) readDirect(ctx context.Context, img *Image, off int64, n int) (Span, error) {
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return Span{}, ctx.Err()
+	}
+	defer func() { <-c.slots }()
+	body, err := c.up.Fetch(ctx, img.entry, off, int64(n))
+	if err != nil {
+		c.stats.FetchErrors.Add(1)
+		return Span{}, &Error{Op: "fetch", Name: img.entry.Name, Err: err}
+	}
+	defer body.Close()
+	buf := make([]byte, n)
+	got, err := io.ReadFull(body, buf)
+	c.stats.BytesFetched.Add(uint64(got))
+	if err != nil {
+		c.stats.FetchErrors.Add(1)
+		return Span{}, &Error{Op: "fetch", Name: img.entry.Name, Err: err}
+	}
+	c.stats.DirectReads.Add(1)
+	c.stats.BytesServed.Add(uint64(n))
+	return Span{Off: off, Len: n, Data: buf}, nil
+}
+
+// Usage is how much of its limit the cache uses.
+type Usage struct {
+	CacheBytes int64 // allocated bytes of the data files
+	Reserved   int64 // bytes promised to writes in progress
+	Limit      int64 // --max-size
+	HighWater  int64 // bytes: the pruner starts above this
+	LowWater   int64 // bytes: the pruner stops below this
+	IndexBytes int64 // allocated bytes of the index directory, not part of the limit
+	Evictable  int64 // bytes of images that may be evicted now
+}
+
+// Usage reports the cache's usage.
+func (c *Cache) Usage() Usage {
+	l := &c.life
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Usage{CacheBytes: l.used, Reserved: l.reserved, Limit: l.limit,
+		HighWater: l.high, LowWater: l.low, IndexBytes: l.indexBytes.Load(), Evictable: l.evictable.Size()}
+}
+
+// dirAllocated sums the allocated bytes of the files under dir.
+func dirAllocated(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += allocated(fi)
+			}
+		}
+		return nil
+	})
+	return n
+}
