@@ -32,6 +32,7 @@ type Snapshot struct {
 	Opens, Hits, Misses       uint64
 	BytesFetched, BytesServed uint64
 	Evictions, FetchErrors    uint64
+	FetchRetries              uint64
 	FetchesInFlight           int64
 
 	Images      int           // images in the catalog
@@ -52,6 +53,7 @@ func (c *Cache) Snapshot() Snapshot {
 		BytesServed:     c.stats.BytesServed.Load(),
 		Evictions:       c.stats.Evictions.Load(),
 		FetchErrors:     c.stats.FetchErrors.Load(),
+		FetchRetries:    c.stats.FetchRetries.Load(),
 		FetchesInFlight: c.stats.FetchesInFlight.Load(),
 		ByState:         make(map[State]int),
 	}

@@ -134,6 +134,7 @@ type Stats struct {
 	ServedBytes     uint64 `json:"served_bytes"`
 	Evictions       uint64 `json:"evictions"`
 	Errors          uint64 `json:"errors"`
+	Retries         uint64 `json:"retries"`
 	FetchesInFlight int64  `json:"fetches_in_flight"`
 }
 

@@ -23,6 +23,7 @@ func writeMetrics(w io.Writer, st Stats) {
 	counter("imgcache_served_bytes_total", "Bytes returned to reads that reached the daemon.", st.ServedBytes)
 	counter("imgcache_evictions_total", "Images whose cached bytes were dropped.", st.Evictions)
 	counter("imgcache_errors_total", "Range fetches from the upstream that failed.", st.Errors)
+	counter("imgcache_retries_total", "Range fetches tried again after a temporary failure.", st.Retries)
 	gauge("imgcache_fetches_in_flight", "Range requests to the upstream running now.", st.FetchesInFlight)
 	gauge("imgcache_cache_bytes", "Bytes of images in the cache.", st.CacheBytes)
 	if st.MaxBytes > 0 {

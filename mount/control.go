@@ -103,6 +103,7 @@ func (b *backend) Stats() control.Stats {
 		ServedBytes:     s.BytesServed,
 		Evictions:       s.Evictions,
 		Errors:          s.FetchErrors,
+		Retries:         s.FetchRetries,
 		FetchesInFlight: s.FetchesInFlight,
 	}
 	for state, n := range s.ByState {

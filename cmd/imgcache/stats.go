@@ -63,6 +63,7 @@ func printStats(w io.Writer, st control.Stats) {
 	row("served bytes", "%s", humanBytes(int64(st.ServedBytes)))
 	row("evictions", "%d", st.Evictions)
 	row("errors", "%d", st.Errors)
+	row("retries", "%d", st.Retries)
 	row("fetches in flight", "%d", st.FetchesInFlight)
 }
 
