@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# bench/run.sh -- measures imgcache against its physical limits, every case
+# beside its baseline in the same run, and writes bench/results.md.
+#
+# Run as root from anywhere:   bash bench/run.sh
+# Knobs (env): SIZE_MB=1024 (the image), BIG_MB=4096 (memory case), REPS=3,
+#   FIO_RUNTIME=8, NFILES=10000 (ls -l case), NINDEX=100000 (start-up case),
+#   BASE=/var/tmp/imgcache-bench (generated images are kept there and reused),
+#   OUT=bench/results.md, PEERS=1 also runs ../shared/bench/peers.sh with our
+#   mount as OURS_CMD (its report goes to $BASE/peers-results.md).
+# It starts nginx on 127.0.0.1, mounts imgcache under $BASE/run, and stops
+# and unmounts only what it started (by PID) when it ends.
+set -u -o pipefail
+export LC_ALL=C
+export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+SIZE_MB=${SIZE_MB:-1024}
+BIG_MB=${BIG_MB:-4096}
+REPS=${REPS:-3}
+FIO_RUNTIME=${FIO_RUNTIME:-8}
+NFILES=${NFILES:-10000}
+NINDEX=${NINDEX:-100000}
+BASE=${BASE:-/var/tmp/imgcache-bench}
+OUT=${OUT:-$HERE/results.md}
+PEERS=${PEERS:-0}
+SIZE=$((SIZE_MB << 20))
+
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (mount(2), bdi read-ahead, passthrough)" >&2; exit 1; }
+for tool in nginx curl fio dd getfattr fusermount3 go; do
+  command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install nginx-light curl fio attr fuse3)" >&2; exit 1; }
+done
+
+WWW=$BASE/www
+RUN=$BASE/run
+BIN=$RUN/imgcache
+LOGS=$RUN/logs
+PIDS=()        # processes this script started
+log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
+now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
+
+cleanup() {
+  trap - EXIT INT TERM
+  local m p
+  for m in $(awk -v b="$RUN/" 'index($2, b) == 1 { print $2 }' /proc/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+  done
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- data
+gen_data() {
+  mkdir -p "$WWW/big" "$WWW/huge" "$WWW/many" "$WWW/index"
+  if [ "$(stat -c %s "$WWW/big/big.img" 2>/dev/null)" != "$SIZE" ]; then
+    log "generating $SIZE_MB MiB image"
+    head -c "$SIZE" /dev/urandom >"$WWW/big/big.img"
+  fi
+  if [ "$(stat -c %s "$WWW/huge/huge.img" 2>/dev/null)" != $((BIG_MB << 20)) ]; then
+    log "generating $BIG_MB MiB image"
+    head -c $((BIG_MB << 20)) /dev/urandom >"$WWW/huge/huge.img"
+  fi
+  if [ "$(find "$WWW/many" -type f | wc -l)" != "$NFILES" ]; then
+    log "generating $NFILES small images"
+    rm -rf "$WWW/many" && mkdir -p "$WWW/many"
+    (cd "$WWW/many" && seq -f 'img-%06g.img' 1 "$NFILES" | xargs truncate -s 4096)
+  fi
+  if [ "$(find "$WWW/index" -type f | wc -l)" != "$NINDEX" ]; then
+    log "generating $NINDEX index entries"
+    rm -rf "$WWW/index" && mkdir -p "$WWW/index"
+    (cd "$WWW/index" && seq -f 'e-%07g.img' 1 "$NINDEX" | xargs truncate -s 1048576)
+  fi
+}
+
+start_nginx() {
+  local p
+  for p in $(seq 18400 18499); do
+    (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { PORT=$p; break; }
+  done
+  URL=http://127.0.0.1:$PORT
+  mkdir -p "$RUN/nginx"
+  cat >"$RUN/nginx/nginx.conf" <<CONF
+daemon off;
+master_process on;
+worker_processes 2;
+user root;
+pid $RUN/nginx/nginx.pid;
+error_log $LOGS/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  default_type application/octet-stream;
+  log_format bench '\$uri \$status \$body_bytes_sent';
+  access_log $LOGS/access.log bench;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  client_body_temp_path $RUN/nginx/body;
+  proxy_temp_path $RUN/nginx/proxy;
+  fastcgi_temp_path $RUN/nginx/fastcgi;
+  uwsgi_temp_path $RUN/nginx/uwsgi;
+  scgi_temp_path $RUN/nginx/scgi;
+  server {
+    listen 127.0.0.1:$PORT;
+    root $WWW;
+    autoindex on;
+    autoindex_format json;
+  }
+}
+CONF
+  : >"$LOGS/access.log"
+  nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" -e "$LOGS/nginx-error.log" &
+  PIDS+=($!)
+  local i
+  for ((i = 0; i < 100; i++)); do curl -sf -o /dev/null "$URL/big/" && return 0; sleep 0.1; done
+  echo "nginx did not start; see $LOGS/nginx-error.log" >&2
+  exit 1
+}
+log_mark() { wc -l <"$LOGS/access.log"; }
+# bytes_since MARK FILE: body bytes nginx sent for FILE (a URI) after MARK;
+# waits a moment first: nginx logs a request when it ends.
+bytes_since() {
+  sleep 0.5
+  awk -v m="$1" -v f="$2" 'NR > m && $1 == f { s += $3 } END { printf "%.0f", s }' "$LOGS/access.log"
+}
+
+# ---------------------------------------------------------------- mounts
+# mount_ours SUBDIR CACHE: mounts $URL/SUBDIR/ at $RUN/mnt; sets MPID, MNT,
+# MOUNT_US (time from start to the ready line).
+mount_ours() {
+  MNT=$RUN/mnt
+  mkdir -p "$MNT" "$2"
+  : >"$LOGS/mount.log"
+  local t0 i
+  t0=$(now_us)
+  "$BIN" mount --cache-dir "$2" "$URL/$1/" "$MNT" 2>>"$LOGS/mount.log" &
+  MPID=$!
+  PIDS+=($MPID)
+  for ((i = 0; i < 6000; i++)); do
+    grep -q 'ready: ' "$LOGS/mount.log" && { MOUNT_US=$(($(now_us) - t0)); return 0; }
+    kill -0 $MPID 2>/dev/null || break
+    sleep 0.005
+  done
+  echo "mount did not become ready:" >&2
+  cat "$LOGS/mount.log" >&2
+  exit 1
+}
+umount_ours() {
+  kill -TERM "$MPID" 2>/dev/null
+  wait "$MPID" 2>/dev/null
+}
+hwm_kb() { awk '/VmHWM/ { print $2 }' "/proc/$MPID/status"; }
+
+# ---------------------------------------------------------------- measurements
+declare -A S=() # samples: key -> "v1 v2 ..."
+add() { S[$1]="${S[$1]:-}$2 "; }
+# seq_read FILE: dd bs=1M over the whole file; sets MBS (10^6 bytes/s) and
+# LAST_US (wall time, open included)
+seq_read() {
+  local t0 t1 bytes
+  t0=$(now_us)
+  bytes=$(dd if="$1" of=/dev/null bs=1M 2>&1 | awk '/bytes/ { print $1 }')
+  t1=$(now_us)
+  LAST_US=$((t1 - t0))
+  [ "$bytes" = "$(stat -L -c %s "$1")" ] || { echo "short read of $1: $bytes" >&2; exit 1; }
+  MBS=$(awk -v b="$bytes" -v us="$LAST_US" 'BEGIN { printf "%.0f", b / us }')
+}
+curl_read() {
+  local t0 t1 got
+  t0=$(now_us)
+  got=$(curl -s -o /dev/null -w '%{size_download}' "$1")
+  t1=$(now_us)
+  awk -v b="$got" -v us="$((t1 - t0))" 'BEGIN { printf "%.0f", b / us }'
+}
+fio_iops() { # FILE DIRECT
+  fio --name=rr --filename="$1" --rw=randread --bs=4k --ioengine=psync --numjobs=4 \
+    --runtime="$FIO_RUNTIME" --time_based --group_reporting --invalidate=0 --direct="$2" \
+    --output-format=terse --terse-version=3 2>>"$LOGS/fio.err" | awk -F';' '{ print $8 }'
+}
+backing_file() { find "$1/data" -type f -size +1k | head -1; }
+
+# ---------------------------------------------------------------- statistics
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print a[(NR + 1) / 2]; else printf "%.4g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+med() { [ -n "${S[$1]:-}" ] && median <<<"${S[$1]}"; }
+spread() { [ -n "${S[$1]:-}" ] && tr ' ' '\n' <<<"${S[$1]}" | awk 'NF' | sort -g | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%s–%s", a, b }'; }
+ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# verdict VALUE OP LIMIT
+verdict() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { if (v == "n/a" || v == "") { print "n/a"; exit } ok = (op == ">=") ? v >= l : v <= l; print ok ? "met" : "**not met**" }'; }
+
+# ================================================================ main
+mkdir -p "$BASE"
+for m in $(awk -v b="$RUN/" 'index($2, b) == 1 { print $2 }' /proc/mounts); do
+  echo "bench/run.sh: $m is still mounted (another run?); unmount it first" >&2
+  exit 1
+done
+rm -rf --one-file-system "$RUN"
+mkdir -p "$RUN" "$LOGS"
+log "building imgcache"
+(cd "$REPO" && go build -o "$BIN" ./cmd/imgcache) || exit 1
+gen_data
+start_nginx
+log "nginx on $URL"
+HALF=$((SIZE_MB / 2))
+
+log "=== sequential: cold (vs curl), warm and after remount (vs the backing file)"
+for ((r = 1; r <= REPS; r++)); do
+  cache=$RUN/cache/seq.$r
+  add curl "$(curl_read "$URL/big/big.img")"
+  mount_ours big "$cache"
+  MODE=$(getfattr --absolute-names -n user.imgcache.serve_mode --only-values "$MNT" 2>/dev/null)
+  mark=$(log_mark)
+  seq_read "$MNT/big.img"; add cold "$MBS"
+  add cold_us "$LAST_US"
+  bf=$(backing_file "$cache")
+  seq_read "$bf"; add backing "$MBS"
+  seq_read "$MNT/big.img"; add warm "$MBS"
+  umount_ours
+  add cold_bytes "$(bytes_since "$mark" /big/big.img)"
+  mount_ours big "$cache"
+  seq_read "$MNT/big.img"; add remount "$MBS"
+  seq_read "$bf"; add backing "$MBS"
+  umount_ours
+  log "rep $r: curl ${S[curl]##* } cold ${S[cold]} warm ${S[warm]} remount ${S[remount]} backing ${S[backing]} MB/s"
+  ((r < REPS)) && rm -rf "$cache"
+done
+
+log "=== random 4 KiB reads, warm (fio, 4 jobs, ${FIO_RUNTIME}s each)"
+mount_ours big "$cache"
+seq_read "$MNT/big.img"
+V_FIO_LOCAL_BUF=$(fio_iops "$bf" 0)
+V_FIO_OURS_BUF=$(fio_iops "$MNT/big.img" 0)
+V_FIO_LOCAL_DIO=$(fio_iops "$bf" 1)
+V_FIO_OURS_DIO=$(fio_iops "$MNT/big.img" 1)
+umount_ours
+rm -rf "$cache"
+log "fio buffered: local $V_FIO_LOCAL_BUF ours $V_FIO_OURS_BUF; O_DIRECT: local $V_FIO_LOCAL_DIO ours $V_FIO_OURS_DIO IOPS"
+
+log "=== partial access: 1 MiB at 0 + 1 MiB at $HALF MiB, cold"
+for ((r = 1; r <= REPS; r++)); do
+  cache=$RUN/cache/partial
+  mount_ours big "$cache"
+  mark=$(log_mark)
+  dd if="$MNT/big.img" of=/dev/null bs=1M count=1 status=none
+  dd if="$MNT/big.img" of=/dev/null bs=1M count=1 skip="$HALF" status=none
+  umount_ours # ends every fetch: the count is final
+  add partial_bytes "$(bytes_since "$mark" /big/big.img)"
+  rm -rf "$cache"
+done
+
+log "=== 4 concurrent cold readers"
+for ((r = 1; r <= REPS; r++)); do
+  cache=$RUN/cache/conc
+  mount_ours big "$cache"
+  mark=$(log_mark)
+  t0=$(now_us)
+  pids=()
+  for i in 1 2 3 4; do dd if="$MNT/big.img" of=/dev/null bs=1M status=none & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
+  add conc_us $(($(now_us) - t0))
+  umount_ours
+  add conc_bytes "$(bytes_since "$mark" /big/big.img)"
+  rm -rf "$cache"
+done
+
+log "=== memory: peak RSS reading $SIZE_MB MiB and $BIG_MB MiB images cold"
+cache=$RUN/cache/mem
+mount_ours big "$cache"
+seq_read "$MNT/big.img"
+HWM_SMALL=$(hwm_kb)
+umount_ours
+rm -rf "$cache"
+mount_ours huge "$cache"
+seq_read "$MNT/huge.img"; HUGE_MBS=$MBS
+HWM_BIG=$(hwm_kb)
+umount_ours
+rm -rf "$cache"
+log "VmHWM: $HWM_SMALL KiB ($SIZE_MB MiB image), $HWM_BIG KiB ($BIG_MB MiB image, read at $HUGE_MBS MB/s)"
+
+log "=== metadata: ls -l and getfattr -d of $NFILES images"
+cache=$RUN/cache/many
+mount_ours many "$cache"
+ls -l "$MNT" >/dev/null # warm: lookups and attributes cached
+for ((r = 1; r <= REPS; r++)); do
+  t0=$(now_us); ls -l "$MNT" >/dev/null; add ls_us $(($(now_us) - t0))
+  t0=$(now_us); (cd "$MNT" && getfattr -d -- * >/dev/null 2>&1); add getfattr_us $(($(now_us) - t0))
+done
+umount_ours
+rm -rf "$cache"
+
+log "=== start-up with a $NINDEX-entry index"
+cache=$RUN/cache/index
+mount_ours index "$cache" # first mount lists the upstream and fills the index
+umount_ours
+for ((r = 1; r <= REPS; r++)); do
+  mount_ours index "$cache"
+  add startup_us "$MOUNT_US"
+  umount_ours
+done
+rm -rf "$cache"
+
+if [ "$PEERS" = 1 ]; then
+  log "=== peers (../shared/bench/peers.sh)"
+  PEERS_SH=$(cd "$REPO/.." && pwd)/shared/bench/peers.sh
+  [ -f "$PEERS_SH" ] || PEERS_SH=/work/shared/bench/peers.sh
+  OURS_CMD="$BIN mount --cache-dir {cache} {url} {mnt}" OUT_MD=$BASE/peers-results.md SIZE_MB=$SIZE_MB REPS=$REPS \
+    bash "$PEERS_SH" >"$LOGS/peers.log" 2>&1 || log "peers.sh failed: see $LOGS/peers.log"
+fi
+
+# ---------------------------------------------------------------- report
+CU=$(med curl); BK=$(med backing)
+COLD=$(med cold); WARM=$(med warm); REM=$(med remount)
+PB=$(med partial_bytes); CB=$(med conc_bytes); CCB=$(med cold_bytes)
+CONC_S=$(awk -v u="$(med conc_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
+ONE_S=$(awk -v u="$(med cold_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
+LS_S=$(awk -v u="$(med ls_us)" 'BEGIN { printf "%.3f", u / 1e6 }')
+GF_MS=$(awk -v u="$(med getfattr_us)" -v n="$NFILES" 'BEGIN { printf "%.3f", u / 1e3 / n }')
+SU_S=$(awk -v u="$(med startup_us)" 'BEGIN { printf "%.3f", u / 1e6 }')
+us_range() { tr ' ' '\n' <<<"${S[$1]}" | awk -v d="$2" -v f="$3" 'NF { v = $1 / d; if (min == "" || v < min) min = v; if (v > max) max = v } END { printf "%" f "–%" f, min, max }'; }
+R_COLD=$(ratio "$COLD" "$CU"); R_WARM=$(ratio "$WARM" "$BK"); R_REM=$(ratio "$REM" "$BK")
+R_FIO=$(ratio "$V_FIO_OURS_BUF" "$V_FIO_LOCAL_BUF"); R_DIO=$(ratio "$V_FIO_OURS_DIO" "$V_FIO_LOCAL_DIO")
+R_PART=$(ratio "$PB" 2097152); R_CONCB=$(ratio "$CB" "$SIZE"); R_CONCT=$(ratio "$CONC_S" "$ONE_S")
+HWM_S_MB=$(awk -v k="$HWM_SMALL" 'BEGIN { printf "%.1f", k / 1024 }')
+HWM_B_MB=$(awk -v k="$HWM_BIG" 'BEGIN { printf "%.1f", k / 1024 }')
+R_HWM=$(ratio "$HWM_BIG" "$HWM_SMALL")
+{
+  echo "# imgcache benchmark"
+  echo
+  echo "Generated by \`bash bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${SECONDS} s;"
+  echo "$(nproc) CPUs, kernel $(uname -r), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM; cache and images on $(df -T "$BASE" | awk 'NR == 2 { print $2 }')."
+  echo "Serve mode of complete images: **${MODE:-unknown}**. Upstream: nginx $(nginx -v 2>&1 | sed 's/.*\///') on loopback (sendfile, 2 workers)."
+  echo "Image: ${SIZE_MB} MiB of random bytes; sequential reads are \`dd bs=1M\` of the whole file, wall time including open;"
+  echo "MB/s are 10^6 bytes/s. Every figure is the median of REPS=$REPS runs (min–max), baselines taken in the same run."
+  echo
+  echo "| case | imgcache | baseline | ratio | target | |"
+  echo "|---|---:|---:|---:|---|---|"
+  echo "| cold sequential, MB/s | $COLD ($(spread cold)) | curl of the same URL: $CU ($(spread curl)) | $R_COLD | >= 0.60 | $(verdict "$R_COLD" ">=" 0.60) |"
+  echo "| warm sequential, same mount, MB/s | $WARM ($(spread warm)) | the backing file (page cache): $BK ($(spread backing)) | $R_WARM | >= 0.90 | $(verdict "$R_WARM" ">=" 0.90) |"
+  echo "| warm after remount, MB/s | $REM ($(spread remount)) | the same | $R_REM | >= 0.90 | $(verdict "$R_REM" ">=" 0.90) |"
+  echo "| random 4 KiB reads, buffered, fio 4 jobs, IOPS | $V_FIO_OURS_BUF | the backing file: $V_FIO_LOCAL_BUF | $R_FIO | >= 0.80 | $(verdict "$R_FIO" ">=" 0.80) |"
+  echo "| random 4 KiB reads, O_DIRECT, IOPS | $V_FIO_OURS_DIO | the backing file, O_DIRECT: $V_FIO_LOCAL_DIO | $R_DIO | reported | |"
+  echo "| partial access: 1 MiB at 0 + 1 MiB at $HALF MiB, bytes fetched | $PB ($(spread partial_bytes)) | 2 MiB: 2097152 | $R_PART | <= 2.0 | $(verdict "$R_PART" "<=" 2.0) |"
+  echo "| 4 concurrent cold readers, upstream bytes | $CB ($(spread conc_bytes)) | one image: $SIZE | $R_CONCB | = 1.00 | $(verdict "$R_CONCB" "<=" 1.00) |"
+  echo "| 4 concurrent cold readers, wall s | $CONC_S ($(us_range conc_us 1e6 .2f)) | one cold reader: $ONE_S ($(us_range cold_us 1e6 .2f)) | $R_CONCT | <= 1.5 | $(verdict "$R_CONCT" "<=" 1.5) |"
+  echo "| cold sequential, upstream bytes (one reader) | $CCB | one image: $SIZE | $(ratio "$CCB" "$SIZE") | | |"
+  echo "| peak RSS (VmHWM) reading ${BIG_MB} MiB cold, MiB | $HWM_B_MB | < 100 MiB | | < 100 | $(verdict "$HWM_B_MB" "<=" 100) |"
+  echo "| peak RSS, ${BIG_MB} MiB vs ${SIZE_MB} MiB image | $HWM_B_MB | $HWM_S_MB | $R_HWM | <= 1.10 | $(verdict "$R_HWM" "<=" 1.10) |"
+  echo "| \`ls -l\` of $NFILES images, warm, s | $LS_S ($(us_range ls_us 1e6 .3f)) | | | < 0.3 | $(verdict "$LS_S" "<=" 0.3) |"
+  echo "| start-up with a $NINDEX-entry index (to the ready line), s | $SU_S ($(us_range startup_us 1e6 .3f)) | | | < 2 | $(verdict "$SU_S" "<=" 2) |"
+  echo "| \`getfattr -d\` of $NFILES images, ms per file | $GF_MS | | | < 1 | $(verdict "$GF_MS" "<=" 1) |"
+  echo
+  echo "The ${BIG_MB} MiB image was read cold at $HUGE_MBS MB/s (one run). The machine is shared (2 CPUs, other"
+  echo "work running): treat differences under ~15% as noise."
+  [ "$PEERS" = 1 ] && echo && echo "Peers (httpdirfs, rclone, go-fuse loopback) on the same work: $BASE/peers-results.md."
+  echo
+  echo "Raw samples:"
+  echo
+  echo '```'
+  for k in $(printf '%s\n' "${!S[@]}" | sort); do echo "$k: ${S[$k]}"; done
+  echo "fio IOPS: local buffered $V_FIO_LOCAL_BUF, ours buffered $V_FIO_OURS_BUF, local O_DIRECT $V_FIO_LOCAL_DIO, ours O_DIRECT $V_FIO_OURS_DIO"
+  echo "VmHWM KiB: ${SIZE_MB} MiB image $HWM_SMALL, ${BIG_MB} MiB image $HWM_BIG"
+  echo '```'
+} >"$OUT"
+log "wrote $OUT"
+cat "$OUT"
