@@ -21,14 +21,14 @@ func (c *Cache) cleanLoop() {
 			return
 		case <-t.C:
 		}
-		if n := c.clean(); n > 0 {
-			c.log.Info("cleaner reaped stalled or invalid images", "images", n)
+		if d := c.clean(); len(d.Evicted) > 0 {
+			c.log.Info("cleaner reaped stalled or invalid images", "images", len(d.Evicted), "bytes", d.FreedBytes)
 		}
 	}
 }
 
-// clean reaps what the cleaner reaps and says how many images it reaped.
-func (c *Cache) clean() int {
+// clean reaps what the cleaner reaps.
+func (c *Cache) clean() Dropped {
 	c.mu.Lock()
 	imgs := make([]*Image, 0, len(c.images))
 	for _, img := range c.images {
@@ -46,14 +46,7 @@ func (c *Cache) clean() int {
 		}
 		img.mu.Unlock()
 	}
-	n := 0
-	for len(victims) > 0 {
-		k := min(len(victims), evictBatch)
-		_, m := c.dropData(victims[:k], false)
-		n += m
-		victims = victims[k:]
-	}
-	return n
+	return c.dropBatches(victims)
 }
 
 // stalledLocked: img is partial, not wanted by the prefetcher, and no
@@ -70,13 +63,13 @@ func (c *Cache) stalledLocked(img *Image, cutoff time.Time) bool {
 	return last.Before(cutoff)
 }
 
-// CleanNow runs the cleaner now and returns how many images it reaped.
-func (c *Cache) CleanNow(ctx context.Context) (int, error) {
+// CleanNow runs the cleaner now and says what it reaped.
+func (c *Cache) CleanNow(ctx context.Context) (Dropped, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return Dropped{}, err
 	}
 	if c.ctx.Err() != nil {
-		return 0, ErrClosed
+		return Dropped{}, ErrClosed
 	}
 	return c.clean(), nil
 }

@@ -27,8 +27,20 @@ func imagesOf(es []lru.Entry[string, *Image]) []*Image {
 	return imgs
 }
 
-// dropData evicts the images that are unused (and unpinned, unless
-// withPinned) and returns the bytes freed and how many it evicted.
+// Dropped says what an eviction, a prune or a clean dropped.
+type Dropped struct {
+	Evicted    []string // names of the images whose cached data was dropped
+	Skipped    []string // names of the images kept because they are open or pinned
+	FreedBytes int64    // disk space freed (allocated blocks)
+}
+
+func (d *Dropped) add(o Dropped) {
+	d.Evicted = append(d.Evicted, o.Evicted...)
+	d.Skipped = append(d.Skipped, o.Skipped...)
+	d.FreedBytes += o.FreedBytes
+}
+
+// dropData evicts the images that are neither open nor pinned.
 //
 // Data after metadata, the reverse of a write: the empty chunk maps are
 // written to the index first, then the files are deleted. indexMu keeps a
@@ -36,13 +48,19 @@ func imagesOf(es []lru.Entry[string, *Image]) []*Image {
 // (the image's gen tells the flusher its snapshot is stale). If the image
 // is opened again between the two steps, its file is kept: new chunks may
 // already be landing in it, and nothing unmarked is ever read.
-func (c *Cache) dropData(imgs []*Image, withPinned bool) (freed int64, n int) {
+func (c *Cache) dropData(imgs []*Image) Dropped {
+	var d Dropped
 	c.life.indexMu.Lock()
 	var b batch
 	dropped := make([]*Image, 0, len(imgs))
 	for _, img := range imgs {
 		img.mu.Lock()
-		if img.users > 0 || img.retired || (img.rec.Pinned && !withPinned) {
+		if img.retired {
+			img.mu.Unlock()
+			continue
+		}
+		if img.users > 0 || img.rec.Pinned {
+			d.Skipped = append(d.Skipped, img.entry.Name)
 			img.mu.Unlock()
 			continue
 		}
@@ -69,7 +87,7 @@ func (c *Cache) dropData(imgs []*Image, withPinned bool) (freed int64, n int) {
 			img.dirty = true
 			img.mu.Unlock()
 		}
-		return 0, 0
+		return d
 	}
 	for _, img := range dropped {
 		img.mu.Lock()
@@ -77,7 +95,7 @@ func (c *Cache) dropData(imgs []*Image, withPinned bool) (freed int64, n int) {
 			if err := c.store.remove(img.id); err != nil {
 				c.log.Warn("evicting: removing cache file", "image", img.entry.Name, "err", err)
 			} else {
-				freed += img.life.alloc
+				d.FreedBytes += img.life.alloc
 				c.setAllocLocked(img, 0)
 			}
 		}
@@ -86,14 +104,14 @@ func (c *Cache) dropData(imgs []*Image, withPinned bool) (freed int64, n int) {
 			c.life.evictable.Remove(img.id)
 		}
 		c.life.mu.Unlock()
+		d.Evicted = append(d.Evicted, img.entry.Name)
 		img.mu.Unlock()
-		n++
 	}
-	c.stats.Evictions.Add(uint64(n))
-	if n > 0 {
-		c.log.Debug("evicted", "images", n, "bytes", freed)
+	c.stats.Evictions.Add(uint64(len(d.Evicted)))
+	if len(d.Evicted) > 0 {
+		c.log.Debug("evicted", "images", len(d.Evicted), "bytes", d.FreedBytes)
 	}
-	return freed, n
+	return d
 }
 
 // image finds the current image of that name.
@@ -108,29 +126,27 @@ func (c *Cache) image(op, name string) (*Image, error) {
 // Evict drops the cached data of the image called name. It fails with
 // ErrNotFound for an unknown name, ErrBusy if the image is open and
 // ErrPinned if it is pinned; evicting an absent image is no error.
-func (c *Cache) Evict(name string) error {
+func (c *Cache) Evict(name string) (Dropped, error) {
 	img, err := c.image("evict", name)
 	if err != nil {
-		return err
+		return Dropped{}, err
 	}
 	img.mu.Lock()
-	users, pinned := img.users, img.rec.Pinned
+	pinned := img.rec.Pinned
 	img.mu.Unlock()
-	switch {
-	case pinned:
-		return &Error{Op: "evict", Name: name, Err: ErrPinned}
-	case users > 0:
-		return &Error{Op: "evict", Name: name, Err: ErrBusy}
+	if pinned {
+		return Dropped{}, &Error{Op: "evict", Name: name, Err: ErrPinned}
 	}
-	if _, n := c.dropData([]*Image{img}, false); n == 0 {
-		return &Error{Op: "evict", Name: name, Err: ErrBusy} // opened or pinned meanwhile
+	d := c.dropData([]*Image{img})
+	if len(d.Evicted) == 0 { // open (or pinned meanwhile)
+		return d, &Error{Op: "evict", Name: name, Err: ErrBusy}
 	}
-	return nil
+	return d, nil
 }
 
 // EvictAll drops the cached data of every image that is neither open nor
-// pinned, and returns how many images had data to drop.
-func (c *Cache) EvictAll() (int, error) {
+// pinned. Skipped names the images with data that it kept.
+func (c *Cache) EvictAll() (Dropped, error) {
 	var imgs []*Image
 	c.mu.Lock()
 	for _, img := range c.images {
@@ -145,14 +161,18 @@ func (c *Cache) EvictAll() (int, error) {
 		}
 		img.mu.Unlock()
 	}
-	total := 0
-	for len(withData) > 0 {
-		k := min(len(withData), evictBatch)
-		_, n := c.dropData(withData[:k], false)
-		total += n
-		withData = withData[k:]
+	return c.dropBatches(withData), nil
+}
+
+// dropBatches drops imgs evictBatch at a time.
+func (c *Cache) dropBatches(imgs []*Image) Dropped {
+	var d Dropped
+	for len(imgs) > 0 {
+		k := min(len(imgs), evictBatch)
+		d.add(c.dropData(imgs[:k]))
+		imgs = imgs[k:]
 	}
-	return total, nil
+	return d
 }
 
 // evictBatch bounds how many images one dropData handles, so that

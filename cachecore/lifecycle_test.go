@@ -129,13 +129,13 @@ func TestOpenAndPinnedImagesSurvivePressure(t *testing.T) {
 	if st := mustLookup(t, c, "img07").Info().State; st != StateComplete {
 		t.Errorf("last image read is %s", st)
 	}
-	if err := c.Evict("img00"); !errors.Is(err, ErrBusy) {
+	if _, err := c.Evict("img00"); !errors.Is(err, ErrBusy) {
 		t.Errorf("Evict of an open image: %v, want ErrBusy", err)
 	}
-	if err := c.Evict("img01"); !errors.Is(err, ErrPinned) {
+	if _, err := c.Evict("img01"); !errors.Is(err, ErrPinned) {
 		t.Errorf("Evict of a pinned image: %v, want ErrPinned", err)
 	}
-	if err := c.Evict("nonesuch"); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Evict("nonesuch"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Evict of an unknown image: %v, want ErrNotFound", err)
 	}
 
@@ -215,9 +215,9 @@ func TestPrunerKeepsWatermarks(t *testing.T) {
 		t.Errorf("most recently read image is %s after pruning", st)
 	}
 
-	n, err := c.EvictAll()
-	if err != nil || n == 0 || c.Usage().CacheBytes != 0 {
-		t.Errorf("EvictAll: %d images, err %v, usage %d", n, err, c.Usage().CacheBytes)
+	d, err := c.EvictAll()
+	if err != nil || len(d.Evicted) == 0 || d.FreedBytes <= 0 || c.Usage().CacheBytes != 0 {
+		t.Errorf("EvictAll: %+v, err %v, usage %d", d, err, c.Usage().CacheBytes)
 	}
 	checkUsage(t, c, dir)
 
@@ -225,9 +225,9 @@ func TestPrunerKeepsWatermarks(t *testing.T) {
 	for i := range 2 {
 		readAll(t, c, mustLookup(t, c, fmt.Sprintf("img%02d", i)))
 	}
-	freed, err := c.PruneNow(context.Background())
-	if err != nil || freed <= 0 || c.Usage().CacheBytes > limit/4 {
-		t.Errorf("PruneNow freed %d (err %v), usage now %d, want <= %d", freed, err, c.Usage().CacheBytes, limit/4)
+	d, err = c.PruneNow(context.Background())
+	if err != nil || d.FreedBytes <= 0 || len(d.Evicted) == 0 || c.Usage().CacheBytes > limit/4 {
+		t.Errorf("PruneNow: %+v (err %v), usage now %d, want <= %d", d, err, c.Usage().CacheBytes, limit/4)
 	}
 	checkUsage(t, c, dir)
 }

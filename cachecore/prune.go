@@ -36,8 +36,8 @@ func (c *Cache) pruneLoop() {
 		high := c.life.used+c.life.reserved > c.life.high
 		c.life.mu.Unlock()
 		if high {
-			freed, n := c.pruneTo(c.life.low)
-			c.log.Info("pruned", "images", n, "bytes", freed, "usage", c.Usage().CacheBytes)
+			d := c.pruneTo(c.life.low)
+			c.log.Info("pruned", "images", len(d.Evicted), "bytes", d.FreedBytes, "usage", c.Usage().CacheBytes)
 		}
 		c.measureIndex()
 		if c.now().Sub(lastGC) >= indexGCInterval {
@@ -57,7 +57,8 @@ func (c *Cache) kickPrune() {
 
 // pruneTo evicts least recently used images until usage is at most
 // target, or nothing more may be evicted.
-func (c *Cache) pruneTo(target int64) (freed int64, n int) {
+func (c *Cache) pruneTo(target int64) Dropped {
+	var d Dropped
 	c.life.pruneMu.Lock()
 	defer c.life.pruneMu.Unlock()
 	for c.ctx.Err() == nil {
@@ -78,27 +79,26 @@ func (c *Cache) pruneTo(target int64) (freed int64, n int) {
 		}
 		c.life.mu.Unlock()
 		if len(victims) == 0 {
-			return freed, n
+			return d
 		}
-		f, k := c.dropData(victims, false)
-		freed += f
-		n += k
+		pass := c.dropData(victims)
+		pass.Skipped = nil // not the pruner's concern
+		d.add(pass)
 	}
-	return freed, n
+	return d
 }
 
 // PruneNow evicts least recently used images until usage is below the low
-// watermark, whether or not it has passed the high one, and returns the
-// bytes freed.
-func (c *Cache) PruneNow(ctx context.Context) (int64, error) {
+// watermark, whether or not it has passed the high one, and says what it
+// evicted.
+func (c *Cache) PruneNow(ctx context.Context) (Dropped, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return Dropped{}, err
 	}
 	if c.ctx.Err() != nil {
-		return 0, ErrClosed
+		return Dropped{}, ErrClosed
 	}
-	freed, _ := c.pruneTo(c.life.low)
-	return freed, nil
+	return c.pruneTo(c.life.low), nil
 }
 
 func (c *Cache) measureIndex() {

@@ -104,7 +104,7 @@ func (c *Cache) reserve(n int64) error {
 		if len(victims) == 0 {
 			return ErrNoRoom
 		}
-		c.dropData(imagesOf(victims), false)
+		c.dropData(imagesOf(victims))
 	}
 }
 
