@@ -35,6 +35,12 @@ const (
 	// shortTimeout is for attributes of incomplete images: st_blocks
 	// grows as chunks arrive.
 	shortTimeout = time.Second
+	// idleTimeout is for attributes of incomplete images that nobody has
+	// open and nothing fetches: st_blocks cannot grow until an open, and
+	// the release of an open that fetched invalidates them. It bounds
+	// how stale du may be after a change made without an open (eviction).
+	// ls -l of a large directory then costs no GETATTR per image.
+	idleTimeout = time.Minute
 	// negativeTimeout bounds how long a missing name is remembered.
 	negativeTimeout = time.Second
 )

@@ -59,10 +59,14 @@ func imageAttr(img *cachecore.Image, a *fuse.Attr) time.Duration {
 	a.Blocks = uint64((cached + 511) / 512)
 	a.Blksize = 1 << 20 // a hint to readers: large reads are cheap
 	fillTimes(a, img.ModTime())
-	if cached == img.Size() {
+	switch {
+	case cached == img.Size():
 		return longTimeout
+	case img.InUse():
+		return shortTimeout
+	default:
+		return idleTimeout
 	}
-	return shortTimeout
 }
 
 func (n *imageNode) Access(ctx context.Context, mask uint32) syscall.Errno {

@@ -29,6 +29,14 @@ const (
 func tuneMountOptions(o *fuse.MountOptions) {
 	o.MaxWrite = maxRequest     // also max_read and max_pages
 	o.MaxReadAhead = maxRequest // INIT can only lower it; see raiseReadAhead
+	// ls -l asks every file for security.selinux and
+	// system.posix_acl_access: two GETXATTR round trips per file, which
+	// the kernel stops sending only after ENOSYS (never allowed here: it
+	// turns off our own xattrs). With POSIX_ACL negotiated this kernel
+	// (6.18) still sends the ACL one every time, so that is not used.
+	// go-fuse answers the ACL and capability names itself (ENODATA),
+	// which saves a little of each round trip.
+	o.IgnoreSecurityLabels = true
 }
 
 // raiseReadAhead sets the mount's bdi read-ahead (needs root; without it
