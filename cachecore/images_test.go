@@ -36,8 +36,8 @@ func TestImagesStatsAndIndexView(t *testing.T) {
 	}
 	s := c.Snapshot()
 	if s.Opens != 2 || s.Misses == 0 || s.Hits == 0 || s.BytesFetched != uint64(len(a)) ||
-		s.BytesServed != 2*uint64(len(a)) || s.Images != 2 || s.CachedBytes != int64(len(a)) ||
-		s.ByState[StateVerified] != 1 || s.ByState[StateAbsent] != 1 || s.FetchesInFlight != 0 || s.IndexBytes == 0 {
+		s.BytesServed != 2*uint64(len(a)) || s.Images != 2 || s.Usage.CacheBytes < int64(len(a)) ||
+		s.ByState[StateVerified] != 1 || s.ByState[StateAbsent] != 1 || s.FetchesInFlight != 0 || s.Usage.IndexBytes == 0 {
 		t.Fatalf("Snapshot: %+v", s)
 	}
 

@@ -96,6 +96,8 @@ func readIndexAt(dir string, readOnly bool) (IndexView, error) {
 			LastAccess:  r.LastAccess,
 			LastError:   r.LastError,
 			LastErrorAt: r.LastErrorAt,
+			Pinned:      r.Pinned,
+			Queued:      !r.QueuedAt.IsZero(),
 		})
 	}
 	slices.SortFunc(v.Images, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })

@@ -1,10 +1,8 @@
 package cachecore
 
 import (
-	"os"
 	"path/filepath"
 	"sync/atomic"
-	"syscall"
 )
 
 // Stats counts what the cache does, in the manner of groupcache's Stats:
@@ -32,13 +30,14 @@ type Snapshot struct {
 	Opens, Hits, Misses       uint64
 	BytesFetched, BytesServed uint64
 	Evictions, FetchErrors    uint64
-	FetchRetries              uint64
+	FetchRetries, DirectReads uint64
 	FetchesInFlight           int64
 
-	Images      int           // images in the catalog
-	ByState     map[State]int // images in each state
-	CachedBytes int64         // bytes of images in the cache (what the chunk maps say)
-	IndexBytes  int64         // the index's disk space (allocated blocks)
+	Images  int           // images in the catalog
+	ByState map[State]int // images in each state
+	Pinned  int           // pinned images
+	Queued  int           // images waiting to be prefetched or being prefetched
+	Usage   Usage         // disk use against the limit; IndexBytes measured now
 }
 
 // Snapshot reads the counters and measures the cache's contents. It visits
@@ -54,6 +53,7 @@ func (c *Cache) Snapshot() Snapshot {
 		Evictions:       c.stats.Evictions.Load(),
 		FetchErrors:     c.stats.FetchErrors.Load(),
 		FetchRetries:    c.stats.FetchRetries.Load(),
+		DirectReads:     c.stats.DirectReads.Load(),
 		FetchesInFlight: c.stats.FetchesInFlight.Load(),
 		ByState:         make(map[State]int),
 	}
@@ -61,27 +61,16 @@ func (c *Cache) Snapshot() Snapshot {
 	for _, img := range c.images {
 		img.mu.Lock()
 		s.ByState[img.stateLocked()]++
-		s.CachedBytes += img.cachedBytesLocked()
+		if img.rec.Pinned {
+			s.Pinned++
+		}
 		img.mu.Unlock()
 	}
 	s.Images = len(c.images)
 	c.mu.Unlock()
-	s.IndexBytes = dirBytes(filepath.Join(c.cfg.Dir, "index"))
+	s.Queued = len(c.Queued())
+	s.Usage = c.Usage()
+	// The pruner measures the index once a tick; an API caller wants now.
+	s.Usage.IndexBytes = dirAllocated(filepath.Join(c.cfg.Dir, "index"))
 	return s
-}
-
-// dirBytes is the disk space (allocated blocks, as du counts) of the files
-// of a flat directory. badger's own figure is updated once a minute, and
-// counts the apparent size of its preallocated, mostly empty logs.
-func dirBytes(dir string) int64 {
-	ents, _ := os.ReadDir(dir)
-	var n int64
-	for _, e := range ents {
-		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += st.Blocks * 512
-			}
-		}
-	}
-	return n
 }

@@ -12,7 +12,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -20,8 +19,9 @@ import (
 const SocketName = "control.sock"
 
 // Backend is what the server needs from the cache. Names are catalog
-// paths ("ubuntu/jammy.img"). Errors that wrap cachecore.ErrNotFound
-// become 404, ErrConflict 409, ErrNotSupported 501, anything else 500.
+// paths ("ubuntu/jammy.img"). Errors are told apart with errors.Is on
+// cachecore's sentinels: ErrNotFound becomes 404, ErrBusy and ErrPinned
+// 409, ErrNoRoom 507, ErrClosed 503, anything else 500.
 type Backend interface {
 	Images() []Image
 	Image(name string) (Image, error)
@@ -31,19 +31,11 @@ type Backend interface {
 	Queue(name string) (Image, error)
 	Dequeue(name string) (Image, error)
 	Queued() []string
-	Prune() (PruneResult, error)
-	Clean() (CleanResult, error)
+	Prune(ctx context.Context) (PruneResult, error)
+	Clean(ctx context.Context) (CleanResult, error)
 	Verify(ctx context.Context, name string) (VerifyResult, error) // "": every image; a directory: the images below it
 	Stats() Stats
 }
-
-var (
-	// ErrConflict: the request contradicts the image's state (an open
-	// or pinned image cannot be evicted, ...).
-	ErrConflict = errors.New("conflict")
-	// ErrNotSupported: the daemon cannot do this.
-	ErrNotSupported = errors.New("not supported by this daemon")
-)
 
 // Image is one image of the catalog and its cache state.
 type Image struct {
@@ -64,23 +56,23 @@ type Image struct {
 
 // EvictResult says what an eviction dropped.
 type EvictResult struct {
-	Evicted    []string `json:"evicted"`           // names of the images whose bytes were dropped
-	Skipped    []string `json:"skipped,omitempty"` // images kept because they are open or pinned
-	FreedBytes int64    `json:"freed_bytes"`
+	Evicted    int      `json:"evicted"`        // images whose cached bytes were dropped
+	FreedBytes int64    `json:"freed_bytes"`    // how much the cache's disk use fell
+	Kept       []string `json:"kept,omitempty"` // evict all: images still cached (open or pinned)
 }
 
-// PruneResult says what a prune dropped and where usage stands.
+// PruneResult says what a prune freed and where usage stands.
 type PruneResult struct {
-	Evicted    []string `json:"evicted"`
-	FreedBytes int64    `json:"freed_bytes"`
-	UsageBytes int64    `json:"usage_bytes"`
-	MaxBytes   int64    `json:"max_bytes,omitempty"`
+	FreedBytes    int64 `json:"freed_bytes"`
+	UsageBytes    int64 `json:"usage_bytes"`               // disk use of the cache after the prune
+	LowWaterBytes int64 `json:"low_water_bytes,omitempty"` // a prune evicts until usage is below this
+	MaxBytes      int64 `json:"max_bytes,omitempty"`
 }
 
 // CleanResult says what the cleaner reaped.
 type CleanResult struct {
-	Removed    []string `json:"removed"` // stalled partial or invalid images whose bytes were dropped
-	FreedBytes int64    `json:"freed_bytes"`
+	Removed    int   `json:"removed"` // stalled partial or invalid images whose bytes were dropped
+	FreedBytes int64 `json:"freed_bytes"`
 }
 
 // VerifyResult is the outcome of checking cached bytes at rest against
@@ -123,9 +115,9 @@ type Stats struct {
 	ByState     map[string]int `json:"by_state"`
 	Pinned      int            `json:"pinned"`
 	QueueLength int            `json:"queue_length"`
-	CacheBytes  int64          `json:"cache_bytes"`         // bytes of images in the cache
-	MaxBytes    int64          `json:"max_bytes,omitempty"` // the size limit, when there is one
-	IndexBytes  int64          `json:"index_bytes"`         // the index's size on disk
+	CacheBytes  int64          `json:"cache_bytes"`         // disk space of the cached data (allocated blocks)
+	MaxBytes    int64          `json:"max_bytes,omitempty"` // the size limit
+	IndexBytes  int64          `json:"index_bytes"`         // disk space of the index (not part of the limit)
 
 	Opens           uint64 `json:"opens"`
 	Hits            uint64 `json:"hits"`
@@ -135,6 +127,7 @@ type Stats struct {
 	Evictions       uint64 `json:"evictions"`
 	Errors          uint64 `json:"errors"`
 	Retries         uint64 `json:"retries"`
+	DirectReads     uint64 `json:"direct_reads"` // reads served from the upstream without storing: no room
 	FetchesInFlight int64  `json:"fetches_in_flight"`
 }
 

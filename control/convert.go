@@ -2,8 +2,7 @@ package control
 
 import "github.com/imgcache/imgcache/cachecore"
 
-// ImageOf describes an image of the cache in the API's terms; pinned and
-// queued are left for the caller to fill in.
+// ImageOf describes an image of the cache in the API's terms.
 func ImageOf(i cachecore.Info) Image {
 	return Image{
 		Name:        i.Name,
@@ -17,6 +16,8 @@ func ImageOf(i cachecore.Info) Image {
 		Source:      i.Source,
 		Error:       i.LastError,
 		ErrorAt:     i.LastErrorAt,
+		Pinned:      i.Pinned,
+		Queued:      i.Queued,
 	}
 }
 

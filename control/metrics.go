@@ -24,13 +24,14 @@ func writeMetrics(w io.Writer, st Stats) {
 	counter("imgcache_evictions_total", "Images whose cached bytes were dropped.", st.Evictions)
 	counter("imgcache_errors_total", "Range fetches from the upstream that failed.", st.Errors)
 	counter("imgcache_retries_total", "Range fetches tried again after a temporary failure.", st.Retries)
+	counter("imgcache_direct_reads_total", "Reads served from the upstream without storing, for want of room.", st.DirectReads)
 	gauge("imgcache_fetches_in_flight", "Range requests to the upstream running now.", st.FetchesInFlight)
-	gauge("imgcache_cache_bytes", "Bytes of images in the cache.", st.CacheBytes)
+	gauge("imgcache_cache_bytes", "Disk space of the cached data (allocated blocks).", st.CacheBytes)
 	if st.MaxBytes > 0 {
 		gauge("imgcache_max_bytes", "The cache's size limit.", st.MaxBytes)
 	}
-	gauge("imgcache_index_bytes", "Size of the index on disk.", st.IndexBytes)
-	gauge("imgcache_queue_length", "Images queued for prefetch.", int64(st.QueueLength))
+	gauge("imgcache_index_bytes", "Disk space of the index, not part of the limit.", st.IndexBytes)
+	gauge("imgcache_queue_length", "Images waiting to be prefetched or being prefetched.", int64(st.QueueLength))
 	gauge("imgcache_pinned_images", "Images pinned in the cache.", int64(st.Pinned))
 
 	fmt.Fprintf(w, "# HELP imgcache_images Images in the catalog, by cache state.\n# TYPE imgcache_images gauge\n")

@@ -162,12 +162,12 @@ func (s *Server) unpin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
-	res, err := s.b.Prune()
+	res, err := s.b.Prune(r.Context())
 	s.answer(w, r, res, err)
 }
 
 func (s *Server) clean(w http.ResponseWriter, r *http.Request) {
-	res, err := s.b.Clean()
+	res, err := s.b.Clean(r.Context())
 	s.answer(w, r, res, err)
 }
 
@@ -203,10 +203,10 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, cachecore.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, cachecore.ErrBusy), errors.Is(err, cachecore.ErrPinned):
 		return http.StatusConflict
-	case errors.Is(err, ErrNotSupported):
-		return http.StatusNotImplemented
+	case errors.Is(err, cachecore.ErrNoRoom):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, cachecore.ErrClosed):
 		return http.StatusServiceUnavailable
 	}

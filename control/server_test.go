@@ -79,11 +79,11 @@ func (f *fakeBackend) Evict(name string) (EvictResult, error) {
 		return EvictResult{}, err
 	}
 	if img.Pinned {
-		return EvictResult{}, fmt.Errorf("evict %s: %w: pinned", name, ErrConflict)
+		return EvictResult{}, &cachecore.Error{Op: "evict", Name: name, Err: cachecore.ErrPinned}
 	}
 	freed := img.CachedBytes
 	img.CachedBytes, img.State = 0, "absent"
-	return EvictResult{Evicted: []string{name}, FreedBytes: freed}, nil
+	return EvictResult{Evicted: 1, FreedBytes: freed}, nil
 }
 
 func (f *fakeBackend) EvictAll() (EvictResult, error) {
@@ -96,10 +96,10 @@ func (f *fakeBackend) EvictAll() (EvictResult, error) {
 	var r EvictResult
 	for _, img := range f.images {
 		if img.Pinned {
-			r.Skipped = append(r.Skipped, img.Name)
+			r.Kept = append(r.Kept, img.Name)
 			continue
 		}
-		r.Evicted = append(r.Evicted, img.Name)
+		r.Evicted++
 		r.FreedBytes += img.CachedBytes
 		img.CachedBytes, img.State = 0, "absent"
 	}
@@ -150,18 +150,18 @@ func (f *fakeBackend) Queued() []string {
 	return slices.Clone(f.queue)
 }
 
-func (f *fakeBackend) Prune() (PruneResult, error) {
+func (f *fakeBackend) Prune(ctx context.Context) (PruneResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("prune")
-	return PruneResult{Evicted: []string{"x"}, FreedBytes: 7, UsageBytes: 10, MaxBytes: 20}, f.fail
+	return PruneResult{FreedBytes: 7, UsageBytes: 10, LowWaterBytes: 16, MaxBytes: 20}, f.fail
 }
 
-func (f *fakeBackend) Clean() (CleanResult, error) {
+func (f *fakeBackend) Clean(ctx context.Context) (CleanResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("clean")
-	return CleanResult{Removed: []string{"y"}, FreedBytes: 5}, f.fail
+	return CleanResult{Removed: 1, FreedBytes: 5}, f.fail
 }
 
 func (f *fakeBackend) Verify(ctx context.Context, name string) (VerifyResult, error) {
@@ -230,7 +230,7 @@ func TestEveryEndpoint(t *testing.T) {
 		if img, err := c.Pin(ctx, name, false); err != nil || img.Pinned {
 			t.Fatalf("unpin %q: %v %+v", name, err, img)
 		}
-		if r, err := c.Evict(ctx, name); err != nil || r.FreedBytes != 500 || !slices.Equal(r.Evicted, []string{name}) {
+		if r, err := c.Evict(ctx, name); err != nil || r.FreedBytes != 500 || r.Evicted != 1 {
 			t.Fatalf("Evict(%q): %v %+v", name, err, r)
 		}
 		if img, err := c.Queue(ctx, name); err != nil || !img.Queued {
@@ -250,13 +250,13 @@ func TestEveryEndpoint(t *testing.T) {
 		t.Fatalf("empty queue: %v %#v (want [], not null)", err, q)
 	}
 	f.images["a.img"].Pinned = true
-	if r, err := c.EvictAll(ctx); err != nil || len(r.Evicted) != len(oddNames)-1 || !slices.Equal(r.Skipped, []string{"a.img"}) {
+	if r, err := c.EvictAll(ctx); err != nil || r.Evicted != len(oddNames)-1 || !slices.Equal(r.Kept, []string{"a.img"}) {
 		t.Fatalf("EvictAll: %v %+v", err, r)
 	}
-	if r, err := c.Prune(ctx); err != nil || r.FreedBytes != 7 || r.MaxBytes != 20 {
+	if r, err := c.Prune(ctx); err != nil || r.FreedBytes != 7 || r.MaxBytes != 20 || r.LowWaterBytes != 16 {
 		t.Fatalf("Prune: %v %+v", err, r)
 	}
-	if r, err := c.Clean(ctx); err != nil || r.FreedBytes != 5 {
+	if r, err := c.Clean(ctx); err != nil || r.FreedBytes != 5 || r.Removed != 1 {
 		t.Fatalf("Clean: %v %+v", err, r)
 	}
 	if r, err := c.Verify(ctx, ""); err != nil || len(r.Reports) != 1 || r.Reports[0].Failed() {
@@ -301,9 +301,19 @@ func TestErrorsAreJSONWithStatus(t *testing.T) {
 		}
 	}
 
-	f.fail = fmt.Errorf("prune: %w", ErrNotSupported)
-	if _, err := c.Prune(ctx); !isStatus(err, http.StatusNotImplemented) {
-		t.Errorf("not supported: %v, want 501", err)
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{cachecore.ErrBusy, http.StatusConflict},
+		{cachecore.ErrPinned, http.StatusConflict},
+		{cachecore.ErrNoRoom, http.StatusInsufficientStorage},
+		{cachecore.ErrClosed, http.StatusServiceUnavailable},
+	} {
+		f.fail = &cachecore.Error{Op: "prune", Err: tc.err}
+		if _, err := c.Prune(ctx); !isStatus(err, tc.code) || err.Error() != f.fail.Error() {
+			t.Errorf("%v: %v, want %d with its message", tc.err, err, tc.code)
+		}
 	}
 	f.fail = errors.New("disk on fire")
 	if _, err := c.Clean(ctx); !isStatus(err, http.StatusInternalServerError) || err.Error() != "disk on fire" {

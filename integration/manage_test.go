@@ -70,6 +70,8 @@ func cliJSON(t *testing.T, v any, args ...string) {
 	}
 }
 
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
 func byName(imgs []control.Image) map[string]control.Image {
 	m := map[string]control.Image{}
 	for _, i := range imgs {

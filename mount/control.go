@@ -2,7 +2,6 @@ package mount
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"time"
 
@@ -33,7 +32,10 @@ func (b *backend) Images() []control.Image {
 	return imgs
 }
 
-func (b *backend) Image(name string) (control.Image, error) {
+func (b *backend) Image(name string) (control.Image, error) { return b.image(name) }
+
+// image describes the image called name as it is now.
+func (b *backend) image(name string) (control.Image, error) {
 	img, err := b.c.ImageNamed(name)
 	if err != nil {
 		return control.Image{}, err
@@ -41,36 +43,81 @@ func (b *backend) Image(name string) (control.Image, error) {
 	return control.ImageOf(img.Info()), nil
 }
 
-func notYet(op string) error { return fmt.Errorf("%s: %w", op, control.ErrNotSupported) }
+// freedSince is how much the cache's disk use fell since before.
+func (b *backend) freedSince(before int64) int64 {
+	return max(0, before-b.c.Usage().CacheBytes)
+}
 
 func (b *backend) Evict(name string) (control.EvictResult, error) {
-	return control.EvictResult{}, notYet("evict")
+	before := b.c.Usage().CacheBytes
+	info, err := b.image(name)
+	if err != nil {
+		return control.EvictResult{}, err
+	}
+	if err := b.c.Evict(name); err != nil {
+		return control.EvictResult{}, err
+	}
+	r := control.EvictResult{FreedBytes: b.freedSince(before)}
+	if info.CachedBytes > 0 {
+		r.Evicted = 1
+	}
+	return r, nil
 }
 
 func (b *backend) EvictAll() (control.EvictResult, error) {
-	return control.EvictResult{}, notYet("evict")
+	before := b.c.Usage().CacheBytes
+	n, err := b.c.EvictAll()
+	if err != nil {
+		return control.EvictResult{}, err
+	}
+	r := control.EvictResult{Evicted: n, FreedBytes: b.freedSince(before)}
+	for _, info := range b.c.Images() {
+		if info.CachedBytes > 0 {
+			r.Kept = append(r.Kept, info.Name)
+		}
+	}
+	return r, nil
 }
 
 func (b *backend) Pin(name string, pinned bool) (control.Image, error) {
-	return control.Image{}, notYet("pin")
+	if err := b.c.Pin(name, pinned); err != nil {
+		return control.Image{}, err
+	}
+	return b.image(name)
 }
 
 func (b *backend) Queue(name string) (control.Image, error) {
-	return control.Image{}, notYet("prefetch")
+	if err := b.c.Queue(name); err != nil {
+		return control.Image{}, err
+	}
+	return b.image(name)
 }
 
 func (b *backend) Dequeue(name string) (control.Image, error) {
-	return control.Image{}, notYet("prefetch")
+	if err := b.c.Dequeue(name); err != nil {
+		return control.Image{}, err
+	}
+	return b.image(name)
 }
 
-func (b *backend) Queued() []string { return nil }
+func (b *backend) Queued() []string { return b.c.Queued() }
 
-func (b *backend) Prune() (control.PruneResult, error) {
-	return control.PruneResult{}, notYet("prune")
+func (b *backend) Prune(ctx context.Context) (control.PruneResult, error) {
+	freed, err := b.c.PruneNow(ctx)
+	if err != nil {
+		return control.PruneResult{}, err
+	}
+	u := b.c.Usage()
+	return control.PruneResult{FreedBytes: freed, UsageBytes: u.CacheBytes, LowWaterBytes: u.LowWater, MaxBytes: u.Limit}, nil
 }
 
-func (b *backend) Clean() (control.CleanResult, error) {
-	return control.CleanResult{}, notYet("clean")
+func (b *backend) Clean(ctx context.Context) (control.CleanResult, error) {
+	before := b.c.Usage().CacheBytes
+	n, err := b.c.CleanNow(ctx)
+	if err != nil {
+		return control.CleanResult{}, err
+	}
+	return control.CleanResult{Removed: n, FreedBytes: b.freedSince(before)}, nil
 }
 
 func (b *backend) Verify(ctx context.Context, name string) (control.VerifyResult, error) {
@@ -91,10 +138,13 @@ func (b *backend) Stats() control.Stats {
 		Started:    b.started,
 		ServeMode:  string(b.c.ServeMode()),
 
-		Images:     s.Images,
-		ByState:    make(map[string]int, len(s.ByState)),
-		CacheBytes: s.CachedBytes,
-		IndexBytes: s.IndexBytes,
+		Images:      s.Images,
+		ByState:     make(map[string]int, len(s.ByState)),
+		Pinned:      s.Pinned,
+		QueueLength: s.Queued,
+		CacheBytes:  s.Usage.CacheBytes,
+		MaxBytes:    s.Usage.Limit,
+		IndexBytes:  s.Usage.IndexBytes,
 
 		Opens:           s.Opens,
 		Hits:            s.Hits,
@@ -104,6 +154,7 @@ func (b *backend) Stats() control.Stats {
 		Evictions:       s.Evictions,
 		Errors:          s.FetchErrors,
 		Retries:         s.FetchRetries,
+		DirectReads:     s.DirectReads,
 		FetchesInFlight: s.FetchesInFlight,
 	}
 	for state, n := range s.ByState {

@@ -75,10 +75,10 @@ func evictFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return err
 			}
 			return o.print(r, func(w io.Writer) {
-				fmt.Fprintf(w, "evicted %d %s, freed %s\n", len(r.Evicted), plural(len(r.Evicted), "image"),
+				fmt.Fprintf(w, "evicted %d %s, freed %s\n", r.Evicted, plural(r.Evicted, "image"),
 					humanBytes(r.FreedBytes))
-				if len(r.Skipped) > 0 {
-					fmt.Fprintf(w, "kept (open or pinned): %s\n", strings.Join(r.Skipped, ", "))
+				if len(r.Kept) > 0 {
+					fmt.Fprintf(w, "kept (open or pinned): %s\n", strings.Join(r.Kept, ", "))
 				}
 			})
 		})
@@ -119,10 +119,9 @@ func pruneFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return err
 			}
 			return o.print(r, func(w io.Writer) {
-				fmt.Fprintf(w, "evicted %d %s, freed %s; cache now %s", len(r.Evicted), plural(len(r.Evicted), "image"),
-					humanBytes(r.FreedBytes), humanBytes(r.UsageBytes))
+				fmt.Fprintf(w, "freed %s; cache now %s", humanBytes(r.FreedBytes), humanBytes(r.UsageBytes))
 				if r.MaxBytes > 0 {
-					fmt.Fprintf(w, " of %s", humanBytes(r.MaxBytes))
+					fmt.Fprintf(w, " of %s (prunes to below %s)", humanBytes(r.MaxBytes), humanBytes(r.LowWaterBytes))
 				}
 				fmt.Fprintln(w)
 			})
@@ -141,11 +140,8 @@ func cleanFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return err
 			}
 			return o.print(r, func(w io.Writer) {
-				fmt.Fprintf(w, "removed %d %s, freed %s\n", len(r.Removed), plural(len(r.Removed), "image"),
+				fmt.Fprintf(w, "removed %d stalled or invalid %s, freed %s\n", r.Removed, plural(r.Removed, "image"),
 					humanBytes(r.FreedBytes))
-				for _, n := range r.Removed {
-					fmt.Fprintf(w, "  %s\n", n)
-				}
 			})
 		})
 	}
