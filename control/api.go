@@ -56,23 +56,24 @@ type Image struct {
 
 // EvictResult says what an eviction dropped.
 type EvictResult struct {
-	Evicted    int      `json:"evicted"`        // images whose cached bytes were dropped
-	FreedBytes int64    `json:"freed_bytes"`    // how much the cache's disk use fell
-	Kept       []string `json:"kept,omitempty"` // evict all: images still cached (open or pinned)
+	Evicted    []string `json:"evicted"`           // images whose cached bytes were dropped
+	Skipped    []string `json:"skipped,omitempty"` // images kept because they are open or pinned
+	FreedBytes int64    `json:"freed_bytes"`       // disk space freed (allocated blocks)
 }
 
-// PruneResult says what a prune freed and where usage stands.
+// PruneResult says what a prune evicted and where usage stands.
 type PruneResult struct {
-	FreedBytes    int64 `json:"freed_bytes"`
-	UsageBytes    int64 `json:"usage_bytes"`               // disk use of the cache after the prune
-	LowWaterBytes int64 `json:"low_water_bytes,omitempty"` // a prune evicts until usage is below this
-	MaxBytes      int64 `json:"max_bytes,omitempty"`
+	Evicted       []string `json:"evicted"` // least recently used first
+	FreedBytes    int64    `json:"freed_bytes"`
+	UsageBytes    int64    `json:"usage_bytes"`               // disk use of the cache after the prune
+	LowWaterBytes int64    `json:"low_water_bytes,omitempty"` // a prune evicts until usage is below this
+	MaxBytes      int64    `json:"max_bytes,omitempty"`
 }
 
 // CleanResult says what the cleaner reaped.
 type CleanResult struct {
-	Removed    int   `json:"removed"` // stalled partial or invalid images whose bytes were dropped
-	FreedBytes int64 `json:"freed_bytes"`
+	Removed    []string `json:"removed"` // stalled partial or invalid images whose bytes were dropped
+	FreedBytes int64    `json:"freed_bytes"`
 }
 
 // VerifyResult is the outcome of checking cached bytes at rest against

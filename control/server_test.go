@@ -83,7 +83,7 @@ func (f *fakeBackend) Evict(name string) (EvictResult, error) {
 	}
 	freed := img.CachedBytes
 	img.CachedBytes, img.State = 0, "absent"
-	return EvictResult{Evicted: 1, FreedBytes: freed}, nil
+	return EvictResult{Evicted: []string{name}, FreedBytes: freed}, nil
 }
 
 func (f *fakeBackend) EvictAll() (EvictResult, error) {
@@ -96,10 +96,10 @@ func (f *fakeBackend) EvictAll() (EvictResult, error) {
 	var r EvictResult
 	for _, img := range f.images {
 		if img.Pinned {
-			r.Kept = append(r.Kept, img.Name)
+			r.Skipped = append(r.Skipped, img.Name)
 			continue
 		}
-		r.Evicted++
+		r.Evicted = append(r.Evicted, img.Name)
 		r.FreedBytes += img.CachedBytes
 		img.CachedBytes, img.State = 0, "absent"
 	}
@@ -154,14 +154,14 @@ func (f *fakeBackend) Prune(ctx context.Context) (PruneResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("prune")
-	return PruneResult{FreedBytes: 7, UsageBytes: 10, LowWaterBytes: 16, MaxBytes: 20}, f.fail
+	return PruneResult{Evicted: []string{"x"}, FreedBytes: 7, UsageBytes: 10, LowWaterBytes: 16, MaxBytes: 20}, f.fail
 }
 
 func (f *fakeBackend) Clean(ctx context.Context) (CleanResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("clean")
-	return CleanResult{Removed: 1, FreedBytes: 5}, f.fail
+	return CleanResult{Removed: []string{"y"}, FreedBytes: 5}, f.fail
 }
 
 func (f *fakeBackend) Verify(ctx context.Context, name string) (VerifyResult, error) {
@@ -230,7 +230,7 @@ func TestEveryEndpoint(t *testing.T) {
 		if img, err := c.Pin(ctx, name, false); err != nil || img.Pinned {
 			t.Fatalf("unpin %q: %v %+v", name, err, img)
 		}
-		if r, err := c.Evict(ctx, name); err != nil || r.FreedBytes != 500 || r.Evicted != 1 {
+		if r, err := c.Evict(ctx, name); err != nil || r.FreedBytes != 500 || !slices.Equal(r.Evicted, []string{name}) {
 			t.Fatalf("Evict(%q): %v %+v", name, err, r)
 		}
 		if img, err := c.Queue(ctx, name); err != nil || !img.Queued {
@@ -250,13 +250,13 @@ func TestEveryEndpoint(t *testing.T) {
 		t.Fatalf("empty queue: %v %#v (want [], not null)", err, q)
 	}
 	f.images["a.img"].Pinned = true
-	if r, err := c.EvictAll(ctx); err != nil || r.Evicted != len(oddNames)-1 || !slices.Equal(r.Kept, []string{"a.img"}) {
+	if r, err := c.EvictAll(ctx); err != nil || len(r.Evicted) != len(oddNames)-1 || !slices.Equal(r.Skipped, []string{"a.img"}) {
 		t.Fatalf("EvictAll: %v %+v", err, r)
 	}
-	if r, err := c.Prune(ctx); err != nil || r.FreedBytes != 7 || r.MaxBytes != 20 || r.LowWaterBytes != 16 {
+	if r, err := c.Prune(ctx); err != nil || r.FreedBytes != 7 || r.MaxBytes != 20 || r.LowWaterBytes != 16 || !slices.Equal(r.Evicted, []string{"x"}) {
 		t.Fatalf("Prune: %v %+v", err, r)
 	}
-	if r, err := c.Clean(ctx); err != nil || r.FreedBytes != 5 || r.Removed != 1 {
+	if r, err := c.Clean(ctx); err != nil || r.FreedBytes != 5 || !slices.Equal(r.Removed, []string{"y"}) {
 		t.Fatalf("Clean: %v %+v", err, r)
 	}
 	if r, err := c.Verify(ctx, ""); err != nil || len(r.Reports) != 1 || r.Reports[0].Failed() {

@@ -43,40 +43,32 @@ func (b *backend) image(name string) (control.Image, error) {
 	return control.ImageOf(img.Info()), nil
 }
 
-// freedSince is how much the cache's disk use fell since before.
-func (b *backend) freedSince(before int64) int64 {
-	return max(0, before-b.c.Usage().CacheBytes)
+// names is never null in JSON: an empty list is [].
+func names(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+func evictResult(d cachecore.Dropped) control.EvictResult {
+	return control.EvictResult{Evicted: names(d.Evicted), Skipped: d.Skipped, FreedBytes: d.FreedBytes}
 }
 
 func (b *backend) Evict(name string) (control.EvictResult, error) {
-	before := b.c.Usage().CacheBytes
-	info, err := b.image(name)
+	d, err := b.c.Evict(name)
 	if err != nil {
 		return control.EvictResult{}, err
 	}
-	if err := b.c.Evict(name); err != nil {
-		return control.EvictResult{}, err
-	}
-	r := control.EvictResult{FreedBytes: b.freedSince(before)}
-	if info.CachedBytes > 0 {
-		r.Evicted = 1
-	}
-	return r, nil
+	return evictResult(d), nil
 }
 
 func (b *backend) EvictAll() (control.EvictResult, error) {
-	before := b.c.Usage().CacheBytes
-	n, err := b.c.EvictAll()
+	d, err := b.c.EvictAll()
 	if err != nil {
 		return control.EvictResult{}, err
 	}
-	r := control.EvictResult{Evicted: n, FreedBytes: b.freedSince(before)}
-	for _, info := range b.c.Images() {
-		if info.CachedBytes > 0 {
-			r.Kept = append(r.Kept, info.Name)
-		}
-	}
-	return r, nil
+	return evictResult(d), nil
 }
 
 func (b *backend) Pin(name string, pinned bool) (control.Image, error) {
@@ -103,21 +95,21 @@ func (b *backend) Dequeue(name string) (control.Image, error) {
 func (b *backend) Queued() []string { return b.c.Queued() }
 
 func (b *backend) Prune(ctx context.Context) (control.PruneResult, error) {
-	freed, err := b.c.PruneNow(ctx)
+	d, err := b.c.PruneNow(ctx)
 	if err != nil {
 		return control.PruneResult{}, err
 	}
 	u := b.c.Usage()
-	return control.PruneResult{FreedBytes: freed, UsageBytes: u.CacheBytes, LowWaterBytes: u.LowWater, MaxBytes: u.Limit}, nil
+	return control.PruneResult{Evicted: names(d.Evicted), FreedBytes: d.FreedBytes, UsageBytes: u.CacheBytes,
+		LowWaterBytes: u.LowWater, MaxBytes: u.Limit}, nil
 }
 
 func (b *backend) Clean(ctx context.Context) (control.CleanResult, error) {
-	before := b.c.Usage().CacheBytes
-	n, err := b.c.CleanNow(ctx)
+	d, err := b.c.CleanNow(ctx)
 	if err != nil {
 		return control.CleanResult{}, err
 	}
-	return control.CleanResult{Removed: n, FreedBytes: b.freedSince(before)}, nil
+	return control.CleanResult{Removed: names(d.Evicted), FreedBytes: d.FreedBytes}, nil
 }
 
 func (b *backend) Verify(ctx context.Context, name string) (control.VerifyResult, error) {

@@ -75,11 +75,10 @@ func evictFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return err
 			}
 			return o.print(r, func(w io.Writer) {
-				fmt.Fprintf(w, "evicted %d %s, freed %s\n", r.Evicted, plural(r.Evicted, "image"),
+				fmt.Fprintf(w, "evicted %d %s, freed %s\n", len(r.Evicted), plural(len(r.Evicted), "image"),
 					humanBytes(r.FreedBytes))
-				if len(r.Kept) > 0 {
-					fmt.Fprintf(w, "kept (open or pinned): %s\n", strings.Join(r.Kept, ", "))
-				}
+				listNames(w, "evicted", r.Evicted)
+				listNames(w, "kept (open or pinned)", r.Skipped)
 			})
 		})
 	}
@@ -119,11 +118,13 @@ func pruneFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return err
 			}
 			return o.print(r, func(w io.Writer) {
-				fmt.Fprintf(w, "freed %s; cache now %s", humanBytes(r.FreedBytes), humanBytes(r.UsageBytes))
+				fmt.Fprintf(w, "evicted %d %s, freed %s; cache now %s", len(r.Evicted), plural(len(r.Evicted), "image"),
+					humanBytes(r.FreedBytes), humanBytes(r.UsageBytes))
 				if r.MaxBytes > 0 {
 					fmt.Fprintf(w, " of %s (prunes to below %s)", humanBytes(r.MaxBytes), humanBytes(r.LowWaterBytes))
 				}
 				fmt.Fprintln(w)
+				listNames(w, "evicted", r.Evicted)
 			})
 		})
 	}
@@ -140,8 +141,9 @@ func cleanFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return err
 			}
 			return o.print(r, func(w io.Writer) {
-				fmt.Fprintf(w, "removed %d stalled or invalid %s, freed %s\n", r.Removed, plural(r.Removed, "image"),
+				fmt.Fprintf(w, "removed %d stalled or invalid %s, freed %s\n", len(r.Removed), plural(len(r.Removed), "image"),
 					humanBytes(r.FreedBytes))
+				listNames(w, "removed", r.Removed)
 			})
 		})
 	}
@@ -183,6 +185,17 @@ func verifyFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 			}
 			return err
 		})
+	}
+}
+
+// listNames prints the names of a result under a heading, a few to a line.
+func listNames(w io.Writer, heading string, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s:\n", heading)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %s\n", n)
 	}
 }
 
