@@ -94,23 +94,24 @@ type Change struct{ Dir, Name string }
 // Cache is a read-through image cache over one upstream.
 type Cache struct {
 	// read only after Open
-	cfg       Config
-	up        upstream.Upstream
-	log       *slog.Logger
-	idx       *index
-	store     *store
-	lock      *os.File
-	ctx       context.Context // the cache's own: fetches run on it, Close ends it
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	slots     chan struct{} // one token per range request in flight
-	kick      chan struct{} // asks the flusher to flush now
-	relist    chan struct{} // asks the catalog loop to refresh now
-	verifying chan struct{} // one token per image being hashed
-	stats     Stats
-	tree      atomic.Pointer[tree]
-	serveMode atomic.Value // ServeMode, set by the mount (servemode.go)
-	life      lifecycle
+	cfg          Config
+	up           upstream.Upstream
+	log          *slog.Logger
+	idx          *index
+	store        *store
+	lock         *os.File
+	ctx          context.Context // the cache's own: fetches run on it, Close ends it
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	slots        chan struct{} // one token per range request in flight
+	kick         chan struct{} // asks the flusher to flush now
+	relist       chan struct{} // asks the catalog loop to refresh now
+	verifying    chan struct{} // one token per image being hashed
+	stats        Stats
+	tree         atomic.Pointer[tree]
+	spacePending atomic.Int64 // bytes promised to range requests being written (dirsafety.go)
+	serveMode    atomic.Value // ServeMode, set by the mount (servemode.go)
+	life         lifecycle
 
 	mu         sync.Mutex        // protects the following
 	images     map[string]*Image // every image with a record, by ID

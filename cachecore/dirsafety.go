@@ -31,9 +31,10 @@ func checkDirSafe(dir string) error {
 // Disk space. A full cache filesystem must not break the index: badger
 // writes through mmap, and a write fault on a full filesystem is a crash,
 // not an error. So data is only written while more than SpaceReserve bytes
-// would stay free; below that a fetch fails with ErrNoSpace (and the
-// reader gets EIO, the reason in user.imgcache.error) while cached images
-// stay readable and the index keeps working.
+// would stay free; below that a fetch fails with ErrNoSpace, its readers
+// are answered straight from the upstream without storing (as when the
+// size limit leaves no room), the reason shows in user.imgcache.error,
+// cached images stay readable and the index keeps working.
 
 // DefaultSpaceReserve is the free space kept for the index.
 const DefaultSpaceReserve = 8 << 20
@@ -41,16 +42,28 @@ const DefaultSpaceReserve = 8 << 20
 // ErrNoSpace: storing more would leave too little room for the index.
 var ErrNoSpace = errors.New("cache filesystem is full")
 
-// checkRoom says whether n more bytes of data fit above the reserve.
-func (c *Cache) checkRoom(n int64) error {
+// readsAround says whether a fetch failed for want of space, so that its
+// readers are answered straight from the upstream instead (readDirect).
+func readsAround(err error) bool {
+	return errors.Is(err, ErrNoRoom) || errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC)
+}
+
+// claimSpace promises n bytes of the cache filesystem to a range
+// request about to be written, if they fit above the reserve together
+// with what running requests were promised; release gives them back when
+// the request is done. Requests in flight are counted as if none of their
+// bytes were written yet: that overcounts, which is the safe side.
+func (c *Cache) claimSpace(n int64) (release func(), err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(c.cfg.Dir, &st); err != nil {
-		return nil // cannot tell; the write itself will say
+		return func() {}, nil // cannot tell; the write itself will say
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
-	if free-n < c.cfg.SpaceReserve {
-		return fmt.Errorf("%w: %d MiB free, %d MiB needed plus %d MiB kept for the index",
-			ErrNoSpace, free>>20, (n+(1<<20)-1)>>20, c.cfg.SpaceReserve>>20)
+	pending := c.spacePending.Add(n)
+	if free-pending < c.cfg.SpaceReserve {
+		c.spacePending.Add(-n)
+		return nil, fmt.Errorf("%w: %d MiB free, %d MiB about to be written, %d MiB kept for the index",
+			ErrNoSpace, free>>20, (pending+(1<<20)-1)>>20, c.cfg.SpaceReserve>>20)
 	}
-	return nil
+	return func() { c.spacePending.Add(-n) }, nil
 }

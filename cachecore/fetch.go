@@ -179,7 +179,7 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 			img.failFrom(r, next, ErrClosed)
 			return
 		}
-		if errors.Is(err, ErrNoRoom) { // readers read around the cache
+		if readsAround(err) { // no room, or a full disk: readers read around the cache
 			img.failFrom(r, next, err)
 			return
 		}
@@ -216,9 +216,11 @@ func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf [
 	}
 	off := int64(from) * img.chunkSize
 	n := min(int64(r.end)*img.chunkSize, img.entry.Size) - off
-	if err := c.checkRoom(n); err != nil {
+	releaseSpace, err := c.claimSpace(n) // a full disk (dirsafety.go)
+	if err != nil {
 		return 0, err
 	}
+	defer releaseSpace()
 	body, err := c.up.Fetch(c.ctx, img.entry, off, n)
 	if err != nil {
 		return 0, err

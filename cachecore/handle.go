@@ -2,7 +2,6 @@ package cachecore
 
 import (
 	"context"
-	"errors"
 	"io"
 	"os"
 	"sync"
@@ -88,7 +87,7 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 			h.pump()
 		}
 		if err := h.ensureBounded(ctx, first, last); err != nil {
-			if errors.Is(err, ErrNoRoom) { // the size limit: read around the cache
+			if readsAround(err) { // the size limit or a full disk: read around the cache
 				return img.c.readDirect(ctx, img, off, n)
 			}
 			return Span{}, err
