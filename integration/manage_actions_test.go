@@ -136,6 +136,14 @@ func TestManageActionsOnRealMount(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "nope.img") || !strings.Contains(r.stderr, "no such image") {
 		t.Errorf("prefetch of an unknown image: exit %d %q", r.code, r.stderr)
 	}
+	// On a terminal: a progress bar, redrawn in place.
+	need(t, "script")
+	cliOK(t, append([]string{"evict", "big.img"}, dir...)...)
+	tty := run(t, "script", "-qec", strings.Join([]string{bin, "prefetch", "--wait", "big.img", "--cache-dir", m.cacheDir}, " "), "/dev/null")
+	if !strings.Contains(tty, "\r\x1b[Kbig.img [") || !strings.Contains(tty, "##########] 100%") || !strings.Contains(tty, "verified") {
+		t.Errorf("prefetch --wait on a terminal: %q", tty)
+	}
+
 	var queue []string
 	runJSON(t, &queue, "curl", "-sf", "--unix-socket", filepath.Join(m.cacheDir, "control.sock"), "http://imgcache/v1/queue")
 	if queue == nil || len(queue) != 0 {
@@ -184,6 +192,27 @@ func TestManageActionsOnRealMount(t *testing.T) {
 	})
 	if out := cliOK(t, append([]string{"clean"}, dir...)...); !strings.HasPrefix(out, "removed ") {
 		t.Errorf("clean: %q", out)
+	}
+
+	// prefetch --wait of an image the upstream cannot deliver fails.
+	origin.proc.stop()
+	r = cli(t, append([]string{"prefetch", "--wait", "huge.img"}, dir...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "huge.img could not be fetched") {
+		t.Errorf("prefetch --wait with the upstream down: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// It stays queued (the daemon tries again later) until dequeued.
+	sock := filepath.Join(m.cacheDir, "control.sock")
+	runJSON(t, &queue, "curl", "-sf", "--unix-socket", sock, "http://imgcache/v1/queue")
+	if strings.Join(queue, ",") != "huge.img" {
+		t.Errorf("GET /v1/queue after a failed prefetch: %q", queue)
+	}
+	runJSON(t, &img, "curl", "-sf", "-X", "DELETE", "--unix-socket", sock, "http://imgcache/v1/queue/huge.img")
+	if img.Name != "huge.img" || img.Queued {
+		t.Errorf("DELETE /v1/queue/huge.img: %+v", img)
+	}
+	runJSON(t, &queue, "curl", "-sf", "--unix-socket", sock, "http://imgcache/v1/queue")
+	if len(queue) != 0 {
+		t.Errorf("GET /v1/queue after dequeuing: %q", queue)
 	}
 
 	// stats and metrics count the evictions and show the limit.

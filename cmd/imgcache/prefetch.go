@@ -75,10 +75,10 @@ func progressFor(json bool) progress {
 }
 
 // waitCached waits for each image in turn (the daemon fetches them in
-// parallel) until it is cached, or failed: its state says invalid, or it
-// has an error from after it was queued and is no longer queued.
+// parallel) until it is cached, or failed: its state says invalid, or a
+// fetch of it failed after it was queued (the daemon retries it later in
+// the background, but a caller waiting wants to know now).
 func waitCached(ctx context.Context, c *control.Client, imgs []control.Image, show progress) ([]control.Image, error) {
-	since := time.Now().Add(-time.Second) // the daemon's clock may lag a little
 	var done []control.Image
 	for _, img := range imgs {
 		for {
@@ -93,9 +93,9 @@ func waitCached(ctx context.Context, c *control.Client, imgs []control.Image, sh
 			case cur.State == "invalid":
 				show(cur, true)
 				return append(done, cur), fmt.Errorf("%s failed verification: %s", cur.Name, cur.Error)
-			case cur.Error != "" && cur.ErrorAt.After(since) && !cur.Queued:
+			case cur.Error != "" && cur.ErrorAt.After(img.ErrorAt):
 				show(cur, true)
-				return append(done, cur), fmt.Errorf("%s could not be fetched: %s", cur.Name, cur.Error)
+				return append(done, cur), fmt.Errorf("%s could not be fetched (the daemon will try again later): %s", cur.Name, cur.Error)
 			default:
 				show(cur, false)
 				time.Sleep(pollInterval)
