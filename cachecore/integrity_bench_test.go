@@ -1,0 +1,64 @@
+package cachecore
+
+import (
+	"context"
+	"crypto/sha256"
+	"testing"
+)
+
+// benchVerified returns a cache holding one verified 64 MiB image in
+// 1 MiB chunks.
+func benchVerified(b *testing.B) (*Cache, *Image) {
+	up := newFake()
+	data := randomBytes(64<<20, 30)
+	up.add("x.img", data, true)
+	c, err := Open(Config{Dir: b.TempDir(), Upstream: up, Logger: discardLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	e, _ := c.Lookup("x.img")
+	img := e.Image
+	h, _ := c.Open(img)
+	if _, err := h.ReadAt(make([]byte, len(data)), 0); err != nil {
+		b.Fatal(err)
+	}
+	h.Close()
+	for img.Info().State != StateVerified {
+		c.flush()
+	}
+	return c, img
+}
+
+// BenchmarkHashData is the verification pass: the whole-image sha256 and
+// every chunk's, over a data file in the page cache.
+func BenchmarkHashData(b *testing.B) {
+	c, img := benchVerified(b)
+	b.SetBytes(img.Size())
+	for b.Loop() {
+		if _, _, err := c.hashData(img); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheck is imgcache verify of that image, unpaced.
+func BenchmarkCheck(b *testing.B) {
+	c, img := benchVerified(b)
+	b.SetBytes(img.Size())
+	for b.Loop() {
+		res, err := c.Check(context.Background(), "x.img")
+		if err != nil || !res.OK() || res.Chunks != 64 {
+			b.Fatalf("%+v %v", res, err)
+		}
+	}
+}
+
+// BenchmarkSHA256Memory is the baseline: sha256 of 64 MiB in memory.
+func BenchmarkSHA256Memory(b *testing.B) {
+	data := randomBytes(64<<20, 31)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		sha256.Sum256(data)
+	}
+}
