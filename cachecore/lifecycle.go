@@ -55,6 +55,10 @@ type Lifecycle struct {
 	// PruneInterval is how often the pruner looks at usage (it is also
 	// kicked when a write passes the high watermark). 0: default.
 	PruneInterval time.Duration
+	// OnEvict, if set, is called with the names of images whose data was
+	// dropped, so that the kernel's cached attributes (st_blocks) can be
+	// invalidated. It may be called inside a read: it must not block.
+	OnEvict func(names []string)
 }
 
 func (l *Lifecycle) fill(dir string) error {
@@ -109,6 +113,8 @@ type lifecycle struct {
 	mu       sync.Mutex // protects the following; a leaf lock (see the lock order)
 	used     int64      // allocated bytes of the data files, as last measured
 	reserved int64      // bytes promised to writes in progress
+	freeing  int64      // bytes that reserve or the pruner are evicting now
+	freed    sync.Cond  // on mu: signalled when such an eviction ends
 	// evictable holds the images that may be evicted now: unused, not
 	// pinned, with data. Front: most recently used.
 	evictable *lru.List[string, *Image]
@@ -130,6 +136,7 @@ func (c *Cache) initLifecycle() error {
 	c.life.high = int64(float64(lc.MaxSize) * lc.HighWater)
 	c.life.low = int64(float64(lc.MaxSize) * lc.LowWater)
 	c.life.pruneKick = make(chan struct{}, 1)
+	c.life.freed.L = &c.life.mu
 	c.life.evictable = lru.New[string, *Image]()
 	c.life.inQueue = make(map[*Image]bool)
 	c.life.active = make(map[*Image]bool)

@@ -55,16 +55,20 @@ func (c *Cache) kickPrune() {
 	}
 }
 
-// pruneTo evicts least recently used images until usage is at most
-// target, or nothing more may be evicted.
+// pruneTo evicts least recently used images until usage (without the
+// reservations of writes in flight) is at most target, or nothing more
+// may be evicted.
 func (c *Cache) pruneTo(target int64) Dropped {
 	var d Dropped
 	c.life.pruneMu.Lock()
 	defer c.life.pruneMu.Unlock()
 	for c.ctx.Err() == nil {
+		// Reservations are left out: they are short-lived, and counting
+		// them would evict images that the writes in flight leave room for.
 		c.life.mu.Lock()
-		excess := c.life.used + c.life.reserved - target
+		excess := c.life.used - target
 		var victims []*Image
+		var sum int64
 		if excess > 0 {
 			for len(victims) < evictBatch {
 				e, ok := c.life.evictable.RemoveOldest()
@@ -72,11 +76,13 @@ func (c *Cache) pruneTo(target int64) Dropped {
 					break
 				}
 				victims = append(victims, e.Value)
+				sum += e.Size
 				if excess -= e.Size; excess <= 0 {
 					break
 				}
 			}
 		}
+		c.life.freeing += sum // writes that need room wait for these
 		c.life.mu.Unlock()
 		if len(victims) == 0 {
 			return d
@@ -84,6 +90,10 @@ func (c *Cache) pruneTo(target int64) Dropped {
 		pass := c.dropData(victims)
 		pass.Skipped = nil // not the pruner's concern
 		d.add(pass)
+		c.life.mu.Lock()
+		c.life.freeing -= sum
+		c.life.freed.Broadcast()
+		c.life.mu.Unlock()
 	}
 	return d
 }

@@ -84,27 +84,44 @@ func (c *Cache) loadUsage() error {
 
 // reserve promises n bytes to a write, evicting least recently used
 // images (synchronously, here) until they fit under the limit. It fails
-// with ErrNoRoom when nothing more can be evicted.
+// with ErrNoRoom when nothing more can be evicted. Writes that need room
+// at the same time share the evictions: bytes being freed by one count
+// for the others, which wait for them rather than evict more.
 func (c *Cache) reserve(n int64) error {
 	l := &c.life
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for {
-		l.mu.Lock()
 		over := l.used + l.reserved + n - l.limit
 		if over <= 0 {
 			l.reserved += n
-			high := l.used+l.reserved > l.high
-			l.mu.Unlock()
-			if high {
+			if l.used+l.reserved > l.high {
 				c.kickPrune()
 			}
 			return nil
 		}
-		victims := l.evictable.Evict(over)
-		l.mu.Unlock()
+		if over <= l.freeing {
+			l.freed.Wait()
+			continue
+		}
+		victims := l.evictable.Evict(over - l.freeing)
 		if len(victims) == 0 {
+			if l.freeing > 0 {
+				l.freed.Wait()
+				continue
+			}
 			return ErrNoRoom
 		}
+		var sum int64
+		for _, v := range victims {
+			sum += v.Size
+		}
+		l.freeing += sum
+		l.mu.Unlock()
 		c.dropData(imagesOf(victims))
+		l.mu.Lock()
+		l.freeing -= sum
+		l.freed.Broadcast()
 	}
 }
 

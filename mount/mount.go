@@ -81,12 +81,15 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	var root *fs.Root
+	var evictions evictNotifier
+	lifecycle := o.Lifecycle
+	lifecycle.OnEvict = evictions.evicted
 	cache, err := cachecore.Open(cachecore.Config{
 		Dir:        cacheDir,
 		Upstream:   up,
 		ChunkSize:  o.ChunkSize,
 		CatalogTTL: o.CatalogTTL,
-		Lifecycle:  o.Lifecycle,
+		Lifecycle:  lifecycle,
 		Logger:     log,
 
 		FailureConfig: o.Trust.failureConfig(),
@@ -116,6 +119,7 @@ func Run(ctx context.Context, o Options) error {
 	defer ctl.Close() // before the cache closes: deferred calls run last first
 
 	root = fs.NewRoot(cache)
+	evictions.root.Store(root)
 	opts := fs.Options()
 	opts.MountOptions = fuse.MountOptions{
 		FsName:      "imgcache",
