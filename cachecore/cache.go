@@ -113,12 +113,11 @@ type Cache struct {
 	serveMode    atomic.Value // ServeMode, set by the mount (servemode.go)
 	life         lifecycle
 
-	mu         sync.Mutex        // protects the following
-	images     map[string]*Image // every image with a record, by ID
-	catalog    catalogMeta
-	listErr    error // the last refresh's error, nil after a success
-	listErrAt  time.Time
-	staleSince time.Time // the first of the refreshes failing since the last success
+	mu        sync.Mutex        // protects the following
+	images    map[string]*Image // every image with a record, by ID
+	catalog   catalogMeta
+	listErr   error // the last refresh's error, nil after a success
+	listErrAt time.Time
 }
 
 // Open opens (creating if needed) the cache in cfg.Dir and starts its

@@ -157,14 +157,22 @@ func (c *Cache) refresh(ctx context.Context) error {
 	now := c.now()
 	c.mu.Lock()
 	if err != nil {
-		if c.listErr == nil {
-			c.staleSince = now
-		}
 		c.listErr, c.listErrAt = err, now
+		var stale *catalogMeta
+		if c.catalog.StaleSince.IsZero() {
+			c.catalog.StaleSince = now
+			stale = &catalogMeta{}
+			*stale = c.catalog
+		}
 		c.mu.Unlock()
+		if stale != nil {
+			if werr := c.idx.write(&batch{catalog: stale}); werr != nil {
+				c.log.Warn("saving catalog", "err", werr)
+			}
+		}
 		return err
 	}
-	c.listErr, c.staleSince = nil, time.Time{}
+	c.listErr = nil
 	var b batch
 	old := c.tree.Load()
 	listed := make(map[string]bool, len(entries))
@@ -188,7 +196,8 @@ func (c *Cache) refresh(ctx context.Context) error {
 		}
 	}
 	c.catalog = catalogMeta{RefreshedAt: now, Source: c.up.URL("")}
-	b.catalog = &c.catalog
+	meta := c.catalog // a copy: the batch is written outside the lock
+	b.catalog = &meta
 	t := c.buildTree()
 	c.tree.Store(t)
 	c.mu.Unlock()
@@ -257,5 +266,5 @@ type CatalogStatus struct {
 func (c *Cache) CatalogStatus() CatalogStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt, StaleSince: c.staleSince}
+	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt, StaleSince: c.catalog.StaleSince}
 }

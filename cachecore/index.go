@@ -63,6 +63,10 @@ const (
 type catalogMeta struct {
 	RefreshedAt time.Time `json:"refreshed_at,omitzero"`
 	Source      string    `json:"source"`
+	// StaleSince is when refreshes started failing (zero after a
+	// success); kept so that a restart while the upstream is down still
+	// says since when the catalog is stale.
+	StaleSince time.Time `json:"stale_since,omitzero"`
 }
 
 type index struct {
