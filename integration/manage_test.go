@@ -295,7 +295,7 @@ func TestManageCLIWithoutDaemon(t *testing.T) {
 		cliJSON(t, &list, append([]string{"ls"}, dir...)...)
 		got := byName(list)
 		if len(list) != len(manageImages) || got["a.img"].State != "verified" ||
-			got["a.img"].CachedBytes != imgs["a.img"].size || got["a.img"].Hits != 1 || got["c.img"].State != "absent" {
+			got["a.img"].CachedBytes != imgs["a.img"].size || got["a.img"].Hits != 1 || got["deep/er/d.img"].State != "absent" {
 			t.Errorf("%s: ls --json reading the index: %+v", when, list)
 		}
 		r := cli(t, append([]string{"ls"}, dir...)...)
