@@ -1,10 +1,17 @@
 package integration
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCacheDirAndMountpointChecks: a new cache directory is made 0700; one
@@ -72,4 +79,58 @@ func mountOptions(t *testing.T, dir string) string {
 	}
 	t.Fatalf("%s is not mounted", dir)
 	return ""
+}
+
+// TestHostileUpstreamNames: an upstream whose index names escape
+// attempts (.., absolute, NUL and control characters, percent-encoded
+// traversal, over-long, absurdly deep) shows only its safe images, and
+// nothing appears outside the cache directory's data and index, nor
+// outside the mount.
+func TestHostileUpstreamNames(t *testing.T) {
+	need(t, "ls", "find", "cat")
+	hostile := []string{
+		"../escape.img", "../../etc/imgcache-escape", "/abs/olute.img", "a/../../up.img",
+		"nul\x00.img", "ctl\n.img", "esc\x1b.img", "%2e%2e/pct.img", "..%2fpct2.img",
+		strings.Repeat("x", 300) + ".img", strings.Repeat("d/", 40) + "deep.img", ".hidden.img", "back\\slash.img",
+	}
+	body := []byte("0123456789")
+	var idx strings.Builder
+	idx.WriteString(`{"version":1,"images":[{"name":"safe.img","size":10,"sha256":"","mtime":"2026-01-01T00:00:00Z"}`)
+	for _, n := range hostile {
+		b, _ := json.Marshal(n)
+		fmt.Fprintf(&idx, `,{"name":%s,"size":10,"sha256":"","mtime":"2026-01-01T00:00:00Z"}`, b)
+	}
+	idx.WriteString(`]}`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.imgcache/index.json" {
+			w.Write([]byte(idx.String()))
+			return
+		}
+		http.ServeContent(w, r, "x", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	parent := t.TempDir()
+	cacheDir := filepath.Join(parent, "cache")
+	m := startMount(t, srv.URL+"/", cacheDir)
+	// An index holds names unescaped: "%2e%2e" there is a directory of
+	// that literal name, harmless; in a listing it would decode to "..",
+	// which httpdir's crawl tests show refused.
+	got := strings.Fields(run(t, "find", m.dir, "-mindepth", "1", "-printf", "%P\n"))
+	if want := []string{"%2e%2e", "%2e%2e/pct.img", "safe.img"}; !slices.Equal(got, want) {
+		t.Fatalf("mount shows %q, want %q", got, want)
+	}
+	if got := run(t, "cat", m.path("safe.img")); got != string(body) {
+		t.Fatalf("safe.img = %q", got)
+	}
+	m.unmount(t)
+	for _, f := range strings.Fields(run(t, "find", parent)) {
+		rel, _ := filepath.Rel(cacheDir, f)
+		if f != parent && f != cacheDir && !strings.HasPrefix(rel, "index") && !strings.HasPrefix(rel, "data") &&
+			rel != "lock" && rel != "control.sock" {
+			t.Errorf("unexpected file %s", f)
+		}
+	}
+	if _, err := os.Stat("/etc/imgcache-escape"); err == nil {
+		t.Fatal("/etc/imgcache-escape exists")
+	}
 }
