@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -73,11 +74,14 @@ type ioModes struct {
 // bytes that verification drops).
 func (fh *imageHandle) openFlags() uint32 {
 	n := fh.node
+	passthrough := n.c.ServeMode() == cachecore.ServePassthrough
+	if passthrough && n.img.Complete() {
+		n.modes.awaitReleases()
+	}
 	n.modes.mu.Lock()
 	defer n.modes.mu.Unlock()
 	settled := n.img.Complete() // complete and, with a digest, verified
-	fh.passthrough = settled && n.modes.cachedOpens == 0 &&
-		n.c.ServeMode() == cachecore.ServePassthrough
+	fh.passthrough = passthrough && settled && n.modes.cachedOpens == 0
 	if !fh.passthrough {
 		n.modes.cachedOpens++
 	}
@@ -85,6 +89,29 @@ func (fh *imageHandle) openFlags() uint32 {
 		return 0
 	}
 	return fuse.FOPEN_KEEP_CACHE // go-fuse drops it when it sets FOPEN_PASSTHROUGH
+}
+
+// releaseWait bounds how long an open of a settled image waits for the
+// releases of earlier opens in caching mode. The kernel sends RELEASE
+// after close(2) returns, so a reader that opens an image again right
+// after reading it cold (cat, then sha256sum) would otherwise find its
+// own first open still counted, and be served through the daemon.
+const releaseWait = 50 * time.Millisecond
+
+// awaitReleases waits (at most releaseWait) until no open of the node
+// is in caching mode. An open that really stays open costs a later
+// opener this wait once per open, and that opener then uses caching mode.
+func (m *ioModes) awaitReleases() {
+	deadline := time.Now().Add(releaseWait)
+	for {
+		m.mu.Lock()
+		n := m.cachedOpens
+		m.mu.Unlock()
+		if n == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // releaseMode ends this open's part in the node's io mode.

@@ -14,16 +14,23 @@ import (
 )
 
 // Request sizes. The kernel sends READs of at most max_pages (MaxWrite
-// sets it, up to 1 MiB on Linux 4.20+); its read-ahead window for the
-// mount is the bdi's read_ahead_kb, which FUSE starts at 128 KiB and which
-// INIT can only lower. A cold sequential reader is paced by how much the
-// kernel asks at once: raising read_ahead_kb after mounting keeps several
-// 1 MiB READs in flight, which our fetcher turns into parallel range
-// requests.
+// sets it; up to 1 MiB on Linux 4.20+, a little less here, see below);
+// its read-ahead window for the mount is the bdi's read_ahead_kb, which
+// FUSE starts at 128 KiB and which INIT can only lower. A cold sequential
+// reader is paced by how much the kernel asks at once: raising
+// read_ahead_kb after mounting keeps several large READs in flight, which
+// our fetcher turns into parallel range requests.
 const (
-	maxRequest  = 1 << 20
+	maxRequest  = 254 * 4096
 	readAheadKB = 4096
 )
+
+// Why 254 pages and not 256 (1 MiB): go-fuse answers a READ by splicing
+// the data file into a pipe and the pipe into /dev/fuse, which moves page
+// references rather than bytes; the pipe must hold the reply plus a page,
+// and pipes are capped at fs.pipe-max-size (1 MiB by default). A 1 MiB
+// READ does not fit, and go-fuse falls back to reading the bytes into a
+// buffer and writing them out: one more copy of every byte served.
 
 // tuneMountOptions sets the request sizes of a mount.
 func tuneMountOptions(o *fuse.MountOptions) {
