@@ -79,7 +79,7 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 	last := int((off + int64(n) - 1) / img.chunkSize)
 
 	if img.c.cfg.Verify == VerifyStrict {
-		if err := img.awaitVerified(ctx); err != nil {
+		if err := h.awaitVerifiedBounded(ctx); err != nil {
 			return Span{}, err
 		}
 	} else {

@@ -151,3 +151,59 @@ func (h *Handle) holdFailure(err error) {
 	h.held, h.heldUntil = err, time.Now().Add(hold)
 	h.mu.Unlock()
 }
+
+// awaitVerifiedBounded is awaitVerified (strict mode: the whole image
+// before any byte) for a reader: it gives up when no chunk has arrived
+// for ReadTimeout while the image is incomplete. A strict read of a large
+// image may take long, but not without progress.
+func (h *Handle) awaitVerifiedBounded(ctx context.Context) error {
+	img := h.img
+	if err := h.heldFailure(0, img.nChunks-1); err != nil {
+		return err
+	}
+	timeout := img.c.cfg.ReadTimeout
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(max(timeout/8, time.Millisecond))
+		defer tick.Stop()
+		last, lastAt := -1, time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-wctx.Done():
+				return
+			case now := <-tick.C:
+				img.mu.Lock()
+				count, complete := img.present.count, img.present.complete()
+				img.mu.Unlock()
+				if complete || count != last {
+					last, lastAt = count, now
+					continue
+				}
+				if now.Sub(lastAt) >= timeout {
+					cancel(ErrReadTimeout)
+					return
+				}
+			}
+		}
+	}()
+	err := img.awaitVerified(wctx)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	if errors.Is(context.Cause(wctx), ErrReadTimeout) {
+		err = &Error{Op: "read", Name: img.entry.Name,
+			Err: fmt.Errorf("%w: no bytes for the read timeout of %v", ErrReadTimeout, timeout)}
+		img.mu.Lock()
+		img.recordErrorLocked(err)
+		img.mu.Unlock()
+	}
+	if !errors.Is(err, ErrClosed) {
+		h.holdFailure(err)
+	}
+	return err
+}

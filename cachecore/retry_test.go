@@ -173,3 +173,26 @@ func TestTemporary(t *testing.T) {
 		}
 	}
 }
+
+func TestStrictReadOfStalledUpstreamFailsWithinReadTimeout(t *testing.T) {
+	up := newFake()
+	up.add("x.img", randomBytes(256<<10, 16), true)
+	up.gate = make(chan struct{}) // never opened
+	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
+		cfg.ReadTimeout = 300 * time.Millisecond
+		cfg.Verify = VerifyStrict
+	})
+	defer c.Close()
+	img := mustLookup(t, c, "x.img")
+	h, _ := c.Open(img)
+	defer h.Close()
+	start := time.Now()
+	_, err := h.ReadAt(make([]byte, 10), 0)
+	t.Logf("strict read failed after %v (read timeout 300ms): %v", time.Since(start), err)
+	if !errors.Is(err, ErrReadTimeout) {
+		t.Fatalf("err = %v, want ErrReadTimeout", err)
+	}
+	if e := img.Info().LastError; !strings.Contains(e, "read timeout") {
+		t.Fatalf("recorded error %q does not name the timeout", e)
+	}
+}
