@@ -82,6 +82,11 @@ type Config struct {
 	// entries that appeared, disappeared or changed identity in a
 	// refresh, so that the kernel's cached lookups can be invalidated.
 	OnChange func([]Change)
+	// OnDrop, if set, is called (from the goroutine that dropped them,
+	// no lock held) with bytes [off, off+n) of an image whose cached copy
+	// was dropped as wrong (failed verification, damage found at rest),
+	// so that the kernel's pages of them can be dropped too.
+	OnDrop func(img *Image, off, n int64)
 
 	Lifecycle // size limit, pruner, cleaner, prefetcher (lifecycle.go)
 

@@ -233,11 +233,21 @@ func (c *Cache) quarantine(img *Image, bad []int) int {
 	}
 	img.mu.Unlock()
 	c.log.Error("cached data damaged; chunks dropped", "image", img.entry.Name, "chunks", chunkList(bad))
+	for _, i := range bad {
+		c.dropped(img, int64(i)*img.chunkSize, img.chunkLen(i))
+	}
 	if err != nil {
 		c.log.Warn("punching damaged chunks out of the cache file", "image", img.entry.Name, "err", err)
 	}
 	c.kickFlush()
 	return dropped
+}
+
+// dropped tells Config.OnDrop that bytes of img were dropped as wrong.
+func (c *Cache) dropped(img *Image, off, n int64) {
+	if c.cfg.OnDrop != nil {
+		c.cfg.OnDrop(img, off, n)
+	}
 }
 
 // dropLocked forgets every chunk of the image and empties its data file.

@@ -113,6 +113,7 @@ func (c *Cache) invalidate(img *Image, want, got string) {
 	dropErr := img.dropLocked()
 	img.mu.Unlock()
 	c.log.Error("image failed verification", "image", img.entry.Name, "want", want, "got", got)
+	c.dropped(img, 0, img.entry.Size)
 	if dropErr != nil {
 		c.log.Warn("dropping invalid cache file", "image", img.entry.Name, "err", dropErr)
 	}

@@ -48,11 +48,12 @@ const (
 // Root is the root directory of the filesystem.
 type Root struct {
 	dirNode
+	opens openImages // images open now, for DropPages
 }
 
 // NewRoot returns the root node of a filesystem showing c.
 func NewRoot(c *cachecore.Cache) *Root {
-	return &Root{dirNode{c: c}}
+	return &Root{dirNode: dirNode{c: c}}
 }
 
 // Options returns go-fuse options suited to this filesystem; the caller

@@ -40,6 +40,7 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return nil, 0, toErrno(err)
 	}
 	fh := &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}
+	n.rootNode().opens.add(n)
 	return fh, fh.openFlags(), 0
 }
 
@@ -128,6 +129,7 @@ func (fh *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 // a notification must not wait on the request that causes it.
 func (fh *imageHandle) Release(ctx context.Context) syscall.Errno {
 	fh.releaseMode()
+	fh.node.rootNode().opens.remove(fh.node)
 	fh.h.Close()
 	if fh.node.img.CachedBytes() != fh.cachedAtOpen {
 		go fh.node.NotifyContent(-1, 0) // attributes only; the page cache stays

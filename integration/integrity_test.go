@@ -74,6 +74,14 @@ func flippedSum(t *testing.T, file string, at int64) string {
 
 const mib = 1 << 20
 
+// flipped is b with the lowest bit of byte i flipped, as corruptByte
+// serves it.
+func flipped(b []byte, i int64) []byte {
+	c := append([]byte(nil), b...)
+	c[i] ^= 1
+	return c
+}
+
 func TestFaultCorruptByteStrict(t *testing.T) {
 	need(t, "cat", "getfattr", "sha256sum", "bash")
 	root := t.TempDir()
@@ -101,13 +109,16 @@ func TestFaultCorruptByteStrict(t *testing.T) {
 }
 
 func TestFaultCorruptByteLazy(t *testing.T) {
-	need(t, "getfattr", "sha256sum")
+	need(t, "getfattr", "sha256sum", "perl")
 	root := t.TempDir()
 	imgs := makeImages(t, root, map[string]int64{"a.img": 4*mib + 123})
 	u := startFaultUpstream(t, root)
 	m := startMount(t, u.url, "")
 	at := int64(2*mib + 5)
 	u.inject("a.img", fault{kind: corruptByte, at: at, times: 1})
+
+	// A reader that has the image open all along.
+	h := holdOpen(t, m.path("a.img"))
 
 	// Lazy serves bytes as they arrive: this read sees the bad byte, and
 	// the verification at completion finds it out.
@@ -123,7 +134,22 @@ func TestFaultCorruptByteLazy(t *testing.T) {
 		t.Fatalf("invalid image: %v", x)
 	}
 	// No byte of the bad copy is served again: not from the cache (its
-	// chunks are gone), not from the kernel's page cache (dropped at open).
+	// chunks are gone), not from the kernel's page cache (dropped at once
+	// for files open now, at open for the others).
+	good, err := os.ReadFile(filepath.Join(root, "a.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (The kernel is told right after the verdict, from another
+	// goroutine: wait for it.)
+	var got string
+	waitUntil(t, "the open reader to reread the true bytes", func() bool {
+		got = h.read(t, 2*mib, mib)
+		if got != "ok "+sumOf(good[2*mib:3*mib]) && got != "ok "+sumOf(flipped(good[2*mib:3*mib], at-2*mib)) {
+			t.Fatalf("the open reader rereads the corrupted MiB as %s: neither the true nor the corrupted bytes", got)
+		}
+		return got == "ok "+sumOf(good[2*mib:3*mib])
+	})
 	readsRight(t, m.path("a.img"), imgs["a.img"].sha256, "verified")
 }
 

@@ -102,6 +102,11 @@ func Run(ctx context.Context, o Options) error {
 				root.Invalidate(ch)
 			}
 		},
+		OnDrop: func(img *cachecore.Image, off, n int64) {
+			if root != nil {
+				root.DropPages(img, off, n)
+			}
+		},
 	})
 	if err != nil {
 		return err
