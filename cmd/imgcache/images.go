@@ -132,7 +132,11 @@ func readIndex(o manageOpts, dialErr error) (cachecore.IndexView, error) {
 	if err != nil {
 		return v, fmt.Errorf("%v, and its index cannot be read: %w", dialErr, err)
 	}
-	fmt.Fprintf(os.Stderr, "imgcache: the cache at %s is not mounted; showing its index (catalog of %s, refreshed %s)\n",
-		nm.CacheDir, v.Source, humanTime(v.RefreshedAt))
+	how, why := "its index", ""
+	if v.Copied {
+		how, why = "a copy of its index", "; the index was not closed cleanly, or another process holds it"
+	}
+	fmt.Fprintf(os.Stderr, "imgcache: the cache at %s is not mounted; showing %s as last saved (catalog of %s, refreshed %s%s)\n",
+		nm.CacheDir, how, v.Source, humanTime(v.RefreshedAt), why)
 	return v, nil
 }
