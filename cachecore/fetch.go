@@ -226,6 +226,7 @@ func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf [
 		return 0, err
 	}
 	defer body.Close()
+	check := img.refetchCheck() // nil unless the image was verified before
 	landed := 0
 	for i := from; i < r.end; i++ {
 		if i > from {
@@ -247,11 +248,15 @@ func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf [
 			if _, err := file.WriteAt(buf[:k], chunkOff); err != nil {
 				return landed, &Error{Op: "write cache", Name: img.entry.Name, Err: err}
 			}
+			check.write(buf[:k])
 			c.stats.BytesFetched.Add(uint64(k))
 			chunkOff += k
 			left -= k
 		}
 		room.wrote()
+		if err := check.chunkDone(i); err != nil {
+			return landed, err
+		}
 		img.land(r, i)
 		landed++
 	}

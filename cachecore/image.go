@@ -41,6 +41,8 @@ type Image struct {
 	unsynced  bool            // data written since the last fsync
 	retired   bool            // no longer in the catalog: delete when unused
 	verifyRun *verifyRun      // the verification running now, nil if none
+	sums      []byte          // chunk sums of a verified copy, for refetches (sums.go)
+	sumsRead  bool            // sums holds what the index has
 	life      imageLife       // usage, eviction generation (lifecycle.go)
 }
 

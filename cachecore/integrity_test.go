@@ -237,3 +237,47 @@ func TestPacerHoldsRate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRefetchOfVerifiedImageIsChecked(t *testing.T) {
+	up := newFake()
+	data := randomBytes(4*testChunk, 27)
+	up.add("x.img", data, true)
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "x.img")
+	readAll(t, c, img)
+	waitFor(t, func() bool { return img.Info().State == StateVerified })
+	waitFor(t, func() bool { s, _ := c.idx.sums(img.id); return s != nil })
+
+	// Chunk 1 is damaged at rest and quarantined; meanwhile the upstream
+	// starts serving a wrong byte in it.
+	damage(t, dataPath(c, img), testChunk+3)
+	if res, err := c.Check(context.Background(), "x.img"); err != nil || res.BadChunks != 1 {
+		t.Fatalf("check: %+v %v", res, err)
+	}
+	up.mu.Lock()
+	up.images["x.img"] = append([]byte(nil), data...)
+	up.images["x.img"][testChunk+100] ^= 1
+	up.mu.Unlock()
+
+	h, err := c.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := h.Read(context.Background(), testChunk, 10)
+	if !errors.Is(err, ErrMismatch) || sp.Len != 0 {
+		t.Fatalf("refetch of a wrong chunk of a verified image: %+v %v; want ErrMismatch", sp, err)
+	}
+	h.Close()
+	if e := img.Info().LastError; !strings.Contains(e, "chunk 1") || !strings.Contains(e, "verified copy") {
+		t.Fatalf("error %q", e)
+	}
+
+	up.mu.Lock()
+	up.images["x.img"] = data
+	up.mu.Unlock()
+	if got := readAll(t, c, img); !bytes.Equal(got, data) {
+		t.Fatal("wrong bytes after the upstream recovered")
+	}
+	waitFor(t, func() bool { return img.Info().State == StateVerified })
+}

@@ -93,6 +93,7 @@ func (c *Cache) verify(img *Image, run *verifyRun) {
 		img.rec.Verdict = verified
 		img.dirty = true
 	}
+	img.forgetSumsLocked()
 	img.mu.Unlock()
 	c.kickFlush()
 }

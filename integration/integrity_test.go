@@ -378,7 +378,7 @@ func TestNewVersionUpstream(t *testing.T) {
 }
 
 func TestScrubQuarantinesDamageAtRest(t *testing.T) {
-	need(t, "getfattr", "sha256sum")
+	need(t, "cat", "getfattr", "sha256sum", "bash")
 	root := t.TempDir()
 	imgs := makeImages(t, root, map[string]int64{"a.img": 3*mib + 11})
 	u := startFaultUpstream(t, root)
@@ -412,5 +412,12 @@ func TestScrubQuarantinesDamageAtRest(t *testing.T) {
 	if x["state"] != "partial" || x["cached_bytes"] != strconv.Itoa(2*mib+11) {
 		t.Fatalf("after the scrub: %v; want state partial, the damaged chunk dropped", x)
 	}
+
+	// The image was verified once, so even a lazy read never gets a
+	// wrong byte of the dropped chunk: fetched again, it must match its
+	// recorded checksum before it is served.
+	u.inject("a.img", fault{kind: corruptByte, at: 2*mib + 500})
+	mustFailRead(t, m.path("a.img"), "chunk 2", "verified copy")
+	u.clear("a.img")
 	readsRight(t, m.path("a.img"), imgs["a.img"].sha256, "verified")
 }
