@@ -131,6 +131,7 @@ type loaded struct {
 
 func (x *index) load() (loaded, error) {
 	l := loaded{maps: make(map[string][]byte)}
+	var raws []rawRecord
 	err := x.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
@@ -143,11 +144,7 @@ func (x *index) load() (loaded, error) {
 			err := item.Value(func(v []byte) error {
 				switch {
 				case strings.HasPrefix(key, imgPrefix):
-					var r record
-					if err := json.Unmarshal(v, &r); err != nil {
-						return fmt.Errorf("index key %s: %w", key, err)
-					}
-					l.records = append(l.records, r)
+					raws = append(raws, rawRecord{key, append([]byte(nil), v...)}) // decoded below
 				case strings.HasPrefix(key, mapPrefix):
 					l.maps[key[len(mapPrefix):]] = append([]byte(nil), v...)
 				case key == catalogKey:
@@ -161,6 +158,10 @@ func (x *index) load() (loaded, error) {
 		}
 		return nil
 	})
+	if err != nil {
+		return l, err
+	}
+	l.records, err = decodeRecords(raws)
 	return l, err
 }
 
