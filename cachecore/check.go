@@ -259,8 +259,12 @@ func (img *Image) dropLocked() error {
 	return img.c.store.punch(img.id, img.entry.Size)
 }
 
-// dropChunksLocked forgets the given chunks and punches their bytes out
-// of the data file; see dropLocked.
+// dropChunksLocked forgets the given chunks and, if no one has the image
+// open, punches their bytes out of the data file (see dropLocked). An
+// open may be a kernel passthrough that reads the file directly: it
+// would read a hole as zeros, no better than the damaged bytes, while a
+// chunk left in place is made right by its next fetch, which writes over
+// it.
 func (img *Image) dropChunksLocked(chunks []int) (int, error) {
 	dropped := 0
 	var err error
@@ -270,6 +274,9 @@ func (img *Image) dropChunksLocked(chunks []int) (int, error) {
 		}
 		dropped++
 		img.dirty = true
+		if img.users > 0 {
+			continue
+		}
 		if perr := img.c.store.punchRange(img.id, int64(i)*img.chunkSize, img.chunkLen(i)); err == nil {
 			err = perr
 		}
