@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Integrity on a real mount: each test breaks the upstream in one way
@@ -420,4 +421,72 @@ func TestScrubQuarantinesDamageAtRest(t *testing.T) {
 	mustFailRead(t, m.path("a.img"), "chunk 2", "verified copy")
 	u.clear("a.img")
 	readsRight(t, m.path("a.img"), imgs["a.img"].sha256, "verified")
+}
+
+func TestStrictReadsWholeImageFirst(t *testing.T) {
+	need(t, "head", "getfattr")
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"a.img": 5*mib + 3})
+	u := startFaultUpstream(t, root)
+	m := startMount(t, u.url, "", "--verify=strict")
+	if out := run(t, "head", "-c", "10", m.path("a.img")); len(out) != 10 {
+		t.Fatalf("head -c 10 gave %d bytes", len(out))
+	}
+	// The first ten bytes came only once all of the image was there and verified.
+	x := xattrs(t, m.path("a.img"))
+	if x["state"] != "verified" || x["cached_bytes"] != strconv.FormatInt(imgs["a.img"].size, 10) {
+		t.Fatalf("after a strict read of 10 bytes: %v; want the whole image verified", x)
+	}
+}
+
+// TestNewVersionNginx: a server without digests, whose ETag is made of
+// the mtime and size: a new file with a new mtime is a new version.
+func TestNewVersionNginx(t *testing.T) {
+	need(t, "getfattr", "sha256sum", "perl")
+	root := t.TempDir()
+	makeImages(t, root, map[string]int64{"a.img": 8 * mib})
+	v1, err := os.ReadFile(filepath.Join(root, "a.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng := startNginx(t, root, true)
+	m := startMount(t, ng.url, "")
+	h := holdOpen(t, m.path("a.img"))
+	if got := h.read(t, 0, mib); got != "ok "+sumOf(v1[:mib]) {
+		t.Fatalf("first MiB: %s", got)
+	}
+
+	v2 := make([]byte, len(v1))
+	var seed [32]byte
+	copy(seed[:], "nginx version 2")
+	rand.NewChaCha8(seed).Read(v2)
+	p := filepath.Join(root, "a.img")
+	if err := os.WriteFile(p+".new", v2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute) // nginx's ETag has whole seconds
+	if err := os.Chtimes(p+".new", later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p+".new", p); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := h.read(t, 6*mib, mib); got != "err Input/output error" {
+		t.Fatalf("uncached MiB of the old version: %s; want an I/O error", got)
+	}
+	fdPath := fmt.Sprintf("/proc/%d/fd/3", h.cmd.Process.Pid)
+	if e := xattrs(t, fdPath)["error"]; !strings.Contains(e, "changed upstream") {
+		t.Fatalf("old version's user.imgcache.error = %q", e)
+	}
+	waitUntil(t, "new opens to read version 2", func() bool {
+		out, err := runErr("sha256sum", m.path("a.img")) // fails until the catalog has the new version
+		return err == nil && strings.HasPrefix(out, sumOf(v2))
+	})
+	if got := h.read(t, 0, mib); got != "ok "+sumOf(v1[:mib]) {
+		t.Fatalf("cached MiB of the old version: %s", got)
+	}
+	if s := xattrs(t, m.path("a.img"))["state"]; s != "complete" {
+		t.Fatalf("new version without a digest: state %s, want complete", s)
+	}
 }
