@@ -238,9 +238,17 @@ func within(p, dir string) bool {
 
 // cleanStale unmounts a FUSE mount whose daemon died: the kernel answers
 // ENOTCONN ("transport endpoint is not connected") for it.
-func cleanStale(mnt string, log *slog.Logger) error {
+
+// isStale says whether mnt is a FUSE mount whose daemon is gone. stat
+// alone cannot tell: the kernel answers it from cached attributes without
+// asking the (dead) daemon; statfs always asks.
+func isStale(mnt string) bool {
+	var st syscall.Statfs_t
 	_, err := os.Stat(mnt)
-	if !errors.Is(err, syscall.ENOTCONN) {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(syscall.Statfs(mnt, &st), syscall.ENOTCONN)
+}
+func cleanStale(mnt string, log *slog.Logger) error {
+	if !isStale(mnt) {
 		return nil
 	}
 	log.Warn("cleaning up the stale mount of a daemon that died", "mountpoint", mnt)

@@ -135,3 +135,39 @@ func TestCredentialsStayWithTheirHost(t *testing.T) {
 		}
 	}
 }
+
+func TestHeaderTimeout(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // never a header
+	}))
+	defer srv.Close()
+	u, _ := New(srv.URL, Options{HeaderTimeout: 100 * time.Millisecond, StallTimeout: time.Minute})
+	start := time.Now()
+	_, err := u.Fetch(context.Background(), upstream.Entry{Name: "a.img", Size: 10}, 0, 10)
+	t.Logf("no headers: failed after %v: %v", time.Since(start), err)
+	if err == nil || !strings.Contains(err.Error(), "headers") || !upstream.Temporary(err) {
+		t.Fatalf("err = %v (temporary %v), want a retryable header timeout", err, upstream.Temporary(err))
+	}
+}
+
+func TestStalledBodyIsTemporary(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes 0-9/10")
+		w.Header().Set("Content-Length", "10")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte("01234"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	u, _ := New(srv.URL, Options{StallTimeout: 100 * time.Millisecond})
+	body, err := u.Fetch(context.Background(), upstream.Entry{Name: "a.img", Size: 10}, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	n, err := io.Copy(io.Discard, body)
+	if n != 5 || !errors.Is(err, upstream.ErrStalled) || !upstream.Temporary(err) {
+		t.Fatalf("read %d bytes, err %v; want 5 then a retryable stall", n, err)
+	}
+}
