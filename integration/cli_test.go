@@ -17,7 +17,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 		}
 	}
 	mountHelp, _ := runErr(bin, "mount", "--help")
-	for _, flag := range []string{"--cache-dir", "--chunk-size", "--allow-other", "--debug", "--catalog-ttl"} {
+	for _, flag := range []string{"--cache-dir", "--chunk-size", "--allow-other", "--debug", "--catalog-ttl", "--verify", "--scrub-interval", "--scrub-rate"} {
 		if !strings.Contains(mountHelp, strings.TrimPrefix(flag, "-")) {
 			t.Errorf("mount --help does not mention %s", flag)
 		}
@@ -28,6 +28,9 @@ func TestHelpAndUsageErrors(t *testing.T) {
 		{"mount", "--no-such-flag", "http://127.0.0.1:1/", "/tmp"},
 		{"mount", "http://127.0.0.1:1/"},
 		{"mount", "--chunk-size", "lots", "http://127.0.0.1:1/", "/tmp"},
+		{"mount", "--verify", "paranoid", "http://127.0.0.1:1/", "/tmp"},
+		{"mount", "--scrub-interval", "10ms", "http://127.0.0.1:1/", "/tmp"},
+		{"mount", "--scrub-rate", "0", "http://127.0.0.1:1/", "/tmp"},
 		{"serve"},
 		{"serve", "--listen"},
 	} {
