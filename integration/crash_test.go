@@ -90,6 +90,18 @@ func TestKill9DuringFetch(t *testing.T) {
 	}
 	t.Logf("%d kills: %d left a partial image that resumed; %.1f MiB reused from the cache, %.1f MiB fetched after restarts",
 		iterations, partial, float64(resumedTotal)/(1<<20), float64(refetchedTotal)/(1<<20))
+
+	// Every kill left the images before it intact: with the upstream
+	// gone, a fresh mount reads them all from the cache alone.
+	if err := origin.proc.stop(); err != nil {
+		t.Fatal(err)
+	}
+	m := startMount(t, proxy.url, cacheDir, flags...)
+	for name, img := range imgs {
+		if got := sha256sum(t, m.path(name)); got != img.sha256 {
+			t.Fatalf("%s read from the cache after all the kills: wrong bytes", name)
+		}
+	}
 }
 
 // TestLockNamesHolderAndDiesWithKill9 checks that a second mount over a cache

@@ -180,6 +180,16 @@ func TestTLSAndCredentials(t *testing.T) {
 		}
 	}
 	shown := m.proc.stderr.String() + run(t, "getfattr", "-R", "-d", "--absolute-names", m.dir)
+	m.unmount(t)
+
+	// The same credentials from the environment instead of a file.
+	t.Setenv("IMGCACHE_CREDENTIALS", "user:"+secret)
+	m = startMount(t, main.URL+"/", "", "--ca-file", ca.pemFile)
+	t.Setenv("IMGCACHE_CREDENTIALS", "")
+	if got := sha256sum(t, m.path("a.img")); got != imgs["a.img"].sha256 {
+		t.Fatal("a.img wrong with credentials from the environment")
+	}
+	shown += m.proc.stderr.String()
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(m.proc.cmd.Process.Pid) + "/cmdline")
 	if err != nil {
 		t.Fatal(err)
