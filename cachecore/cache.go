@@ -343,6 +343,8 @@ func inoOf(hexID string) uint64 {
 func (c *Cache) deleteImage(img *Image) {
 	if err := c.store.remove(img.id); err != nil {
 		c.log.Warn("removing cache file", "image", img.entry.Name, "err", err)
+	} else {
+		c.forgetUsage(img)
 	}
 	if err := c.idx.write(&batch{deletes: []string{img.id}}); err != nil {
 		c.log.Warn("removing index record", "image", img.entry.Name, "err", err)

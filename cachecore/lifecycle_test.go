@@ -231,3 +231,31 @@ func TestPrunerKeepsWatermarks(t *testing.T) {
 	}
 	checkUsage(t, c, dir)
 }
+
+// TestRetiredImageLeavesTheBooks: an image that leaves the catalog (here:
+// a new version upstream) is deleted with its data, and usage follows.
+func TestRetiredImageLeavesTheBooks(t *testing.T) {
+	dir := t.TempDir()
+	up, _ := lifecycleFake(2, 256*kib)
+	c := openTest(t, dir, up)
+	defer c.Close()
+	readAll(t, c, mustLookup(t, c, "img00"))
+	readAll(t, c, mustLookup(t, c, "img01"))
+	h, err := c.Open(mustLookup(t, c, "img01")) // retired while open: deleted at close
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.add("img00", randomBytes(256*kib, 99), false)
+	up.add("img01", randomBytes(256*kib, 98), false)
+	if err := c.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Usage(); u.CacheBytes < 256*kib || u.CacheBytes > 256*kib+8*kib {
+		t.Errorf("usage with one retired image still open: %d, want its 256 KiB", u.CacheBytes)
+	}
+	h.Close()
+	if u := c.Usage(); u.CacheBytes != 0 || u.Evictable != 0 {
+		t.Errorf("usage after both old versions went: %+v, want 0", u)
+	}
+	checkUsage(t, c, dir)
+}

@@ -36,8 +36,9 @@ func (c *Cache) pruneLoop() {
 		high := c.life.used+c.life.reserved > c.life.high
 		c.life.mu.Unlock()
 		if high {
-			d := c.pruneTo(c.life.low)
-			c.log.Info("pruned", "images", len(d.Evicted), "bytes", d.FreedBytes, "usage", c.Usage().CacheBytes)
+			if d := c.pruneTo(c.life.low); len(d.Evicted) > 0 {
+				c.log.Info("pruned", "images", len(d.Evicted), "bytes", d.FreedBytes, "usage", c.Usage().CacheBytes)
+			}
 		}
 		c.measureIndex()
 		if c.now().Sub(lastGC) >= indexGCInterval {

@@ -211,6 +211,18 @@ func (c *Cache) releasedLocked(img *Image) {
 	c.life.mu.Unlock()
 }
 
+// forgetUsage takes an image whose file was deleted (it left the catalog)
+// off the books: usage, the LRU list, the prefetch queue.
+func (c *Cache) forgetUsage(img *Image) {
+	img.mu.Lock()
+	c.setAllocLocked(img, 0)
+	img.mu.Unlock()
+	c.life.mu.Lock()
+	c.life.evictable.Remove(img.id)
+	c.removeFromQueueLocked(img)
+	c.life.mu.Unlock()
+}
+
 // inUseLocked takes an image out of the LRU list: it has a user now.
 func (c *Cache) inUseLocked(img *Image) {
 	c.life.mu.Lock()
