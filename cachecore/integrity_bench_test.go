@@ -62,3 +62,33 @@ func BenchmarkSHA256Memory(b *testing.B) {
 		sha256.Sum256(data)
 	}
 }
+
+// BenchmarkFirstByte is the time to the first byte of a cold 64 MiB image
+// with a digest from an in-memory upstream: lazy serves it after one
+// chunk, strict after fetching and verifying all of it.
+func BenchmarkFirstByte(b *testing.B) {
+	data := randomBytes(64<<20, 32)
+	for _, mode := range []VerifyMode{VerifyLazy, VerifyStrict} {
+		b.Run(mode.String(), func(b *testing.B) {
+			up := newFake()
+			up.add("x.img", data, true)
+			for b.Loop() {
+				b.StopTimer()
+				c, err := Open(Config{Dir: b.TempDir(), Upstream: up, Logger: discardLogger(), Verify: mode})
+				if err != nil {
+					b.Fatal(err)
+				}
+				e, _ := c.Lookup("x.img")
+				h, _ := c.Open(e.Image)
+				b.StartTimer()
+				if _, err := h.Read(context.Background(), 0, 1); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				h.Close()
+				c.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
