@@ -109,3 +109,30 @@ func BenchmarkStartup100k(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkPrefetchRate prefetches an 8 MiB image with --prefetch-rate
+// 2M and reports the rate achieved (bytes/s), to compare with the 2 MiB/s
+// asked for.
+func BenchmarkPrefetchRate(b *testing.B) {
+	const size, rate = 8 << 20, 2 << 20
+	up := newFake()
+	up.add("x.img", randomBytes(size, 5), false)
+	for b.Loop() {
+		c, err := Open(Config{Dir: b.TempDir(), Upstream: up, ChunkSize: MinChunkSize,
+			Lifecycle: Lifecycle{PrefetchRate: rate}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		img := mustLookupB(b, c, "x.img")
+		start := time.Now()
+		if err := c.Queue("x.img"); err != nil {
+			b.Fatal(err)
+		}
+		for !img.Complete() {
+			time.Sleep(time.Millisecond)
+		}
+		took := time.Since(start)
+		b.ReportMetric(size/took.Seconds(), "bytes/s")
+		c.Close()
+	}
+}
