@@ -272,10 +272,22 @@ type CatalogStatus struct {
 	Err         error
 	ErrAt       time.Time
 	StaleSince  time.Time // when refreshes started failing; zero while they succeed
+	// Active is the URL of the upstream in use now: Source, or the
+	// mirror a failover moved to.
+	Active string
+}
+
+// activeSource is the upstream in use now, for upstreams that fail over.
+func (c *Cache) activeSource() string {
+	if a, ok := c.up.(interface{ Active() string }); ok {
+		return a.Active()
+	}
+	return c.up.URL("")
 }
 
 func (c *Cache) CatalogStatus() CatalogStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt, StaleSince: c.catalog.StaleSince}
+	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt, StaleSince: c.catalog.StaleSince,
+		Active: c.activeSource()}
 }

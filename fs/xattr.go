@@ -51,6 +51,7 @@ func rootInfo(c *cachecore.Cache) rootInfoT {
 
 var rootXattrs = []xattr[rootInfoT]{
 	{"source", func(r rootInfoT) (string, bool) { return r.source, true }},
+	{"upstream_active", func(r rootInfoT) (string, bool) { return r.catalog.Active, r.catalog.Active != r.source }},
 	{"catalog_refreshed", func(r rootInfoT) (string, bool) { return timeValue(r.catalog.RefreshedAt) }},
 	{"catalog_stale", func(r rootInfoT) (string, bool) { return timeValue(r.catalog.StaleSince) }},
 	{"catalog_error", func(r rootInfoT) (string, bool) {

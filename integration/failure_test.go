@@ -158,11 +158,17 @@ func TestFailoverToMirror(t *testing.T) {
 	if got := sha256sum(t, m.path("a.img")); got != imgs["a.img"].sha256 {
 		t.Fatal("a.img wrong")
 	}
+	if got, ok := xattrs(t, m.dir)["upstream_active"]; ok {
+		t.Fatalf("upstream_active = %q before any failover", got)
+	}
 	if err := first.proc.stop(); err != nil {
 		t.Fatal(err)
 	}
 	if got := sha256sum(t, m.path("b.img")); got != imgs["b.img"].sha256 {
 		t.Fatal("b.img wrong from the mirror")
+	}
+	if got := xattrs(t, m.dir)["upstream_active"]; got != second.url {
+		t.Fatalf("root user.imgcache.upstream_active = %q, want the mirror %s", got, second.url)
 	}
 	if n := second.bytesServed(t)["b.img"]; n != 2<<20 {
 		t.Fatalf("the mirror served %d bytes of b.img, want all %d", n, 2<<20)
