@@ -345,6 +345,18 @@ func TestErrorsAreJSONWithStatus(t *testing.T) {
 	}
 }
 
+func TestProfilerOnSocket(t *testing.T) {
+	_, _, dir := serve(t, newFakeBackend())
+	resp, err := rawClient(dir).Get("http://x/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /debug/pprof/cmdline: %s", resp.Status)
+	}
+}
+
 func rawClient(dir string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return dialUnix(ctx, filepath.Join(dir, SocketName))
