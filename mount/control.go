@@ -32,10 +32,8 @@ func (b *backend) Images() []control.Image {
 	return imgs
 }
 
-func (b *backend) Image(name string) (control.Image, error) { return b.image(name) }
-
-// image describes the image called name as it is now.
-func (b *backend) image(name string) (control.Image, error) {
+// Image describes the image called name as it is now.
+func (b *backend) Image(name string) (control.Image, error) {
 	img, err := b.c.ImageNamed(name)
 	if err != nil {
 		return control.Image{}, err
@@ -75,21 +73,21 @@ func (b *backend) Pin(name string, pinned bool) (control.Image, error) {
 	if err := b.c.Pin(name, pinned); err != nil {
 		return control.Image{}, err
 	}
-	return b.image(name)
+	return b.Image(name)
 }
 
 func (b *backend) Queue(name string) (control.Image, error) {
 	if err := b.c.Queue(name); err != nil {
 		return control.Image{}, err
 	}
-	return b.image(name)
+	return b.Image(name)
 }
 
 func (b *backend) Dequeue(name string) (control.Image, error) {
 	if err := b.c.Dequeue(name); err != nil {
 		return control.Image{}, err
 	}
-	return b.image(name)
+	return b.Image(name)
 }
 
 func (b *backend) Queued() []string { return b.c.Queued() }
