@@ -1,0 +1,56 @@
+package mount
+
+import (
+	"bytes"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/failover"
+)
+
+func TestSplitUpstreams(t *testing.T) {
+	got := splitUpstreams(" http://a/ ,http://b/,, ", []string{"http://c/"})
+	if want := []string{"http://a/", "http://b/", "http://c/"}; !slices.Equal(got, want) {
+		t.Fatalf("%q, want %q", got, want)
+	}
+}
+
+func TestOpenUpstreams(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	up, err := openUpstreams([]string{"http://u:hunter2@a/", "https://b/"}, Trust{Insecure: true}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := up.(*failover.Upstream); !ok {
+		t.Fatalf("two URLs made a %T, want a failover upstream", up)
+	}
+	if up.URL("") != "http://a/" {
+		t.Fatalf("identity %q, want the first URL without credentials", up.URL(""))
+	}
+	if l := logs.String(); !strings.Contains(l, "VERIFICATION IS OFF") || !strings.Contains(l, "process list") || strings.Contains(l, "hunter2") {
+		t.Fatalf("log:\n%s", l)
+	}
+	_, err = openUpstreams([]string{"ftp://u:hunter2@a/"}, Trust{}, log)
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("ftp URL: %v", err)
+	}
+	if _, err := openUpstreams(nil, Trust{}, log); err == nil {
+		t.Fatal("no URL accepted")
+	}
+}
+
+func TestWithin(t *testing.T) {
+	for _, c := range []struct {
+		p, dir string
+		want   bool
+	}{
+		{"/a/b", "/a", true}, {"/a", "/a", true}, {"/ab", "/a", false}, {"/a", "/a/b", false}, {"/x/../a/b", "/a", true},
+	} {
+		if got := within(c.p, c.dir); got != c.want {
+			t.Errorf("within(%q, %q) = %v", c.p, c.dir, got)
+		}
+	}
+}
