@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
@@ -28,7 +27,7 @@ const maxRunChunks = 8
 // are pooled, so memory is bounded by the number of fetch slots.
 const pieceSize = 1 << 20
 
-var piecePool = sync.Pool{New: func() any { b := make([]byte, pieceSize); return &b }}
+var piecePool = newFreeList(DefaultMaxFetches+2, pieceSize) // freelist.go
 
 // run is a contiguous range of chunks [first, end) claimed by one fetch.
 type run struct {

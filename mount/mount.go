@@ -147,6 +147,9 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
 	tuneMount(cache, server, mnt, cacheDir, log)
+	memCtx, stopMemory := context.WithCancel(ctx)
+	defer stopMemory()
+	go governMemory(memCtx) // memory.go
 	if o.Ready != nil {
 		o.Ready(Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root()),
 			ServeMode: cache.ServeMode()})
