@@ -218,7 +218,7 @@ func checkPaths(mnt, cacheDir string, log *slog.Logger) (string, string, error) 
 	if cacheDir, err = filepath.Abs(cacheDir); err != nil {
 		return "", "", err
 	}
-	if within(mnt, cacheDir) || within(cacheDir, mnt) {
+	if nested(mnt, cacheDir) {
 		return "", "", fmt.Errorf("mountpoint %s and cache directory %s must not lie inside one another", mnt, cacheDir)
 	}
 	if err := cleanStale(mnt, log); err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -104,4 +105,31 @@ func errorsWithoutURL(err error) error {
 
 func (t Trust) failureConfig() cachecore.FailureConfig {
 	return cachecore.FailureConfig{RetryMax: t.RetryMax, ReadTimeout: t.ReadTimeout}
+}
+
+// nested says whether the mountpoint and the cache directory lie inside
+// one another, as written or once symbolic links are followed (a link
+// must not smuggle the cache into the mount, where the daemon would serve
+// its own files, or the mount into the cache).
+func nested(mnt, cacheDir string) bool {
+	if within(mnt, cacheDir) || within(cacheDir, mnt) {
+		return true
+	}
+	m, c := resolve(mnt), resolve(cacheDir)
+	return within(m, c) || within(c, m)
+}
+
+// resolve follows the symbolic links of the longest part of p that
+// exists (the cache directory may not exist yet) and keeps the rest.
+func resolve(p string) string {
+	rest := ""
+	for dir := p; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if dir == filepath.Dir(dir) {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
 }

@@ -3,6 +3,8 @@ package mount
 import (
 	"bytes"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -52,5 +54,24 @@ func TestWithin(t *testing.T) {
 		if got := within(c.p, c.dir); got != c.want {
 			t.Errorf("within(%q, %q) = %v", c.p, c.dir, got)
 		}
+	}
+}
+
+func TestNestedFollowsLinks(t *testing.T) {
+	base := t.TempDir()
+	mnt := filepath.Join(base, "mnt")
+	os.Mkdir(mnt, 0o755)
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(mnt, link); err != nil {
+		t.Fatal(err)
+	}
+	if !nested(mnt, filepath.Join(link, "cache", "new")) {
+		t.Fatal("a cache directory inside the mountpoint through a link was allowed")
+	}
+	if !nested(filepath.Join(link, "sub"), mnt) {
+		t.Fatal("a mountpoint inside the cache directory through a link was allowed")
+	}
+	if nested(mnt, filepath.Join(base, "cache")) {
+		t.Fatal("siblings refused")
 	}
 }
