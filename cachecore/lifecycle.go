@@ -76,7 +76,7 @@ func (l *Lifecycle) fill(dir string) error {
 		l.LowWater = min(DefaultLowWater, l.HighWater)
 	}
 	if !(0 < l.LowWater && l.LowWater <= l.HighWater && l.HighWater <= 1) {
-		return fmt.Errorf("watermarks: want 0 < low (%g) <= high (%g) <= 1", l.LowWater, l.HighWater)
+		return fmt.Errorf("watermarks: want 0 < low (%g%%) <= high (%g%%) <= 100%%", 100*l.LowWater, 100*l.HighWater)
 	}
 	if l.StallTime == 0 {
 		l.StallTime = DefaultStallTime

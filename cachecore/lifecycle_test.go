@@ -28,6 +28,20 @@ func lifecycleFake(n int, size int) (*fakeUpstream, map[string][]byte) {
 	return up, data
 }
 
+// readSettled reads an image whole and waits for its fetches to let go of
+// it, so that it is in the LRU list, in order, before the next read.
+func readSettled(t *testing.T, c *Cache, name string) []byte {
+	t.Helper()
+	img := mustLookup(t, c, name)
+	b := readAll(t, c, img)
+	waitFor(t, func() bool {
+		img.mu.Lock()
+		defer img.mu.Unlock()
+		return img.users == 0
+	})
+	return b
+}
+
 func withLifecycle(lc Lifecycle) func(*Config) {
 	return func(cfg *Config) { cfg.Lifecycle = lc }
 }
@@ -70,7 +84,7 @@ func TestLimitEvictsLeastRecentlyUsed(t *testing.T) {
 	defer c.Close()
 	for i := range 10 {
 		name := fmt.Sprintf("img%02d", i)
-		if got := readAll(t, c, mustLookup(t, c, name)); !bytes.Equal(got, data[name]) {
+		if got := readSettled(t, c, name); !bytes.Equal(got, data[name]) {
 			t.Fatalf("%s: bytes differ", name)
 		}
 		checkUsage(t, c, dir)
@@ -117,7 +131,7 @@ func TestOpenAndPinnedImagesSurvivePressure(t *testing.T) {
 	}
 	waitFor(t, func() bool { return pinned.Info().State == StateComplete })
 	for i := 2; i < 8; i++ {
-		readAll(t, c, mustLookup(t, c, fmt.Sprintf("img%02d", i)))
+		readSettled(t, c, fmt.Sprintf("img%02d", i))
 		checkUsage(t, c, dir)
 	}
 	if st := open.Info().State; st != StateComplete {
@@ -199,7 +213,7 @@ func TestPrunerKeepsWatermarks(t *testing.T) {
 		PruneInterval: time.Hour})) // only kicks
 	defer c.Close()
 	for i := range 12 {
-		readAll(t, c, mustLookup(t, c, fmt.Sprintf("img%02d", i)))
+		readSettled(t, c, fmt.Sprintf("img%02d", i))
 		checkLimit(t, c, dir)
 	}
 	// Writes that pass high water kick the pruner, which evicts down to

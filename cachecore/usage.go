@@ -163,9 +163,20 @@ func (r *room) take(i int) error {
 // the larger of the old and new measure is the better one when two writes
 // race.
 func (r *room) wrote() {
-	if r.held == 0 {
-		return
+	if r.held != 0 {
+		r.settle(true)
 	}
+}
+
+// giveBack returns a reservation that no write used (the fetch failed);
+// what a partial write allocated is measured.
+func (r *room) giveBack() {
+	if r.held != 0 {
+		r.settle(false)
+	}
+}
+
+func (r *room) settle(landed bool) {
 	measured := int64(-1)
 	if f, ok := r.file.(interface{ Stat() (os.FileInfo, error) }); ok {
 		if fi, err := f.Stat(); err == nil {
@@ -175,21 +186,18 @@ func (r *room) wrote() {
 	img := r.img
 	img.mu.Lock()
 	if measured < 0 { // no way to measure (a test's writer): count the reservation
-		measured = img.life.alloc + r.held - writeSlack
+		measured = img.life.alloc
+		if landed {
+			measured += r.held - writeSlack
+		}
 	}
 	r.c.setAllocLocked(img, max(img.life.alloc, measured))
-	img.rec.LastFetch = r.c.now()
+	if landed {
+		img.rec.LastFetch = r.c.now()
+	}
 	img.mu.Unlock()
 	r.c.unreserve(r.held)
 	r.held = 0
-}
-
-// giveBack returns a reservation that no write used (the fetch failed);
-// what a partial write allocated is measured.
-func (r *room) giveBack() {
-	if r.held != 0 {
-		r.wrote()
-	}
 }
 
 // measureLocked measures an image's open data file exactly (the last user
