@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -180,4 +182,41 @@ func TestFailoverToMirror(t *testing.T) {
 	if ls := run(t, "ls", m.dir); !strings.Contains(ls, "b.img") {
 		t.Fatalf("ls after failover: %q", ls)
 	}
+}
+
+// TestFirstStartWithUpstreamDown: a first mount (no catalog yet) of an
+// upstream that is down still mounts, empty, says why at the root, and
+// lists the images once the upstream comes up.
+func TestFirstStartWithUpstreamDown(t *testing.T) {
+	need(t, "ls", "sha256sum")
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"a.img": 1 << 20})
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	start := time.Now()
+	m := startMount(t, "http://"+addr+"/", "", "--catalog-ttl", "2s")
+	t.Logf("mounted with the upstream down in %v", time.Since(start))
+	if ls := strings.TrimSpace(run(t, "ls", m.dir)); ls != "" {
+		t.Fatalf("ls = %q with nothing ever listed", ls)
+	}
+	if e := xattrs(t, m.dir)["catalog_error"]; !strings.Contains(e, "refused") {
+		t.Fatalf("catalog_error = %q", e)
+	}
+	start = time.Now()
+	startOriginAt(t, root, addr)
+	waitUntil(t, "the catalog to appear", func() bool { return strings.Contains(run(t, "ls", m.dir), "a.img") })
+	t.Logf("catalog appeared %v after the upstream came up", time.Since(start))
+	if got := sha256sum(t, m.path("a.img")); got != imgs["a.img"].sha256 {
+		t.Fatal("wrong bytes")
+	}
+	if x := xattrs(t, m.dir); x["catalog_error"] != "" || x["catalog_stale"] != "" {
+		t.Fatalf("after recovery the root still says %v", x)
+	}
+}
+
+// startOriginAt serves root with imgcache serve on addr.
+func startOriginAt(t *testing.T, root, addr string) *upstreamServer {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), "access.log")
+	p := start(t, "serving ", bin, "serve", "--listen", addr, "--access-log", log, root)
+	return &upstreamServer{url: "http://" + addr + "/", accessLog: log, proc: p, parseLine: parseOriginLog}
 }
