@@ -100,6 +100,12 @@ func (c *Cache) pauseBeforeRetry(img *Image, attempt int, err error) bool {
 // handle instead of asking the upstream again.
 func (h *Handle) ensureBounded(ctx context.Context, first, last int) error {
 	img := h.img
+	img.mu.Lock()
+	present := img.present.nextMissing(first, last+1) > last
+	img.mu.Unlock()
+	if present { // the warm path (ensure counts the hit): no timer, no held failure
+		return img.ensure(ctx, first, last)
+	}
 	if err := h.heldFailure(first, last); err != nil {
 		return err
 	}
