@@ -114,10 +114,10 @@ func (f *Upstream) failed(i int, err error) {
 	defer f.mu.Unlock()
 	f.failures[i]++
 	f.log.Debug("upstream failed", "upstream", f.ups[i].URL(""), "err", err)
+	if i == 0 {
+		f.leftAt = f.now() // a failed probe too: the next one is ProbeAfter away
+	}
 	if i == f.active && len(f.ups) > 1 {
-		if i == 0 {
-			f.leftAt = f.now()
-		}
 		f.active = (i + 1) % len(f.ups)
 	}
 }

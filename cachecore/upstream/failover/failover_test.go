@@ -79,8 +79,16 @@ func TestOrderedFailoverAndRecovery(t *testing.T) {
 	if es, err := f.List(context.Background()); err != nil || es[0].Name != "from-c" {
 		t.Fatalf("list: %v %v", es, err)
 	}
-	a.set(false)
+	now = now.Add(time.Minute) // a probe of a, which fails: not asked again for ProbeAfter
 	hitsA := a.hits
+	if got := fetch(t, f); got != "c" || a.hits != hitsA+1 {
+		t.Fatalf("probe of a still down: %q (a asked %d times), want c after one try of a", got, a.hits-hitsA)
+	}
+	if got := fetch(t, f); got != "c" || a.hits != hitsA+1 {
+		t.Fatalf("right after a failed probe: %q (a asked %d times), want c without asking a", got, a.hits-hitsA)
+	}
+	a.set(false)
+	hitsA = a.hits
 	if got := fetch(t, f); got != "c" || a.hits != hitsA {
 		t.Fatalf("before ProbeAfter: %q (a asked %d times), want c without asking a", got, a.hits-hitsA)
 	}
