@@ -157,6 +157,7 @@ hwm_kb() { awk '/VmHWM/ { print $2 }' "/proc/$MPID/status"; }
 # ---------------------------------------------------------------- measurements
 declare -A S=() # samples: key -> "v1 v2 ..."
 add() { S[$1]="${S[$1]:-}$2 "; }
+last() { local a=(${S[$1]:-}); echo "${a[-1]:-}"; }
 # seq_read FILE: dd bs=1M over the whole file; sets MBS (10^6 bytes/s) and
 # LAST_US (wall time, open included)
 seq_read() {
@@ -214,6 +215,9 @@ for ((r = 1; r <= REPS; r++)); do
   mark=$(log_mark)
   seq_read "$MNT/big.img"; add cold "$MBS"
   add cold_us "$LAST_US"
+  # A complete image is hashed once (chunk sums; its digest if it has
+  # one): let that finish rather than compete with what is measured next.
+  sleep 3
   bf=$(backing_file "$cache")
   seq_read "$bf"; add backing "$MBS"
   seq_read "$MNT/big.img"; add warm "$MBS"
@@ -223,7 +227,7 @@ for ((r = 1; r <= REPS; r++)); do
   seq_read "$MNT/big.img"; add remount "$MBS"
   seq_read "$bf"; add backing "$MBS"
   umount_ours
-  log "rep $r: curl ${S[curl]##* } cold ${S[cold]} warm ${S[warm]} remount ${S[remount]} backing ${S[backing]} MB/s"
+  log "rep $r (MB/s): curl $(last curl) cold $(last cold) warm $(last warm) remount $(last remount) backing $(last backing)"
   ((r < REPS)) && rm -rf "$cache"
 done
 
@@ -333,6 +337,8 @@ R_HWM=$(ratio "$HWM_BIG" "$HWM_SMALL")
   echo "Serve mode of complete images: **${MODE:-unknown}**. Upstream: nginx $(nginx -v 2>&1 | sed 's/.*\///') on loopback (sendfile, 2 workers)."
   echo "Image: ${SIZE_MB} MiB of random bytes; sequential reads are \`dd bs=1M\` of the whole file, wall time including open;"
   echo "MB/s are 10^6 bytes/s. Every figure is the median of REPS=$REPS runs (min–max), baselines taken in the same run."
+  echo "After each cold read the script waits 3 s: the cache hashes a newly complete image once (chunk sums), which"
+  echo "would otherwise compete with the warm reads measured next."
   echo
   echo "| case | imgcache | baseline | ratio | target | |"
   echo "|---|---:|---:|---:|---|---|"
