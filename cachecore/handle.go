@@ -88,7 +88,7 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 		}
 		if err := h.ensureBounded(ctx, first, last); err != nil {
 			if readsAround(err) { // the size limit or a full disk: read around the cache
-				return img.c.readDirect(ctx, img, off, n)
+				return h.readAroundBounded(ctx, off, n)
 			}
 			return Span{}, err
 		}

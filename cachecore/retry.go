@@ -213,3 +213,19 @@ func (h *Handle) awaitVerifiedBounded(ctx context.Context) error {
 	}
 	return err
 }
+
+// readAroundBounded is readDirect (a read served straight from the
+// upstream when the cache has no room) within ReadTimeout: waiting for a
+// fetch slot that stalled fetches hold counts too.
+func (h *Handle) readAroundBounded(ctx context.Context, off int64, n int) (Span, error) {
+	img := h.img
+	timeout := img.c.cfg.ReadTimeout
+	tctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrReadTimeout)
+	defer cancel()
+	sp, err := img.c.readDirect(tctx, img, off, n)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(tctx), ErrReadTimeout) {
+		err = &Error{Op: "read", Name: img.entry.Name,
+			Err: fmt.Errorf("%w: no bytes within the read timeout of %v", ErrReadTimeout, timeout)}
+	}
+	return sp, err
+}
