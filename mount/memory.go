@@ -14,9 +14,10 @@ import (
 // daemon's peak RSS would grow with how long a read runs. governMemory
 // caps the garbage instead: every few seconds it sets the runtime's soft
 // memory limit to what the daemon would use with no garbage, plus
-// memHeadroom. The limit follows the live heap (a bigger catalog raises
-// it), so the collector never runs on live data alone; GOGC still applies
-// below it.
+// a headroom: memHeadroom, or an eighth of the live heap if that is more
+// (a daemon holding a 100,000-image catalog should not mark it all every
+// 4 MiB of requests). The limit follows the live heap, so the collector
+// never runs on live data alone; GOGC still applies below it.
 const (
 	memHeadroom = 4 << 20
 	memInterval = 2 * time.Second
@@ -37,7 +38,8 @@ func governMemory(ctx context.Context) {
 		total, released := samples[0].Value.Uint64(), samples[1].Value.Uint64()
 		objects, live := samples[2].Value.Uint64(), samples[3].Value.Uint64()
 		garbage := objects - min(objects, live)
-		debug.SetMemoryLimit(int64(total-released-garbage) + memHeadroom)
+		headroom := max(memHeadroom, live/8)
+		debug.SetMemoryLimit(int64(total - released - garbage + headroom))
 		select {
 		case <-ctx.Done():
 			return
