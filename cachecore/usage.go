@@ -200,7 +200,7 @@ func (r *room) settle(landed bool) {
 	r.held = 0
 }
 
-// measureLocked measures an image's open data file exactly (the last user
+// releasedLocked measures an image's open data file exactly (the last user
 // is letting go: nothing writes to it) and, if the image may now be
 // evicted, puts it at the front of the LRU list. img.mu is held; fstat of
 // an open file is a lookup in the kernel's inode, not disk I/O.

@@ -301,3 +301,28 @@ func TestLifecycleSurvivesRestart(t *testing.T) {
 	}
 	m.unmount(t)
 }
+
+// TestImageLargerThanTheLimitReadsRight: an image twice --max-size is read
+// whole while open, so nothing can be evicted for its second half: that
+// half is served straight from the upstream without storing, the bytes
+// are right, and the cache stays within the limit.
+func TestImageLargerThanTheLimitReadsRight(t *testing.T) {
+	need(t, "sha256sum", "getfattr", "du")
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"big.img": 8 << 20})
+	up := startNginx(t, root, false)
+	m := startMount(t, up.url, "", "--max-size", "4M")
+	for range 2 {
+		if got := sha256sum(t, m.path("big.img")); got != imgs["big.img"].sha256 {
+			t.Fatalf("sha256 of an image twice the limit = %s, want %s", got, imgs["big.img"].sha256)
+		}
+		if du := allocated(filepath.Join(m.cacheDir, "data")); du > 4<<20 {
+			t.Fatalf("data files take %d bytes, over the 4 MiB limit", du)
+		}
+	}
+	x := xattrs(t, m.path("big.img"))
+	if x["state"] != "partial" || x["error"] != "" {
+		t.Errorf("image larger than the limit: state %q error %q, want partial and no error", x["state"], x["error"])
+	}
+	m.unmount(t)
+}
