@@ -12,7 +12,7 @@ func lifecycleFlags(fs *flag.FlagSet) func() cachecore.Lifecycle {
 	maxSize := sizeFlag(fs, "max-size", 0, "most bytes the cached data may take on disk, e.g. 20G (0: half of the cache directory's filesystem)")
 	high := fs.Float64("high-water", 100*cachecore.DefaultHighWater, "percent of --max-size above which the pruner evicts least recently used images")
 	low := fs.Float64("low-water", 100*cachecore.DefaultLowWater, "percent of --max-size the pruner evicts down to")
-	stall := fs.Duration("stall-time", cachecore.DefaultStallTime, "partial images with no fetch for this long, and invalid images, are reaped on this period (0: never)")
+	stall := fs.Duration("stall-time", cachecore.DefaultStallTime, "partial images not read or fetched for this long, and invalid images, are reaped (checked every half of it; 0: never)")
 	prefetchers := fs.Int("prefetchers", cachecore.DefaultPrefetchers, "images prefetched at once, queued and pinned ones (0: none; the queue is kept)")
 	rate := sizeFlag(fs, "prefetch-rate", 0, "most bytes per second the prefetchers fetch, e.g. 10M (0: no limit)")
 	return func() cachecore.Lifecycle {
