@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -272,4 +273,37 @@ func TestRetiredImageLeavesTheBooks(t *testing.T) {
 		t.Errorf("usage after both old versions went: %+v, want 0", u)
 	}
 	checkUsage(t, c, dir)
+}
+
+// TestLRUOrderSurvivesRestart: the LRU list is rebuilt from the last
+// access (or fetch) recorded in the index, oldest first.
+func TestLRUOrderSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	up, _ := lifecycleFake(4, 128*kib)
+	c := openTest(t, dir, up, withLifecycle(Lifecycle{Prefetchers: 1}))
+	for _, name := range []string{"img02", "img00", "img03"} {
+		readSettled(t, c, name)
+	}
+	if err := c.Queue("img01"); err != nil { // fetched, never read: as recent as its fetch
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return mustLookup(t, c, "img01").Complete() })
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = openTest(t, dir, up)
+	defer c.Close()
+	var got []string
+	c.life.mu.Lock()
+	for _, id := range c.life.evictable.Keys() {
+		img, _ := c.life.evictable.RemoveOldest() // in the same order as Keys
+		if img.Key != id {
+			t.Errorf("Keys and RemoveOldest disagree")
+		}
+		got = append(got, img.Value.Name())
+	}
+	c.life.mu.Unlock()
+	if want := []string{"img02", "img00", "img03", "img01"}; !slices.Equal(got, want) {
+		t.Errorf("LRU order after restart, oldest first: %v, want %v", got, want)
+	}
 }

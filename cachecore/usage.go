@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 )
 
 // Usage accounting. Usage is what the data files take on disk: their
@@ -71,7 +72,7 @@ func (c *Cache) loadUsage() error {
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(evictable, func(a, b *Image) int { return b.rec.LastAccess.Compare(a.rec.LastAccess) })
+	slices.SortFunc(evictable, func(a, b *Image) int { return lastUse(b).Compare(lastUse(a)) })
 	for _, img := range evictable {
 		c.life.evictable.PushOldest(img.id, img, img.life.alloc)
 	}
@@ -80,6 +81,16 @@ func (c *Cache) loadUsage() error {
 		c.kickPrune()
 	}
 	return nil
+}
+
+// lastUse is when an image was last opened or fetched into, as the index
+// knows it: the LRU order at start-up. (A prefetched image that nobody
+// read yet is as recent as its fetch, as it was before the restart.)
+func lastUse(img *Image) time.Time {
+	if img.rec.LastFetch.After(img.rec.LastAccess) {
+		return img.rec.LastFetch
+	}
+	return img.rec.LastAccess
 }
 
 // reserve promises n bytes to a write, evicting least recently used
