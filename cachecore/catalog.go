@@ -141,7 +141,7 @@ func (c *Cache) catalogLoop(soon bool) {
 			return
 		}
 		c.log.Warn("catalog refresh failed; keeping the catalog as it was", "err", err, "retry_in", retry)
-		wait, retry = retry, min(2*retry, c.cfg.CatalogTTL)
+		wait, retry = catalogRetryPause(retry, err), min(2*retry, c.cfg.CatalogTTL)
 	}
 }
 

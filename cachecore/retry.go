@@ -229,3 +229,12 @@ func (h *Handle) readAroundBounded(ctx context.Context, off int64, n int) (Span,
 	}
 	return sp, err
 }
+
+// catalogRetryPause is the pause before the next catalog refresh after a
+// failed one: the backoff step, its upper half jittered (mounts that lost
+// one upstream together do not come back together), at least what a
+// Retry-After asked for (capped).
+func catalogRetryPause(step time.Duration, err error) time.Duration {
+	d := step/2 + rand.N(step/2+1)
+	return max(d, min(upstream.RetryAfterOf(err), maxRetryAfter))
+}

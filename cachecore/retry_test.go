@@ -196,3 +196,14 @@ func TestStrictReadOfStalledUpstreamFailsWithinReadTimeout(t *testing.T) {
 		t.Fatalf("recorded error %q does not name the timeout", e)
 	}
 }
+
+func TestCatalogRetryPause(t *testing.T) {
+	for range 100 {
+		if d := catalogRetryPause(4*time.Second, errors.New("x")); d < 2*time.Second || d > 4*time.Second {
+			t.Fatalf("pause %v outside [2s, 4s]", d)
+		}
+	}
+	if d := catalogRetryPause(time.Second, statusErr{code: 429, ra: 20 * time.Second}); d != 20*time.Second {
+		t.Fatalf("Retry-After 20s: pause %v", d)
+	}
+}
