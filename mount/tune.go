@@ -22,7 +22,7 @@ import (
 // our fetcher turns into parallel range requests.
 const (
 	maxRequest  = 254 * 4096
-	readAheadKB = 4 * maxRequest / 1024
+	readAheadKB = 8 * maxRequest / 1024
 )
 
 // Why 254 pages and not 256 (1 MiB): go-fuse answers a READ by splicing
