@@ -20,6 +20,7 @@ func (c *Cache) flushLoop() {
 		if err := c.flush(); err != nil {
 			c.log.Warn("writing index", "err", err)
 		}
+		c.measureIndex() // it counts against the size limit (usage.go)
 	}
 }
 

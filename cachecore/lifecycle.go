@@ -145,6 +145,7 @@ func (c *Cache) initLifecycle() error {
 	if lc.PrefetchRate > 0 {
 		c.life.pacer = newBandwidth(lc.PrefetchRate)
 	}
+	c.measureIndex()
 	if err := c.loadUsage(); err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func TestLimitEvictsLeastRecentlyUsed(t *testing.T) {
 	// Room for three images (plus a chunk's reservation); the pruner
 	// stays out of the way (high water 100%) so that eviction is all
 	// synchronous and the order exact.
-	c := openTest(t, dir, up, withLifecycle(Lifecycle{MaxSize: 3*256*kib + 100*kib, HighWater: 1, LowWater: 1}))
+	c := openTest(t, dir, up, withLifecycle(Lifecycle{MaxSize: 3*256*kib + 200*kib, HighWater: 1, LowWater: 1}))
 	defer c.Close()
 	for i := range 10 {
 		name := fmt.Sprintf("img%02d", i)
@@ -114,7 +114,7 @@ func TestLimitEvictsLeastRecentlyUsed(t *testing.T) {
 func TestOpenAndPinnedImagesSurvivePressure(t *testing.T) {
 	dir := t.TempDir()
 	up, data := lifecycleFake(8, 256*kib)
-	c := openTest(t, dir, up, withLifecycle(Lifecycle{MaxSize: 3*256*kib + 100*kib, HighWater: 1, LowWater: 1}))
+	c := openTest(t, dir, up, withLifecycle(Lifecycle{MaxSize: 3*256*kib + 200*kib, HighWater: 1, LowWater: 1}))
 	defer c.Close()
 	open := mustLookup(t, c, "img00")
 	h, err := c.Open(open)

@@ -9,7 +9,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// The pruner keeps usage between the watermarks in the background, so
+// The pruner keeps usage (the data files and the index, as measured at
+// the start of each pass) between the watermarks in the background, so
 // that writes seldom have to evict synchronously (reserve). When usage
 // (with the reservations of writes in progress) passes the high
 // watermark, it evicts least recently used images until it is below the
@@ -23,7 +24,6 @@ func (c *Cache) pruneLoop() {
 	defer c.wg.Done()
 	t := time.NewTicker(c.cfg.PruneInterval)
 	defer t.Stop()
-	c.measureIndex()
 	lastGC := c.now()
 	for {
 		select {
@@ -32,15 +32,15 @@ func (c *Cache) pruneLoop() {
 		case <-t.C:
 		case <-c.life.pruneKick:
 		}
+		c.measureIndex()
 		c.life.mu.Lock()
-		high := c.life.used+c.life.reserved > c.life.high
+		high := c.life.used+c.life.reserved+c.life.indexBytes.Load() > c.life.high
 		c.life.mu.Unlock()
 		if high {
 			if d := c.pruneTo(c.life.low); len(d.Evicted) > 0 {
 				c.log.Info("pruned", "images", len(d.Evicted), "bytes", d.FreedBytes, "usage", c.Usage().CacheBytes)
 			}
 		}
-		c.measureIndex()
 		if c.now().Sub(lastGC) >= indexGCInterval {
 			c.indexGC()
 			lastGC = c.now()
@@ -67,7 +67,7 @@ func (c *Cache) pruneTo(target int64) Dropped {
 		// Reservations are left out: they are short-lived, and counting
 		// them would evict images that the writes in flight leave room for.
 		c.life.mu.Lock()
-		excess := c.life.used - target
+		excess := c.life.used + c.life.indexBytes.Load() - target
 		var victims []*Image
 		var sum int64
 		if excess > 0 {

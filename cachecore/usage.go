@@ -18,7 +18,10 @@ import (
 // start-up, after each chunk is written (fstat of the data file) and when
 // an image's last user lets go of it; a write is preceded by a reservation
 // that covers the most it can allocate, so that used + reserved, and with
-// it the data directory, never passes the limit.
+// it the data directory, never passes the limit. The index's size, as last
+// measured (after each flush), is taken off the limit too, so that the
+// whole cache directory stays within it; the index is not ours to bound,
+// so that part holds only as well as the last measure.
 
 // ErrNoRoom: a chunk cannot be stored because the cache is full of images
 // that are open or pinned. Reads that meet it are served straight from
@@ -77,7 +80,7 @@ func (c *Cache) loadUsage() error {
 		c.life.evictable.PushOldest(img.id, img, img.life.alloc)
 	}
 	c.life.used = used
-	if used > c.life.high {
+	if used+c.life.indexBytes.Load() > c.life.high {
 		c.kickPrune()
 	}
 	return nil
@@ -103,10 +106,10 @@ func (c *Cache) reserve(n int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
-		over := l.used + l.reserved + n - l.limit
+		over := l.used + l.reserved + n + l.indexBytes.Load() - l.limit
 		if over <= 0 {
 			l.reserved += n
-			if l.used+l.reserved > l.high {
+			if l.used+l.reserved+l.indexBytes.Load() > l.high {
 				c.kickPrune()
 			}
 			return nil
