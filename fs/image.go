@@ -128,10 +128,13 @@ func (fh *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 // kernel's copy of st_blocks is stale: tell it, from another goroutine, as
 // a notification must not wait on the request that causes it.
 func (fh *imageHandle) Release(ctx context.Context) syscall.Errno {
-	fh.releaseMode()
+	lastCached := fh.releaseMode()
 	fh.node.rootNode().opens.remove(fh.node)
 	fh.h.Close()
-	if fh.node.img.CachedBytes() != fh.cachedAtOpen {
+	switch {
+	case fh.dropPagesAtRelease(lastCached):
+		go fh.node.NotifyContent(0, 0) // pages and attributes (passthrough.go)
+	case fh.node.img.CachedBytes() != fh.cachedAtOpen:
 		go fh.node.NotifyContent(-1, 0) // attributes only; the page cache stays
 	}
 	return 0
