@@ -112,13 +112,21 @@ func (h *Handle) ensureBounded(ctx context.Context, first, last int) error {
 	timeout := img.c.cfg.ReadTimeout
 	tctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrReadTimeout)
 	defer cancel()
-	err := img.ensure(tctx, first, last)
-	if err == nil || ctx.Err() != nil { // done, or the reader gave up
+	return h.boundedResult(ctx, tctx, img.ensure(tctx, first, last), "no bytes within the read timeout")
+}
+
+// boundedResult finishes a bounded wait that ended with err: a timeout
+// (the cause of bctx) becomes an error naming the bound, recorded on the
+// image; a failure is held on the handle. A reader that gave up (ctx) gets
+// its own error back untouched.
+func (h *Handle) boundedResult(ctx, bctx context.Context, err error, what string) error {
+	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	if errors.Is(context.Cause(tctx), ErrReadTimeout) {
+	img := h.img
+	if errors.Is(context.Cause(bctx), ErrReadTimeout) {
 		err = &Error{Op: "read", Name: img.entry.Name,
-			Err: fmt.Errorf("%w: no bytes within the read timeout of %v", ErrReadTimeout, timeout)}
+			Err: fmt.Errorf("%w: %s of %v", ErrReadTimeout, what, img.c.cfg.ReadTimeout)}
 		img.mu.Lock()
 		img.recordErrorLocked(err)
 		img.mu.Unlock()
@@ -197,21 +205,7 @@ func (h *Handle) awaitVerifiedBounded(ctx context.Context) error {
 			}
 		}
 	}()
-	err := img.awaitVerified(wctx)
-	if err == nil || ctx.Err() != nil {
-		return err
-	}
-	if errors.Is(context.Cause(wctx), ErrReadTimeout) {
-		err = &Error{Op: "read", Name: img.entry.Name,
-			Err: fmt.Errorf("%w: no bytes for the read timeout of %v", ErrReadTimeout, timeout)}
-		img.mu.Lock()
-		img.recordErrorLocked(err)
-		img.mu.Unlock()
-	}
-	if !errors.Is(err, ErrClosed) {
-		h.holdFailure(err)
-	}
-	return err
+	return h.boundedResult(ctx, wctx, img.awaitVerified(wctx), "no bytes for the read timeout")
 }
 
 // readAroundBounded is readDirect (a read served straight from the
