@@ -116,16 +116,31 @@ func (m *ioModes) awaitReleases() {
 
 // releaseMode ends this open's part in the node's io mode, and reports
 // whether it was the last open in caching mode.
+//
+// The kernel drops the open's caching mode only when it reads our reply
+// to RELEASE, which go-fuse writes after Release returns: an open of the
+// image that saw the count fall to zero at once could reply passthrough
+// before that, and the kernel would fail it with EIO (seen under load).
+// So the count falls modeSettle later, off the request's goroutine.
 func (fh *imageHandle) releaseMode() bool {
 	if fh.passthrough {
 		return false
 	}
 	n := fh.node
 	n.modes.mu.Lock()
-	defer n.modes.mu.Unlock()
-	n.modes.cachedOpens--
-	return n.modes.cachedOpens == 0
+	last := n.modes.cachedOpens == 1
+	n.modes.mu.Unlock()
+	time.AfterFunc(modeSettle, func() {
+		n.modes.mu.Lock()
+		n.modes.cachedOpens--
+		n.modes.mu.Unlock()
+	})
+	return last
 }
+
+// modeSettle is how long after a caching-mode release this process
+// still counts the open (see releaseMode); well under releaseWait.
+const modeSettle = 10 * time.Millisecond
 
 // dropPagesAtRelease reports whether the release of the last open in
 // caching mode should drop the kernel's pages of the image: once it is
