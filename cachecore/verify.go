@@ -73,10 +73,13 @@ func (c *Cache) verify(img *Image, run *verifyRun) {
 			return
 		}
 		run.err = &Error{Op: "verify", Name: img.entry.Name, Err: err}
-		c.log.Warn("verifying image", "image", img.entry.Name, "err", err)
 		img.mu.Lock()
+		defer img.mu.Unlock()
+		if !img.present.complete() { // evicted or dropped while it waited its turn: nothing to verify
+			return
+		}
+		c.log.Warn("verifying image", "image", img.entry.Name, "err", err)
 		img.recordErrorLocked(run.err)
-		img.mu.Unlock()
 		return
 	}
 	want := strings.TrimPrefix(img.entry.Digest, "sha256:")
