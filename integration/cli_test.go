@@ -72,7 +72,12 @@ func TestStaleMountIsCleanedUp(t *testing.T) {
 	imgs := makeImages(t, root, map[string]int64{"a.img": 3 << 20})
 	origin := startOrigin(t, root)
 	m := startMount(t, origin.url, "")
-	m.proc.kill()           // kill -9: the kernel keeps a dead mount
+	m.proc.kill()      // kill -9: the kernel keeps a dead mount
+	t.Cleanup(func() { // if the test fails before a new daemon cleans it up
+		if isMounted(t, m.dir) {
+			syscall.Unmount(m.dir, syscall.MNT_DETACH)
+		}
+	})
 	var st syscall.Statfs_t // statfs always reaches the daemon; stat may be cached
 	if err := syscall.Statfs(m.dir, &st); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("after kill -9, statfs of the mountpoint = %v; want ENOTCONN", err)
