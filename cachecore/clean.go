@@ -29,12 +29,7 @@ func (c *Cache) cleanLoop() {
 
 // clean reaps what the cleaner reaps.
 func (c *Cache) clean() Dropped {
-	c.mu.Lock()
-	imgs := make([]*Image, 0, len(c.images))
-	for _, img := range c.images {
-		imgs = append(imgs, img)
-	}
-	c.mu.Unlock()
+	imgs := c.imageList()
 	stall := c.cfg.StallTime
 	cutoff := c.now().Add(-stall)
 	var victims []*Image

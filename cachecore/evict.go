@@ -150,12 +150,7 @@ func (c *Cache) Evict(name string) (Dropped, error) {
 // EvictAll drops the cached data of every image that is neither open nor
 // pinned. Skipped names the images with data that it kept.
 func (c *Cache) EvictAll() (Dropped, error) {
-	var imgs []*Image
-	c.mu.Lock()
-	for _, img := range c.images {
-		imgs = append(imgs, img)
-	}
-	c.mu.Unlock()
+	imgs := c.imageList()
 	var withData []*Image
 	for _, img := range imgs {
 		img.mu.Lock()

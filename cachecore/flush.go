@@ -39,12 +39,7 @@ func (c *Cache) kickFlush() {
 // image whose data was dropped meanwhile (its gen moved on) is stale and
 // is not written: the eviction wrote the image's empty map itself.
 func (c *Cache) flush() error {
-	c.mu.Lock()
-	imgs := make([]*Image, 0, len(c.images))
-	for _, img := range c.images {
-		imgs = append(imgs, img)
-	}
-	c.mu.Unlock()
+	imgs := c.imageList()
 
 	type snapshot struct {
 		img     *Image

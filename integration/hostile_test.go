@@ -68,17 +68,11 @@ func TestCacheDirAndMountpointChecks(t *testing.T) {
 // dir, from /proc/self/mountinfo.
 func mountOptions(t *testing.T, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
+	l := mountInfo(t, dir)
+	if l == "" {
+		t.Fatalf("%s is not mounted", dir)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
-			return l
-		}
-	}
-	t.Fatalf("%s is not mounted", dir)
-	return ""
+	return l
 }
 
 // TestHostileUpstreamNames: an upstream whose index names escape

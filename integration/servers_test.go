@@ -145,16 +145,23 @@ func (m *mount) unmount(t *testing.T) {
 
 func isMounted(t *testing.T, dir string) bool {
 	t.Helper()
+	return mountInfo(t, dir) != ""
+}
+
+// mountInfo returns the line of /proc/self/mountinfo of the mount at dir
+// (its mount and superblock options among others), or "" if there is none.
+func mountInfo(t *testing.T, dir string) string {
+	t.Helper()
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
-			return true
+			return l
 		}
 	}
-	return false
+	return ""
 }
 
 // parseOriginLog reads a line of imgcache serve's access log (a JSON
