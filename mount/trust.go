@@ -28,6 +28,9 @@ type Trust struct {
 	// index (after their data is synced): at most this much fetching is
 	// lost to a crash. 0: the cache's default.
 	FlushInterval time.Duration
+	// Proxy is a forward proxy for every upstream request (see
+	// httpdir.Options.Proxy); empty: HTTP_PROXY and the like.
+	Proxy string
 	// Credentials for every upstream: "user:password" or a token. They
 	// never appear in logs or xattrs.
 	Credentials string
@@ -88,6 +91,7 @@ func openUpstream(raw string, t Trust, log *slog.Logger) (upstream.Upstream, err
 			CAFile:         t.CAFile,
 			Insecure:       t.Insecure,
 			Credentials:    t.Credentials,
+			Proxy:          t.Proxy,
 		})
 	default:
 		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http or https)", upstream.Redact(u), u.Scheme)

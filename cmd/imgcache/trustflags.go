@@ -23,7 +23,7 @@ type trustFlags struct {
 	connect, header, stall, read *time.Duration
 	flush                        *time.Duration
 	retryMax                     *int
-	caFile, credFile             *string
+	caFile, credFile, proxy      *string
 	insecure                     *bool
 	mirrors                      listFlag
 }
@@ -38,6 +38,7 @@ func addTrustFlags(fs *flag.FlagSet) *trustFlags {
 		retryMax: fs.Int("retry-max", cachecore.DefaultRetryMax, "retries of a range request after a 5xx, reset or timeout (backoff with jitter; 0: none)"),
 		caFile:   fs.String("ca-file", "", "PEM `file` of the certificate authorities to trust for an https upstream (instead of the system's)"),
 		credFile: fs.String("credentials-file", "", "`file` holding the upstream credentials, user:password or a token (else $"+credentialsEnv+")"),
+		proxy:    fs.String("proxy", "", "forward proxy `URL` for every upstream request, loopback included (else $HTTP_PROXY, $HTTPS_PROXY, $NO_PROXY)"),
 		insecure: fs.Bool("insecure", false, "do not verify the upstream's TLS certificate (dangerous; warns loudly)"),
 	}
 	fs.Var(&t.mirrors, "mirror", "another `URL` of the same images, used when the ones before fail (repeatable)")
@@ -61,6 +62,7 @@ func (t *trustFlags) trust(log *slog.Logger) (mount.Trust, error) {
 		RetryMax:       retry,
 		CAFile:         *t.caFile,
 		Insecure:       *t.insecure,
+		Proxy:          *t.proxy,
 	}
 	if *t.credFile != "" {
 		b, err := os.ReadFile(*t.credFile)

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // newClient makes the client of an upstream at base: verified TLS (or the
@@ -33,9 +35,13 @@ func newClient(o *Options, base *url.URL) (*http.Client, error) {
 		tlsConf.RootCAs = pool
 	}
 	tlsConf.InsecureSkipVerify = o.Insecure
+	proxy, err := proxyFunc(o.Proxy)
+	if err != nil {
+		return nil, err
+	}
 	dialer := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
 	var rt http.RoundTripper = &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		Proxy:                 proxy,
 		DialContext:           dialer.DialContext,
 		TLSClientConfig:       tlsConf,
 		ForceAttemptHTTP2:     true,
@@ -51,6 +57,33 @@ func newClient(o *Options, base *url.URL) (*http.Client, error) {
 		rt = &authTransport{base: rt, scheme: base.Scheme, host: base.Host, auth: authHeader(o.Credentials)}
 	}
 	return &http.Client{Transport: rt, CheckRedirect: checkRedirect}, nil
+}
+
+// proxyFunc picks the proxy of every request: the one named, for every
+// host (http.ProxyURL makes no exception for loopback addresses), else
+// the environment's. A proxy's user:password@ becomes its
+// Proxy-Authorization; it is never shown.
+func proxyFunc(raw string) (func(*http.Request) (*url.URL, error), error) {
+	if raw == "" {
+		return http.ProxyFromEnvironment, nil
+	}
+	p, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // ue quotes the URL, password included
+		}
+		return nil, fmt.Errorf("proxy URL: %v", err)
+	}
+	switch {
+	case p.Scheme != "http" && p.Scheme != "https" && p.Scheme != "socks5" && p.Scheme != "socks5h":
+		return nil, fmt.Errorf("proxy %q: scheme must be http, https or socks5", upstream.Redact(p))
+	case p.Host == "":
+		return nil, fmt.Errorf("proxy %q: no host", upstream.Redact(p))
+	case p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.Fragment != "":
+		return nil, fmt.Errorf("proxy %q: a proxy URL is scheme://host:port, with no path", upstream.Redact(p))
+	}
+	return http.ProxyURL(p), nil
 }
 
 // checkRedirect follows at most 5 redirects and never from https to http.

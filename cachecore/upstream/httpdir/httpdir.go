@@ -84,6 +84,11 @@ type Options struct {
 	// for basic authentication, or a bearer token (no colon). Empty:
 	// the user information of the URL, if any.
 	Credentials string
+	// Proxy is the URL of a forward proxy (http, https or socks5) every
+	// request goes through, whatever its host. Empty: the proxy that
+	// HTTP_PROXY, HTTPS_PROXY and NO_PROXY name, if any (which Go never
+	// uses for localhost or 127.0.0.0/8).
+	Proxy string
 	// Logger receives refused names and odd server behaviour. nil: discard.
 	Logger *slog.Logger
 	// StallTimeout fails a reply that delivers no byte for this long,
