@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
@@ -51,7 +52,7 @@ const (
 
 // Config configures a Cache.
 type Config struct {
-	Dir      string            // the cache directory; created 0700 if missing
+	Dir      string            // the cache directory; created 0700 if missing; must be safe (safedir.go)
 	Upstream upstream.Upstream // where images come from
 
 	ChunkSize     int64         // fetch unit for new images; 0: DefaultChunkSize
@@ -104,6 +105,7 @@ type Cache struct {
 	log          *slog.Logger
 	idx          *index
 	store        *store
+	dir          *safeDir // the cache directory, checked (safedir.go)
 	lock         *os.File
 	ctx          context.Context // the cache's own: fetches run on it, Close ends it
 	cancel       context.CancelFunc
@@ -134,23 +136,28 @@ func Open(cfg Config) (*Cache, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("cache directory: %w", err)
-	}
-	if err := checkDirSafe(cfg.Dir); err != nil {
+	// Whatever creates files in the cache directory (badger makes its
+	// files 0666 less the umask) makes them for this user alone: a file
+	// there that others may write is refused at the next start.
+	syscall.Umask(0o077)
+	dir, err := openTrustedDir(cfg.Dir, true)
+	if err != nil {
 		return nil, err
 	}
 	if err := cfg.Lifecycle.fill(cfg.Dir); err != nil {
+		dir.Close()
 		return nil, err
 	}
-	lock, err := lockDir(cfg.Dir)
+	lock, err := lockDir(dir)
 	if err != nil {
+		dir.Close()
 		return nil, err
 	}
 	c := &Cache{
 		cfg:       cfg,
 		up:        cfg.Upstream,
 		log:       cfg.Logger,
+		dir:       dir,
 		lock:      lock,
 		slots:     make(chan struct{}, cfg.MaxFetches),
 		kick:      make(chan struct{}, 1),
@@ -232,8 +239,8 @@ func (c *Cache) now() time.Time { return c.cfg.now() }
 // is gone is emptied.
 func (c *Cache) openStorage() error {
 	var err error
-	if c.store, err = openStore(filepath.Join(c.cfg.Dir, "data")); err != nil {
-		return fmt.Errorf("cache data: %w", err)
+	if c.store, err = openStore(c.dir); err != nil {
+		return err // it names the path
 	}
 	if c.idx, err = openIndex(filepath.Join(c.cfg.Dir, "index"), c.log); err != nil {
 		return err
@@ -245,6 +252,11 @@ func (c *Cache) openStorage() error {
 	c.catalog = l.catalog
 	var fix batch
 	for _, r := range l.records {
+		if !validID(r.ID) {
+			c.log.Warn("dropping an index record with a malformed ID", "id", r.ID, "image", r.Name)
+			fix.deletes = append(fix.deletes, r.ID)
+			continue
+		}
 		if !r.Listed || r.ChunkSize <= 0 || r.Size < 0 {
 			fix.deletes = append(fix.deletes, r.ID)
 			continue
@@ -262,18 +274,23 @@ func (c *Cache) openStorage() error {
 		c.images[r.ID] = newImage(c, r, present)
 	}
 	for _, id := range fix.deletes {
+		if !validID(id) {
+			continue // no data file has that name
+		}
 		if err := c.store.remove(id); err != nil {
 			return err
 		}
 	}
-	ids, err := c.store.ids()
+	files, err := c.store.scan(func(name string) {
+		c.log.Warn("ignoring a stray entry in the cache directory", "path", filepath.Join(c.cfg.Dir, "data", name))
+	})
 	if err != nil {
-		return fmt.Errorf("scan cache data: %w", err)
+		return err // it names the path
 	}
-	for _, id := range ids {
-		if c.images[id] == nil {
-			c.log.Info("removing cache file without index record", "id", id)
-			if err := c.store.remove(id); err != nil {
+	for _, f := range files {
+		if c.images[f.id] == nil {
+			c.log.Info("removing cache file without index record", "id", f.id)
+			if err := c.store.remove(f.id); err != nil {
 				return err
 			}
 		}
@@ -306,6 +323,7 @@ func (c *Cache) closeStorage() error {
 		c.store.close()
 	}
 	unlockDir(c.lock)
+	c.dir.Close()
 	return err
 }
 

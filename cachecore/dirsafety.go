@@ -3,27 +3,59 @@ package cachecore
 import (
 	"errors"
 	"fmt"
-	"os"
+	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// checkDirSafe refuses a cache directory that someone else could write
-// to: they could plant data files or an index whose bytes the mount would
-// then serve as an image's. The directory is created 0700; an existing one
-// must belong to this user and not be writable by group or others.
-func checkDirSafe(dir string) error {
-	fi, err := os.Stat(dir)
+// checkIndexDir checks badger's directory before badger opens it, by
+// path: the way to it as for the cache directory, and it and everything
+// in it as for anything in the cache directory (safedir.go). Nobody else
+// can change them between the check and badger's opens, since nobody
+// else may write the directories on the way. It creates the directory
+// (0700) if missing.
+func checkIndexDir(dir string) error {
+	parent, err := openTrustedDir(filepath.Dir(dir), false)
 	if err != nil {
-		return fmt.Errorf("cache directory: %w", err)
+		return err
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("cache directory %s is not a directory", dir)
+	defer parent.Close()
+	d, err := parent.openDir(filepath.Base(dir), true)
+	if err != nil {
+		return err
 	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("cache directory %s is writable by others (mode %04o); run chmod 700 on it", dir, perm)
+	defer d.Close()
+	return d.checkTree()
+}
+
+// checkTree checks every entry below d: directories (checked in turn) and
+// regular files only.
+func (d *safeDir) checkTree() error {
+	names, err := d.readDirNames()
+	if err != nil {
+		return err
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("cache directory %s belongs to uid %d, not to this user (uid %d)", dir, st.Uid, os.Geteuid())
+	for _, name := range names {
+		st, err := d.lstat(name)
+		if err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if err := checkOwn(d.join(name), &st, unix.S_IFREG); err != nil {
+				return err
+			}
+			continue
+		}
+		sub, err := d.openDir(name, false)
+		if err != nil {
+			return err
+		}
+		err = sub.checkTree()
+		sub.Close()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

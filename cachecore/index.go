@@ -74,6 +74,9 @@ type index struct {
 }
 
 func openIndex(dir string, log *slog.Logger) (*index, error) {
+	if err := checkIndexDir(dir); err != nil { // badger opens by path (dirsafety.go)
+		return nil, err
+	}
 	// badger's defaults take hundreds of MiB; an index of image records
 	// and chunk maps is small, so size memtables and caches down.
 	opts := badger.DefaultOptions(dir).

@@ -1,9 +1,9 @@
 package cachecore
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,9 +12,17 @@ import (
 // lockDir takes an exclusive lock on the cache directory for the life of
 // the process. flock locks die with their process, so a daemon killed with
 // -9 never leaves a lock behind.
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+//
+// The lock file is opened like every file in the cache directory
+// (safedir.go): a planted link must not make the daemon write its pid
+// into another file.
+func lockDir(dir *safeDir) (*os.File, error) {
+	f, err := dir.OpenFile("lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		var unsafe *UnsafePathError
+		if errors.As(err, &unsafe) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
@@ -27,7 +35,7 @@ func lockDir(dir string) (*os.File, error) {
 		} else {
 			holder = "pid " + holder
 		}
-		return nil, fmt.Errorf("%w: %s is used by %s", ErrLocked, dir, holder)
+		return nil, fmt.Errorf("%w: %q is used by %s", ErrLocked, dir.path, holder)
 	}
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)

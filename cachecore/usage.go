@@ -50,30 +50,26 @@ func allocated(fi fs.FileInfo) int64 {
 func (c *Cache) loadUsage() error {
 	var used int64
 	var evictable []*Image
-	err := fs.WalkDir(c.store.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() || filepath.Dir(p) == "." {
-			return err
-		}
-		img := c.images[d.Name()]
-		if img == nil { // openStorage removed orphans; a stray file is not ours to count
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
+	files, err := c.store.scan(nil) // openStorage has reported the strays
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		img := c.images[f.id]
+		if img == nil { // openStorage removed orphans
+			continue
 		}
 		if img.present.count == 0 {
-			return c.store.remove(img.id)
+			if err := c.store.remove(img.id); err != nil {
+				return err
+			}
+			continue
 		}
-		img.life.alloc = allocated(fi)
+		img.life.alloc = f.alloc
 		used += img.life.alloc
 		if !img.rec.Pinned {
 			evictable = append(evictable, img)
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	slices.SortFunc(evictable, func(a, b *Image) int { return lastUse(b).Compare(lastUse(a)) })
 	for _, img := range evictable {

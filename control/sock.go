@@ -2,10 +2,12 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 )
 
 // maxSunPath is the longest path a unix socket address holds (108 bytes
@@ -24,6 +26,10 @@ func listenUnix(path string) (net.Listener, error) {
 	defer done()
 	ln, err := net.Listen("unix", short)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkSocket(path); err != nil {
+		ln.Close()
 		return nil, err
 	}
 	// The listener would unlink by its short name, which is gone after
@@ -54,4 +60,22 @@ func shortPath(path string) (string, func(), error) {
 	}
 	short := "/proc/self/fd/" + strconv.Itoa(int(dir.Fd())) + "/" + filepath.Base(path)
 	return short, func() { dir.Close() }, nil
+}
+
+// checkSocket makes sure that path is the socket just made, this user's,
+// before anything is done to it by name (the chmod that follows would
+// follow a link).
+func checkSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	uid := -1
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid = int(st.Uid)
+	}
+	if fi.Mode().Type() != os.ModeSocket || uid != os.Geteuid() {
+		return fmt.Errorf("%q is not the socket just made (mode %v, uid %d)", path, fi.Mode(), uid)
+	}
+	return nil
 }
