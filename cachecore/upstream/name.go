@@ -31,6 +31,11 @@ var ErrUnsafeName = errors.New("unsafe name")
 // name would be a different file than the one the upstream meant:
 //   - an empty name, or one that ends in a slash (a directory);
 //   - invalid UTF-8, a control character (C0, DEL and C1) or a backslash;
+//   - an invisible character that changes how the rest is shown: a
+//     format character (Unicode Cf: bidi controls such as U+202E, which
+//     make "bidi\u202egpj.exe" show as "bidiexe.jpg", zero-width
+//     characters, the soft hyphen, the BOM) or a line or paragraph
+//     separator (U+2028, U+2029);
 //   - a component "." or "..";
 //   - a hidden component (leading "."): the origin keeps its index under
 //     a dot path, and dotfiles are not images;
@@ -51,6 +56,8 @@ func CleanName(raw string) (string, error) {
 		switch {
 		case unicode.IsControl(r):
 			return "", nameError(raw, fmt.Sprintf("control character %U", r))
+		case r >= utf8.RuneSelf && unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp):
+			return "", nameError(raw, fmt.Sprintf("invisible character %U", r))
 		case r == '\\':
 			return "", nameError(raw, "backslash")
 		}

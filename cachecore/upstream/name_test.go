@@ -21,6 +21,7 @@ func TestCleanNameAccepts(t *testing.T) {
 		{"it's & <that>.img", "it's & <that>.img"},
 		{"ünïcødé/日本.qcow2", "ünïcødé/日本.qcow2"},
 		{"a..b", "a..b"},
+		{"nb\u00a0space.img", "nb\u00a0space.img"}, // odd but visible: a space
 		{"trailing.", "trailing."},
 		{strings.Repeat("x", MaxNameComponent), strings.Repeat("x", MaxNameComponent)},
 		{strings.Repeat("d/", MaxNameDepth-1) + "f", strings.Repeat("d/", MaxNameDepth-1) + "f"},
@@ -51,6 +52,14 @@ func TestCleanNameRefuses(t *testing.T) {
 		{"a\x7fb", "control character U+007F"},
 		{"a\u0085b", "control character U+0085"},
 		{"a\xffb", "UTF-8"},
+		{"bidi\u202egpj.exe", "invisible character U+202E"},
+		{"a\u2066b\u2069", "invisible character U+2066"},
+		{"zero\u200bwidth.img", "invisible character U+200B"},
+		{"join\u200d.img", "invisible character U+200D"},
+		{"\ufeffbom.img", "invisible character U+FEFF"},
+		{"soft\u00adhyphen.img", "invisible character U+00AD"},
+		{"line\u2028sep.img", "invisible character U+2028"},
+		{"para\u2029sep.img", "invisible character U+2029"},
 		{"a\\b", "backslash"},
 		{"..\\..\\windows", "backslash"},
 		{long, "longer than 255"},
@@ -72,7 +81,7 @@ func TestCleanNameRefuses(t *testing.T) {
 }
 
 func FuzzCleanName(f *testing.F) {
-	for _, s := range []string{"a/b.img", "/a//b", "../x", ".hidden", "a\x00", "ü/日本", "a/", "%2e%2e"} {
+	for _, s := range []string{"a/b.img", "/a//b", "../x", ".hidden", "a\x00", "ü/日本", "a/", "%2e%2e", "bidi\u202egpj.exe", "a\u2028b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -109,8 +118,8 @@ func checkClean(t *testing.T, name string) {
 		}
 	}
 	for _, r := range name {
-		if unicode.IsControl(r) {
-			t.Fatalf("%q has a control character", name)
+		if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			t.Fatalf("%q has a control or invisible character", name)
 		}
 	}
 }

@@ -27,7 +27,8 @@ with Range, ETag and Last-Modified; directories get an HTML listing; and
 /.imgcache/index.json lists every image with its size, mtime and sha256
 (each version of a file is hashed once, then remembered).
 
-Dotfiles and names with control characters are not served. It prints
+Dotfiles and names with control characters or invisible ones (bidi
+controls, zero-width characters) are not served. It prints
 "imgcache: serving DIR at URL" to stderr when it is listening, and stops on SIGINT
 or SIGTERM.`,
 		flags: serveFlags,
