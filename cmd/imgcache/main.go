@@ -92,7 +92,7 @@ func (c *command) run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = action(positional)
 	} else {
-		err = errUsage{err.Error()} // a bad flag or flag value
+		err = errUsage{flagDashes(err.Error())} // a bad flag or flag value
 	}
 	var ue errUsage
 	switch {
@@ -105,6 +105,17 @@ func (c *command) run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "imgcache %s: %v\n", c.name, err)
 		return 1
 	}
+}
+
+// flagDashes spells the flags in the flag package's messages ("invalid
+// value "0" for flag -read-timeout: ...", "flag provided but not
+// defined: -x") with two dashes, as the help and the README do.
+func flagDashes(msg string) string {
+	msg = strings.Replace(msg, " for flag -", " for flag --", 1)
+	for _, p := range []string{"not defined: -", "needs an argument: -"} {
+		msg = strings.Replace(msg, p, p+"-", 1)
+	}
+	return msg
 }
 
 // parseInterleaved parses flags wherever they stand among the arguments

@@ -28,7 +28,7 @@ type manageOpts struct {
 
 func manageFlags(fs *flag.FlagSet) manageOpts {
 	return manageOpts{
-		cacheDir: fs.String("cache-dir", defaultCacheDir(), "cache `directory` of the mount to manage"),
+		cacheDir: stringFlag(fs, "cache-dir", defaultCacheDir(), nonEmpty, "cache `directory` of the mount to manage"),
 		json:     fs.Bool("json", false, "print JSON rather than a table"),
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/imgcache/imgcache/cachecore"
 	"github.com/imgcache/imgcache/mount"
@@ -34,9 +35,11 @@ later reads are local. getfattr -d shows an image's cache state
 }
 
 func mountFlags(fs *flag.FlagSet) func([]string) error {
-	cacheDir := fs.String("cache-dir", defaultCacheDir(), "cache `directory` (index and data)")
-	chunk := sizeFlag(fs, "chunk-size", cachecore.DefaultChunkSize, "fetch unit for new images (e.g. 1M, 4M)")
-	ttl := fs.Duration("catalog-ttl", cachecore.DefaultCatalogTTL, "how often the list of images is refreshed from the upstream")
+	cacheDir := stringFlag(fs, "cache-dir", defaultCacheDir(), nonEmpty, "cache `directory` (index and data)")
+	chunk := sizeFlag(fs, "chunk-size", cachecore.DefaultChunkSize, chunkSize,
+		"fetch unit for new images, a `size` from 64K to 64M, a multiple of 4K (e.g. 1M, 4M)")
+	ttl := durationFlag(fs, "catalog-ttl", cachecore.DefaultCatalogTTL, atLeast(time.Second),
+		"how often the list of images is refreshed from the upstream (a `duration` of at least 1s)")
 	allowOther := fs.Bool("allow-other", false, "let users other than the one mounting read the mount (adds default_permissions)")
 	debug := fs.Bool("debug", false, "log debug messages and every FUSE request")
 	tf := addTrustFlags(fs)
@@ -47,6 +50,10 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			return usageErr("want UPSTREAM and MOUNTPOINT, got %d arguments", len(args))
 		}
 		integ, err := integrity()
+		if err != nil {
+			return err
+		}
+		life, err := lifecycle()
 		if err != nil {
 			return err
 		}
@@ -67,16 +74,24 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			Trust:      trust,
 			Mountpoint: args[1],
 			CacheDir:   *cacheDir,
-			ChunkSize:  int64(*chunk),
+			ChunkSize:  *chunk,
 			CatalogTTL: *ttl,
 			AllowOther: *allowOther,
 			Integrity:  integ,
-			Lifecycle:  lifecycle(),
+			Lifecycle:  life,
 			Debug:      *debug,
 			Logger:     log,
 			Ready:      func(i mount.Info) { fmt.Fprintln(os.Stderr, i) },
 		})
 	}
+}
+
+// chunkSize takes the chunk sizes the cache does.
+func chunkSize(n int64) error {
+	if n < cachecore.MinChunkSize || n > cachecore.MaxChunkSize || n%4096 != 0 {
+		return fmt.Errorf("want %s to %s, a multiple of 4K", formatSize(cachecore.MinChunkSize), formatSize(cachecore.MaxChunkSize))
+	}
+	return nil
 }
 
 // defaultCacheDir is /var/cache/imgcache for root, else the user's cache

@@ -36,7 +36,7 @@ or SIGTERM.`,
 }
 
 func serveFlags(fs *flag.FlagSet) func([]string) error {
-	listen := fs.String("listen", "127.0.0.1:8080", "`address` to listen on (port 0: any free port)")
+	listen := stringFlag(fs, "listen", "127.0.0.1:8080", hostPort, "`address` to listen on, host:port (port 0: any free port)")
 	accessLog := fs.String("access-log", "", "append one JSON line per request to this `file`")
 	return func(args []string) error {
 		if len(args) != 1 {

@@ -13,6 +13,10 @@ import (
 	"github.com/imgcache/imgcache/mount"
 )
 
+// minFlushInterval bounds --flush-interval from below: each flush syncs
+// files and writes the index.
+const minFlushInterval = 10 * time.Millisecond
+
 // credentialsEnv names the environment variable that may hold the
 // upstream credentials ("user:password" or a token).
 const credentialsEnv = "IMGCACHE_CREDENTIALS"
@@ -30,12 +34,18 @@ type trustFlags struct {
 
 func addTrustFlags(fs *flag.FlagSet) *trustFlags {
 	t := &trustFlags{
-		connect:  fs.Duration("connect-timeout", httpdir.DefaultConnectTimeout, "longest wait for a connection (and TLS handshake) to the upstream"),
-		header:   fs.Duration("header-timeout", httpdir.DefaultHeaderTimeout, "longest wait for a reply's headers"),
-		stall:    fs.Duration("stall-timeout", httpdir.DefaultStallTimeout, "fail a reply that delivers no byte for this long"),
-		read:     fs.Duration("read-timeout", cachecore.DefaultReadTimeout, "a read of uncached bytes fails (EIO) after this long without them"),
-		flush:    fs.Duration("flush-interval", cachecore.DefaultFlushInterval, "how often fetched chunks are synced and recorded in the index (a crash loses at most this much fetching)"),
-		retryMax: fs.Int("retry-max", cachecore.DefaultRetryMax, "retries of a range request after a 5xx, reset or timeout (backoff with jitter; 0: none)"),
+		connect: durationFlag(fs, "connect-timeout", httpdir.DefaultConnectTimeout, positiveDuration,
+			"longest wait for a connection (and TLS handshake) to the upstream, a `duration` above 0"),
+		header: durationFlag(fs, "header-timeout", httpdir.DefaultHeaderTimeout, positiveDuration,
+			"longest wait for a reply's headers, a `duration` above 0"),
+		stall: durationFlag(fs, "stall-timeout", httpdir.DefaultStallTimeout, positiveDuration,
+			"fail a reply that delivers no byte for this long, a `duration` above 0"),
+		read: durationFlag(fs, "read-timeout", cachecore.DefaultReadTimeout, positiveDuration,
+			"a read of uncached bytes fails (EIO) after this long without them, a `duration` above 0"),
+		flush: durationFlag(fs, "flush-interval", cachecore.DefaultFlushInterval, atLeast(minFlushInterval),
+			"how often fetched chunks are synced and recorded in the index (a crash loses at most this much fetching), a `duration` of at least 10ms"),
+		retryMax: intFlag(fs, "retry-max", cachecore.DefaultRetryMax, nonNegative,
+			"retries of a range request after a 5xx, reset or timeout (backoff with jitter), a `number`; 0: none"),
 		caFile:   fs.String("ca-file", "", "PEM `file` of the certificate authorities to trust for an https upstream (instead of the system's)"),
 		credFile: fs.String("credentials-file", "", "`file` holding the upstream credentials, user:password or a token (else $"+credentialsEnv+")"),
 		proxy:    fs.String("proxy", "", "forward proxy `URL` for every upstream request, loopback included (else $HTTP_PROXY, $HTTPS_PROXY, $NO_PROXY)"),
@@ -86,5 +96,11 @@ func (t *trustFlags) trust(log *slog.Logger) (mount.Trust, error) {
 // listFlag is a repeatable string flag.
 type listFlag []string
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	if err := nonEmpty(s); err != nil {
+		return err
+	}
+	*l = append(*l, s)
+	return nil
+}
