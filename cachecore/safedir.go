@@ -289,11 +289,12 @@ func (d *safeDir) openDirAt(dirfd int, sub, name string, create bool) (int, erro
 	return fd, nil
 }
 
-// openError explains a failed open of name in dirfd: a symbolic link or
-// something else where a directory or file was wanted is unsafe, not
-// merely an error.
+// openError explains a failed open of name in dirfd: a symbolic link
+// (ELOOP), a file where a directory was wanted (ENOTDIR), a directory
+// where a file was (EISDIR), a socket (ENXIO)... is unsafe, not merely
+// an error.
 func (d *safeDir) openError(dirfd int, sub, name string, want uint32, err error) error {
-	if err == unix.ELOOP || err == unix.ENOTDIR || err == unix.ENXIO {
+	if err != unix.ENOENT {
 		var st unix.Stat_t
 		if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			if cerr := checkOwn(d.join(sub), &st, want); cerr != nil {
