@@ -31,7 +31,7 @@ func (e *Error) Error() string {
 	if e.Name == "" {
 		return e.Op + ": " + e.Err.Error()
 	}
-	return fmt.Sprintf("%s %s: %v", e.Op, e.Name, e.Err)
+	return fmt.Sprintf("%s %q: %v", e.Op, e.Name, e.Err)
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -68,7 +69,10 @@ func Dial(ctx context.Context, cacheDir string) (*Client, error) {
 		},
 		MaxIdleConns: 2,
 	}
-	return &Client{dir: abs, hc: &http.Client{Transport: tr}}, nil
+	// A redirect would turn a DELETE into a GET: the daemon has none to
+	// give, so one is an error reply like any other.
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Client{dir: abs, hc: &http.Client{Transport: tr, CheckRedirect: noRedirect}}, nil
 }
 
 // Close releases the client's idle connections.
@@ -207,11 +211,23 @@ func (c *Client) request(ctx context.Context, method, path string) (*http.Respon
 }
 
 // escape escapes each segment of an image name for a URL path, keeping
-// the slashes between them.
+// the slashes between them, so that the daemon gets the name exactly as
+// given, to judge it. url.PathEscape leaves dots alone, and the server's
+// mux cleans a path before routing it ("/v1/images/../x" is "/v1/x"), so
+// the dots of a "." or ".." segment are escaped too; a name with an empty
+// segment ("a//b", "/a", "a/") has its slashes escaped, since the mux
+// would clean those away as well.
 func escape(name string) string {
 	segs := strings.Split(name, "/")
+	if slices.Contains(segs, "") {
+		return url.PathEscape(name)
+	}
 	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
+		if s == "." || s == ".." {
+			segs[i] = strings.Repeat("%2E", len(s))
+		} else {
+			segs[i] = url.PathEscape(s)
+		}
 	}
 	return strings.Join(segs, "/")
 }

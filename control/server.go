@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // Server serves the API of one cache on its control socket.
@@ -87,19 +88,19 @@ func (s *Server) Handler() http.Handler {
 	// {name...} takes the rest of the path, unescaped: names with '/'
 	// (images in subdirectories) are paths under the route.
 	mux.HandleFunc("GET /v1/images", s.listImages)
-	mux.HandleFunc("GET /v1/images/{name...}", s.getImage)
+	mux.HandleFunc("GET /v1/images/{name...}", s.named(s.getImage))
 	mux.HandleFunc("DELETE /v1/images", s.evictAll)
-	mux.HandleFunc("DELETE /v1/images/{name...}", s.evict)
+	mux.HandleFunc("DELETE /v1/images/{name...}", s.named(s.evict))
 	mux.HandleFunc("GET /v1/queue", s.listQueue)
-	mux.HandleFunc("PUT /v1/queue/{name...}", s.queue)
-	mux.HandleFunc("DELETE /v1/queue/{name...}", s.dequeue)
+	mux.HandleFunc("PUT /v1/queue/{name...}", s.named(s.queue))
+	mux.HandleFunc("DELETE /v1/queue/{name...}", s.named(s.dequeue))
 	mux.HandleFunc("GET /v1/pins", s.listPins)
-	mux.HandleFunc("PUT /v1/pins/{name...}", s.pin)
-	mux.HandleFunc("DELETE /v1/pins/{name...}", s.unpin)
+	mux.HandleFunc("PUT /v1/pins/{name...}", s.named(s.pin))
+	mux.HandleFunc("DELETE /v1/pins/{name...}", s.named(s.unpin))
 	mux.HandleFunc("POST /v1/prune", s.prune)
 	mux.HandleFunc("POST /v1/clean", s.clean)
-	mux.HandleFunc("POST /v1/verify", s.verify)
-	mux.HandleFunc("POST /v1/verify/{name...}", s.verify)
+	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) { s.verify(w, r, "") }) // every image
+	mux.HandleFunc("POST /v1/verify/{name...}", s.named(s.verify))
 	mux.HandleFunc("GET /v1/stats", s.stats)
 	mux.HandleFunc("GET /metrics", s.metrics)
 	// Go's profiler, for "go tool pprof" through the socket: as private
@@ -112,17 +113,37 @@ func (s *Server) Handler() http.Handler {
 	return jsonMisses(mux)
 }
 
+// named adapts the handler of a route about one image (or directory):
+// it gets the {name...} of the request if the catalog could hold that
+// name, upstream.CleanName taking it as it is. Anything else ("../x",
+// "a//b", a control character) is answered 400, saying why, rather than
+// ending in a 404 of some other path.
+func (s *Server) named(h func(w http.ResponseWriter, r *http.Request, name string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw := r.PathValue("name")
+		clean, err := upstream.CleanName(raw)
+		if err == nil && clean != raw {
+			err = fmt.Errorf("%w %q: its clean form is %q", upstream.ErrUnsafeName, raw, clean)
+		}
+		if err != nil {
+			s.answer(w, r, nil, err)
+			return
+		}
+		h(w, r, raw)
+	}
+}
+
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, s.b.Images())
 }
 
-func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
-	img, err := s.b.Image(r.PathValue("name"))
+func (s *Server) getImage(w http.ResponseWriter, r *http.Request, name string) {
+	img, err := s.b.Image(name)
 	s.answer(w, r, img, err)
 }
 
-func (s *Server) evict(w http.ResponseWriter, r *http.Request) {
-	res, err := s.b.Evict(r.PathValue("name"))
+func (s *Server) evict(w http.ResponseWriter, r *http.Request, name string) {
+	res, err := s.b.Evict(name)
 	s.answer(w, r, res, err)
 }
 
@@ -139,13 +160,13 @@ func (s *Server) listQueue(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, q)
 }
 
-func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
-	img, err := s.b.Queue(r.PathValue("name"))
+func (s *Server) queue(w http.ResponseWriter, r *http.Request, name string) {
+	img, err := s.b.Queue(name)
 	s.answer(w, r, img, err)
 }
 
-func (s *Server) dequeue(w http.ResponseWriter, r *http.Request) {
-	img, err := s.b.Dequeue(r.PathValue("name"))
+func (s *Server) dequeue(w http.ResponseWriter, r *http.Request, name string) {
+	img, err := s.b.Dequeue(name)
 	s.answer(w, r, img, err)
 }
 
@@ -159,13 +180,13 @@ func (s *Server) listPins(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, pins)
 }
 
-func (s *Server) pin(w http.ResponseWriter, r *http.Request) {
-	img, err := s.b.Pin(r.PathValue("name"), true)
+func (s *Server) pin(w http.ResponseWriter, r *http.Request, name string) {
+	img, err := s.b.Pin(name, true)
 	s.answer(w, r, img, err)
 }
 
-func (s *Server) unpin(w http.ResponseWriter, r *http.Request) {
-	img, err := s.b.Pin(r.PathValue("name"), false)
+func (s *Server) unpin(w http.ResponseWriter, r *http.Request, name string) {
+	img, err := s.b.Pin(name, false)
 	s.answer(w, r, img, err)
 }
 
@@ -179,8 +200,8 @@ func (s *Server) clean(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, res, err)
 }
 
-func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
-	res, err := s.b.Verify(r.Context(), r.PathValue("name"))
+func (s *Server) verify(w http.ResponseWriter, r *http.Request, name string) {
+	res, err := s.b.Verify(r.Context(), name)
 	s.answer(w, r, res, err)
 }
 
@@ -209,6 +230,8 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error
 
 func statusOf(err error) int {
 	switch {
+	case errors.Is(err, upstream.ErrUnsafeName):
+		return http.StatusBadRequest
 	case errors.Is(err, cachecore.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, cachecore.ErrBusy), errors.Is(err, cachecore.ErrPinned):

@@ -202,7 +202,7 @@ func serve(t *testing.T, b Backend) (*Server, *Client, string) {
 }
 
 // Names with '/' and characters that mean something in URLs.
-var oddNames = []string{"a.img", "sub/dir/b.img", "with space/c%20d?e#f.img", "ünï/cödé.img"}
+var oddNames = []string{"a.img", "sub/dir/b.img", "with space/c%20d?e#f.img", "ünï/cödé.img", "a..b/c...", "%2E%2E/x"}
 
 func TestEveryEndpoint(t *testing.T) {
 	ctx := context.Background()
@@ -342,6 +342,52 @@ func TestErrorsAreJSONWithStatus(t *testing.T) {
 		if resp.StatusCode != tc.code || derr != nil || body.Error == "" {
 			t.Errorf("%s %s: %d %q (%v); want %d with a JSON error", tc.method, tc.path, resp.StatusCode, body.Error, derr, tc.code)
 		}
+	}
+}
+
+// TestNamesThatAreNotNames: a name no catalog could hold reaches the
+// server as given (not cleaned by the mux into another route: "../x"
+// was "DELETE /v1/x", no such endpoint) and is refused with 400 naming
+// it, before the backend is asked.
+func TestNamesThatAreNotNames(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeBackend("a.img", "x")
+	_, c, _ := serve(t, f)
+	for _, name := range []string{"../x", "..", ".", "a/../x", "a/./x", "a//b", "/a.img", "a.img/", "", "a\nb", "bidi\u202egpj.exe", ".hidden"} {
+		for op, call := range map[string]func() error{
+			"image":   func() error { _, err := c.Image(ctx, name); return err },
+			"evict":   func() error { _, err := c.Evict(ctx, name); return err },
+			"pin":     func() error { _, err := c.Pin(ctx, name, true); return err },
+			"unpin":   func() error { _, err := c.Pin(ctx, name, false); return err },
+			"queue":   func() error { _, err := c.Queue(ctx, name); return err },
+			"dequeue": func() error { _, err := c.Dequeue(ctx, name); return err },
+			"verify":  func() error { _, err := c.Verify(ctx, name); return err },
+		} {
+			if op == "verify" && name == "" {
+				continue // every image
+			}
+			err := call()
+			if !isStatus(err, http.StatusBadRequest) || !strings.Contains(err.Error(), fmt.Sprintf("%q", name)) ||
+				strings.Contains(err.Error(), "\n") {
+				t.Errorf("%s %q: %v; want 400 quoting the name", op, name, err)
+			}
+		}
+	}
+	// Another client (curl --path-as-is) gets the same answer.
+	_, _, dir := serve(t, f)
+	req, _ := http.NewRequest("DELETE", "http://x/v1/images/%2E%2E/x", nil)
+	resp, err := rawClient(dir).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body apiError
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || body.Error != `unsafe name "../x": component ".."` {
+		t.Errorf("DELETE /v1/images/%%2E%%2E/x: %d %q; want 400 naming the name", resp.StatusCode, body.Error)
+	}
+	if len(f.calls) != 0 {
+		t.Fatalf("the backend was asked: %q", f.calls)
 	}
 }
 

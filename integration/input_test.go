@@ -112,3 +112,50 @@ func TestDisguisedNamesAreNotListed(t *testing.T) {
 		}
 	}
 }
+
+// TestImageNamesOnTheCommandLine: a name that is not a name ("../x"
+// answered "no such endpoint: DELETE /v1/x") is a one-line usage error
+// quoting it, exit 2, with or without a daemon; a name with a newline
+// stays on one line; the daemon quotes the names in its errors; and the
+// API itself refuses a name another client sends with 400.
+func TestImageNamesOnTheCommandLine(t *testing.T) {
+	need(t, "curl")
+	root := t.TempDir()
+	makeImages(t, root, map[string]int64{"a.img": 1000})
+	origin := startOrigin(t, root)
+	m := startMount(t, origin.url, "")
+	dir := []string{"--cache-dir", m.cacheDir}
+
+	refused := func(when string) {
+		t.Helper()
+		for _, c := range [][]string{
+			{"evict", "../x"}, {"stat", "../x"}, {"pin", "a/../a.img"}, {"unpin", ".."}, {"prefetch", "../x"},
+			{"verify", "../x"}, {"stat", "a\nb.img"}, {"evict", "bidi\u202egpj.exe"},
+		} {
+			r := cli(t, append(c, dir...)...)
+			msg := strings.TrimSpace(r.stderr)
+			if r.code != 2 || strings.Contains(msg, "\n") || !strings.Contains(msg, fmt.Sprintf("%q", c[1])) ||
+				strings.Contains(msg, "endpoint") {
+				t.Errorf("%s: imgcache %q: exit %d, stderr %q; want exit 2 and one line quoting the name", when, c, r.code, r.stderr)
+			}
+		}
+	}
+	refused("mounted")
+
+	r := cli(t, append([]string{"stat", "nope ü.img"}, dir...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, `"nope ü.img": no such image`) {
+		t.Errorf("stat of an unknown image: exit %d, %q; want exit 1 quoting the name", r.code, r.stderr)
+	}
+
+	out := run(t, "curl", "-s", "--path-as-is", "-X", "DELETE", "-w", " %{http_code}",
+		"--unix-socket", m.cacheDir+"/control.sock", "http://imgcache/v1/images/%2E%2E/x")
+	if want := `{"error":"unsafe name \"../x\": component \"..\""}` + "\n 400"; out != want {
+		t.Errorf("curl DELETE /v1/images/%%2E%%2E/x: %q, want %q", out, want)
+	}
+	if got := cliOK(t, append([]string{"stat", "a.img"}, dir...)...); !strings.Contains(got, "absent") {
+		t.Errorf("a.img after the refusals:\n%s", got)
+	}
+
+	m.unmount(t)
+	refused("not mounted")
+}

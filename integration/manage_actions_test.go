@@ -197,7 +197,7 @@ func TestManageActionsOnRealMount(t *testing.T) {
 	// prefetch --wait of an image the upstream cannot deliver fails.
 	origin.proc.stop()
 	r = cli(t, append([]string{"prefetch", "--wait", "huge.img"}, dir...)...)
-	if r.code != 1 || !strings.Contains(r.stderr, "huge.img could not be fetched") {
+	if r.code != 1 || !strings.Contains(r.stderr, `"huge.img" could not be fetched`) {
 		t.Errorf("prefetch --wait with the upstream down: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// It stays queued (the daemon tries again later) until dequeued.

@@ -129,7 +129,7 @@ func (c *hashCache) hashFile(name string) (hashed, error) {
 		return hashed{}, err
 	}
 	if !before.Mode().IsRegular() {
-		return hashed{}, fmt.Errorf("%s: not a regular file", name)
+		return hashed{}, fmt.Errorf("%q: not a regular file", name)
 	}
 	h := sha256.New()
 	buf := make([]byte, 256<<10)
@@ -141,7 +141,7 @@ func (c *hashCache) hashFile(name string) (hashed, error) {
 		return hashed{}, err
 	}
 	if keyOf(before) != keyOf(after) {
-		return hashed{}, fmt.Errorf("%s: %w", name, errChangedWhileHashing)
+		return hashed{}, fmt.Errorf("%q: %w", name, errChangedWhileHashing)
 	}
 	c.hashed.Add(1)
 	return hashed{key: keyOf(before), sum: hex.EncodeToString(h.Sum(nil))}, nil

@@ -58,9 +58,12 @@ func evictFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				return usageErr("--all takes no image NAME")
 			}
 		} else {
-			var err error
-			if name, err = oneName(args); err != nil {
+			if len(args) != 1 {
 				return usageErr("want one image NAME or --all, got %d arguments", len(args))
+			}
+			var err error
+			if name, err = imageArg(args[0]); err != nil {
+				return err
 			}
 		}
 		return withClient(o, func(ctx context.Context, c *control.Client) error {
@@ -100,7 +103,7 @@ func pinAction(o manageOpts, pin bool) func([]string) error {
 				if !pin {
 					verb = "unpinned"
 				}
-				fmt.Fprintf(w, "%s %s (%s, %s of %s cached)\n", verb, img.Name, img.State,
+				fmt.Fprintf(w, "%s %s (%s, %s of %s cached)\n", verb, shown(img.Name), img.State,
 					humanBytes(img.CachedBytes), humanBytes(img.Size))
 			})
 		})
@@ -154,9 +157,12 @@ func verifyFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 		if len(args) > 1 {
 			return usageErr("want at most one image NAME, got %d arguments", len(args))
 		}
-		name := ""
-		if len(args) == 1 {
-			name = strings.Trim(args[0], "/")
+		name := "" // every image
+		if len(args) == 1 && strings.Trim(args[0], "/") != "" {
+			var err error
+			if name, err = imageArg(args[0]); err != nil {
+				return err
+			}
 		}
 		return withClient(o, func(ctx context.Context, c *control.Client) error {
 			r, err := c.Verify(ctx, name)
@@ -175,7 +181,7 @@ func verifyFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 					if ir.Failed() {
 						verdict = "FAILED"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", verdict, ir.Name, ir.State, ir.Message)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", verdict, shown(ir.Name), ir.State, shown(ir.Message))
 				}
 				fmt.Fprintf(w, "checked %d %s, %d chunks, %s: %d bad %s dropped, %d invalid\n", r.Images,
 					plural(r.Images, "image"), r.Chunks, humanBytes(r.Bytes), r.BadChunks, plural(r.BadChunks, "chunk"), r.Invalid)
@@ -195,7 +201,7 @@ func listNames(w io.Writer, heading string, names []string) {
 	}
 	fmt.Fprintf(w, "%s:\n", heading)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %s\n", n)
+		fmt.Fprintf(w, "  %s\n", shown(n))
 	}
 }
 

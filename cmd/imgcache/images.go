@@ -43,7 +43,7 @@ func lsFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 		return o.print(imgs, func(w io.Writer) {
 			fmt.Fprintln(w, "NAME\tSIZE\tCACHED\t\tSTATE\tHITS\tPINNED\tLAST ACCESS")
 			for _, i := range imgs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Name, humanBytes(i.Size),
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", shown(i.Name), humanBytes(i.Size),
 					humanBytes(i.CachedBytes), percent(i.CachedBytes, i.Size), i.State, i.Hits,
 					yesNo(i.Pinned), humanTime(i.LastAccess))
 			}
@@ -62,7 +62,7 @@ func statFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 			return err
 		}
 		return o.print(img, func(w io.Writer) {
-			fmt.Fprintf(w, "name:\t%s\n", img.Name)
+			fmt.Fprintf(w, "name:\t%s\n", shown(img.Name))
 			fmt.Fprintf(w, "size:\t%s (%d bytes)\n", humanBytes(img.Size), img.Size)
 			fmt.Fprintf(w, "cached:\t%s (%d bytes, %s)\n", humanBytes(img.CachedBytes), img.CachedBytes,
 				percent(img.CachedBytes, img.Size))
@@ -75,10 +75,10 @@ func statFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 				fmt.Fprintf(w, "digest:\t%s\n", img.Digest)
 			}
 			if img.Source != "" {
-				fmt.Fprintf(w, "source:\t%s\n", img.Source)
+				fmt.Fprintf(w, "source:\t%s\n", shown(img.Source))
 			}
 			if img.Error != "" {
-				fmt.Fprintf(w, "error:\t%s (at %s)\n", img.Error, humanTime(img.ErrorAt))
+				fmt.Fprintf(w, "error:\t%s (at %s)\n", shown(img.Error), humanTime(img.ErrorAt))
 			}
 		})
 	}

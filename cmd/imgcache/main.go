@@ -7,8 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
+
+	"github.com/imgcache/imgcache/control"
 )
 
 const usage = `imgcache: a read-through FUSE cache for VM, OS and container images.
@@ -95,16 +99,36 @@ func (c *command) run(args []string, stdout, stderr io.Writer) int {
 		err = errUsage{flagDashes(err.Error())} // a bad flag or flag value
 	}
 	var ue errUsage
+	var ae *control.APIError
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &ae) && ae.Status == http.StatusBadRequest: // the daemon's "not an image name"
+		fmt.Fprintf(stderr, "imgcache %s: %s (run 'imgcache %s --help')\n", c.name, oneLine(ae.Message), c.name)
+		return 2
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "imgcache %s: %v (run 'imgcache %s --help')\n", c.name, ue.msg, c.name)
+		fmt.Fprintf(stderr, "imgcache %s: %s (run 'imgcache %s --help')\n", c.name, oneLine(ue.msg), c.name)
 		return 2
 	default:
-		fmt.Fprintf(stderr, "imgcache %s: %v\n", c.name, err)
+		fmt.Fprintf(stderr, "imgcache %s: %s\n", c.name, oneLine(err.Error()))
 		return 1
 	}
+}
+
+// oneLine escapes what is not printable in a message (a newline, a bidi
+// control), as %q would but leaving the rest alone: an error is one line
+// and shows what it holds, whatever a name in it carried.
+func oneLine(msg string) string {
+	var b strings.Builder
+	for _, r := range msg {
+		if strconv.IsPrint(r) {
+			b.WriteRune(r)
+		} else {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 // flagDashes spells the flags in the flag package's messages ("invalid

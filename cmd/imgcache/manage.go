@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 	"unsafe"
 
+	"github.com/imgcache/imgcache/cachecore/upstream"
 	"github.com/imgcache/imgcache/control"
 )
 
@@ -72,7 +74,33 @@ func oneName(args []string) (string, error) {
 	if len(args) != 1 {
 		return "", usageErr("want one image NAME, got %d arguments", len(args))
 	}
-	return strings.Trim(args[0], "/"), nil
+	return imageArg(args[0])
+}
+
+// imageArg is an image (or directory) name from the command line as the
+// catalog spells it ("/ubuntu//jammy.img/" is "ubuntu/jammy.img"); a name
+// no catalog could hold ("../x", a control character) is a usage error
+// that quotes it.
+func imageArg(arg string) (string, error) {
+	name, err := upstream.CleanName(strings.TrimRight(arg, "/"))
+	if err != nil {
+		return "", usageErr("%v", err)
+	}
+	return name, nil
+}
+
+// shown is a name (or message) as the tables show it: as it is if every
+// character is printable, else quoted with Go escapes, so that a name
+// that reached the catalog before such names were refused (one in an
+// old index) can neither disguise itself ("bidi\u202egpj.exe" shown as
+// "bidiexe.jpg") nor break a line.
+func shown(s string) string {
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // noArgs checks that there are no arguments.

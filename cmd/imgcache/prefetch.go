@@ -30,16 +30,23 @@ func prefetchFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 		if len(args) == 0 {
 			return usageErr("want at least one image NAME")
 		}
+		names := make([]string, len(args))
+		for i, a := range args {
+			var err error
+			if names[i], err = imageArg(a); err != nil {
+				return err
+			}
+		}
 		return withClient(o, func(ctx context.Context, c *control.Client) error {
-			queued := make([]control.Image, 0, len(args))
-			for _, a := range args {
-				img, err := c.Queue(ctx, strings.Trim(a, "/"))
+			queued := make([]control.Image, 0, len(names))
+			for _, name := range names {
+				img, err := c.Queue(ctx, name)
 				if err != nil {
 					return err
 				}
 				queued = append(queued, img)
 				if !*o.json {
-					fmt.Printf("queued %s (%s, %s of %s cached)\n", img.Name, img.State,
+					fmt.Printf("queued %s (%s, %s of %s cached)\n", shown(img.Name), img.State,
 						humanBytes(img.CachedBytes), humanBytes(img.Size))
 				}
 			}
@@ -92,10 +99,10 @@ func waitCached(ctx context.Context, c *control.Client, imgs []control.Image, sh
 				done = append(done, cur)
 			case cur.State == "invalid":
 				show(cur, true)
-				return append(done, cur), fmt.Errorf("%s failed verification: %s", cur.Name, cur.Error)
+				return append(done, cur), fmt.Errorf("%q failed verification: %s", cur.Name, shown(cur.Error))
 			case cur.Error != "" && cur.ErrorAt.After(img.ErrorAt):
 				show(cur, true)
-				return append(done, cur), fmt.Errorf("%s could not be fetched (the daemon will try again later): %s", cur.Name, cur.Error)
+				return append(done, cur), fmt.Errorf("%q could not be fetched (the daemon will try again later): %s", cur.Name, shown(cur.Error))
 			default:
 				show(cur, false)
 				time.Sleep(pollInterval)
@@ -114,7 +121,7 @@ func drawBar(w io.Writer, img control.Image, end bool) {
 	if img.Size > 0 {
 		filled = int(min(img.CachedBytes, img.Size) * width / img.Size)
 	}
-	fmt.Fprintf(w, "\r\033[K%s [%s%s] %4s %s/%s", img.Name, strings.Repeat("#", filled),
+	fmt.Fprintf(w, "\r\033[K%s [%s%s] %4s %s/%s", shown(img.Name), strings.Repeat("#", filled),
 		strings.Repeat(".", width-filled), percent(img.CachedBytes, img.Size),
 		humanBytes(img.CachedBytes), humanBytes(img.Size))
 	if end {
@@ -128,7 +135,7 @@ func plainProgress(w io.Writer) progress {
 	last := map[string]int64{}
 	return func(img control.Image, end bool) {
 		if end {
-			fmt.Fprintf(w, "%s: %s (%s of %s cached)\n", img.Name, img.State,
+			fmt.Fprintf(w, "%s: %s (%s of %s cached)\n", shown(img.Name), img.State,
 				humanBytes(img.CachedBytes), humanBytes(img.Size))
 			return
 		}
@@ -138,7 +145,7 @@ func plainProgress(w io.Writer) progress {
 			return
 		}
 		last[img.Name] = img.CachedBytes
-		fmt.Fprintf(w, "%s: %s of %s (%s)\n", img.Name, humanBytes(img.CachedBytes),
+		fmt.Fprintf(w, "%s: %s of %s (%s)\n", shown(img.Name), humanBytes(img.CachedBytes),
 			humanBytes(img.Size), percent(img.CachedBytes, img.Size))
 	}
 }
