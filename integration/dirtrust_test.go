@@ -179,3 +179,50 @@ func TestPlantedCacheDirIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestStrayFileInCacheDirIsIgnored: a file in the cache directory under a
+// name imgcache never makes (data/ab/x) is reported in a log line and
+// left alone; the mount starts and serves the upstream's bytes. (Every
+// start panicked on it: slice bounds out of range in dataName.)
+func TestStrayFileInCacheDirIsIgnored(t *testing.T) {
+	need(t, "sha256sum")
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"a.img": 1 << 20})
+	origin := startOrigin(t, root)
+	cache := filepath.Join(t.TempDir(), "cache")
+	m := startMount(t, origin.url, cache)
+	if got := sha256sum(t, m.path("a.img")); got != imgs["a.img"].sha256 {
+		t.Fatalf("sha256 %s", got)
+	}
+	m.unmount(t)
+	files, _ := filepath.Glob(filepath.Join(cache, "data", "*", "*"))
+	if len(files) != 1 {
+		t.Fatalf("data files %q, want one", files)
+	}
+	strays := []string{filepath.Join(filepath.Dir(files[0]), "x"), filepath.Join(cache, "data", "zz", "deep", "er")}
+	for _, p := range strays {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("stray"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	m = startMount(t, origin.url, cache)
+	if got := sha256sum(t, m.path("a.img")); got != imgs["a.img"].sha256 {
+		t.Fatalf("sha256 %s after a restart with strays, want %s", got, imgs["a.img"].sha256)
+	}
+	m.unmount(t)
+	log := m.proc.stderr.String()
+	for _, p := range []string{strays[0], filepath.Dir(filepath.Dir(strays[1]))} {
+		if !strings.Contains(log, `msg="ignoring a stray entry in the cache directory" path=`+p+"\n") {
+			t.Errorf("no log line names the stray %s:\n%s", p, log)
+		}
+	}
+	for _, p := range strays {
+		if b, err := os.ReadFile(p); err != nil || string(b) != "stray" {
+			t.Errorf("stray %s: %q %v, want it left alone", p, b, err)
+		}
+	}
+}
