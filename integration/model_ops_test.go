@@ -1,0 +1,428 @@
+package integration
+
+// The operations of the model-based test (model_test.go): how the next
+// one is chosen from the model, and how it is run against the real mount.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type opKind int
+
+const (
+	opRead          opKind = iota // a new open reads one range
+	opReads                       // several processes read at once, new opens and held ones
+	opOpen                        // a process opens an image and keeps it open
+	opReadHeld                    // a held open reads a range
+	opClose                       // a held open is closed
+	opEvict                       // imgcache evict NAME
+	opEvictAll                    // imgcache evict --all
+	opPin                         // imgcache pin NAME (again: the prefetch is kicked)
+	opUnpin                       // imgcache unpin NAME
+	opPrefetch                    // imgcache prefetch NAME
+	opPrune                       // imgcache prune
+	opClean                       // imgcache clean
+	opVerify                      // imgcache verify [NAME]
+	opStopUpstream                // SIGTERM to imgcache serve
+	opStartUpstream               // imgcache serve again, on the same address
+	opPublish                     // the upstream publishes a new version of an image
+	opKill                        // kill -9 of the daemon, then a new mount of the cache
+	opKillReading                 // the same while processes read
+	opRestart                     // SIGTERM to the daemon, then a new mount
+)
+
+var opNames = [...]string{"read", "reads", "open", "read-held", "close", "evict", "evict-all", "pin", "unpin",
+	"prefetch", "prune", "clean", "verify", "stop-upstream", "start-upstream", "publish", "kill", "kill-reading", "restart"}
+
+func (k opKind) String() string { return opNames[k] }
+
+// readSpec is one read: through a held open, or through a new open.
+type readSpec struct {
+	img    *modelImage
+	held   *heldOpen // nil: a process opens the image, reads, exits
+	off, n int64
+}
+
+func (r readSpec) String() string {
+	by := "new open"
+	if r.held != nil {
+		by = fmt.Sprintf("open#%d", r.held.id)
+	}
+	return fmt.Sprintf("%s [%d,+%d) by %s", r.img.name, r.off, r.n, by)
+}
+
+// op is one step of a sequence.
+type op struct {
+	kind    opKind
+	img     *modelImage
+	held    *heldOpen
+	reads   []readSpec
+	closing []*heldOpen   // opens the step ends (kill, restart)
+	delay   time.Duration // kill-reading: when the kill comes
+}
+
+func (o op) String() string {
+	s := o.kind.String()
+	switch {
+	case o.kind == opPublish:
+		v := o.img.current()
+		return fmt.Sprintf("%s %s version %d (%d bytes)", s, o.img.name, v, o.img.size(v))
+	case o.held != nil && o.kind != opReadHeld:
+		return fmt.Sprintf("%s open#%d %s", s, o.held.id, o.img.name)
+	case len(o.reads) > 0:
+		var rs []string
+		for _, r := range o.reads {
+			rs = append(rs, r.String())
+		}
+		if o.kind == opKillReading {
+			s += fmt.Sprintf(" (kill after %v)", o.delay)
+		}
+		return s + ": " + strings.Join(rs, "; ")
+	case o.img != nil:
+		return s + " " + o.img.name
+	}
+	return s
+}
+
+// next chooses the next operation from the model alone and updates the
+// model's plan as the operation will (opens, pins, the upstream, versions).
+func (m *model) next() op {
+	type choice struct {
+		kind   opKind
+		weight int
+	}
+	var cs []choice
+	add := func(k opKind, w int, ok bool) {
+		if ok {
+			cs = append(cs, choice{k, w})
+		}
+	}
+	anyPinned := slices.ContainsFunc(m.images, func(im *modelImage) bool { return im.pinned })
+	add(opRead, 20, true)
+	add(opReads, 8, true)
+	add(opOpen, 5, len(m.opens) < 3 && slices.ContainsFunc(m.images, m.fits))
+	add(opReadHeld, 15, len(m.opens) > 0)
+	add(opClose, 5, len(m.opens) > 0)
+	add(opEvict, 4, true)
+	add(opEvictAll, 1, true)
+	add(opPin, 3, slices.ContainsFunc(m.images, func(im *modelImage) bool { return im.pinned || m.fits(im) }))
+	add(opUnpin, 2, anyPinned)
+	add(opPrefetch, 2, true)
+	add(opPrune, 2, true)
+	add(opClean, 1, true)
+	add(opVerify, 3, true)
+	add(opStopUpstream, 2, m.up)
+	add(opStartUpstream, 8, !m.up)
+	add(opPublish, 3, true)
+	add(opKill, 2, true)
+	add(opKillReading, 1, true)
+	add(opRestart, 1, true)
+	total := 0
+	for _, c := range cs {
+		total += c.weight
+	}
+	r := m.rng.IntN(total)
+	for _, c := range cs {
+		if r -= c.weight; r < 0 {
+			return m.plan(c.kind)
+		}
+	}
+	panic("unreachable")
+}
+
+// plan fills in an operation of kind k and applies it to the model.
+func (m *model) plan(k opKind) op {
+	o := op{kind: k}
+	pick := func(ok func(*modelImage) bool) *modelImage {
+		var imgs []*modelImage
+		for _, im := range m.images {
+			if ok == nil || ok(im) {
+				imgs = append(imgs, im)
+			}
+		}
+		return imgs[m.rng.IntN(len(imgs))]
+	}
+	switch k {
+	case opRead:
+		o.reads = []readSpec{m.newRead(pick(nil), nil)}
+	case opReads, opKillReading:
+		free := slices.Clone(m.opens)
+		for range 2 + m.rng.IntN(3) {
+			if k == opReads && len(free) > 0 && m.rng.IntN(2) == 0 {
+				h := free[m.rng.IntN(len(free))]
+				free = slices.DeleteFunc(free, func(x *heldOpen) bool { return x == h })
+				o.reads = append(o.reads, m.newRead(h.img, h))
+			} else {
+				o.reads = append(o.reads, m.newRead(pick(nil), nil))
+			}
+		}
+		if k == opKillReading {
+			o.delay = time.Duration(m.rng.Int64N(int64(400 * time.Millisecond)))
+			o.closing, m.opens = m.opens, nil
+			m.restarted(true)
+		}
+	case opOpen:
+		o.img = pick(m.fits)
+		m.opened++
+		o.held = &heldOpen{id: m.opened, img: o.img, size: o.img.size(o.img.current())}
+		m.opens = append(m.opens, o.held)
+	case opReadHeld:
+		o.held = m.opens[m.rng.IntN(len(m.opens))]
+		o.reads = []readSpec{m.newRead(o.held.img, o.held)}
+	case opClose:
+		i := m.rng.IntN(len(m.opens))
+		o.held, o.img = m.opens[i], m.opens[i].img
+		m.opens = slices.Delete(m.opens, i, i+1)
+	case opEvict, opPrefetch, opVerify:
+		o.img = pick(nil)
+		if k == opVerify && m.rng.IntN(2) == 0 {
+			o.img = nil // every image
+		}
+	case opPin:
+		o.img = pick(func(im *modelImage) bool { return im.pinned || m.fits(im) })
+		o.img.pinned, o.img.pinDue = true, m.up
+	case opUnpin:
+		o.img = pick(func(im *modelImage) bool { return im.pinned })
+		o.img.pinned, o.img.pinDue, o.img.completeAt = false, false, -1
+	case opStopUpstream:
+		m.up = false
+		for _, im := range m.images {
+			im.pinDue = false // a failed prefetch retries 30 s later
+		}
+	case opStartUpstream:
+		m.up = true
+	case opPublish:
+		o.img = pick(nil)
+		o.img.versions = append(o.img.versions, m.newVersion(o.img))
+		o.img.pinDue = false
+	case opKill, opRestart:
+		o.closing, m.opens = m.opens, nil
+		m.restarted(k == opKill)
+	}
+	return o
+}
+
+// restarted: a new daemon rebuilds the prefetch queue at start, so pinned
+// images are due if the upstream is up; after a kill -9 the last chunks
+// fetched may not have been recorded.
+func (m *model) restarted(killed bool) {
+	for _, im := range m.images {
+		im.pinDue = im.pinned && m.up
+		if killed {
+			im.completeAt = -1
+		}
+	}
+}
+
+// newRead aims a read at an image of the given size: the whole of it, a
+// range across a chunk boundary, the end (and past it), or anywhere.
+func (m *model) newRead(im *modelImage, h *heldOpen) readSpec {
+	size := im.size(im.current())
+	if h != nil {
+		size = h.size
+	}
+	r := readSpec{img: im, held: h}
+	if size == 0 {
+		r.n = 1 + m.rng.Int64N(4096)
+		return r
+	}
+	switch m.rng.IntN(6) {
+	case 0:
+		r.off, r.n = 0, size
+	case 1:
+		boundary := m.chunk * (1 + m.rng.Int64N(max(size/m.chunk, 1)))
+		r.off = max(0, boundary-1-m.rng.Int64N(4096))
+		r.n = 2 + m.rng.Int64N(m.chunk)
+	case 2:
+		r.off = max(0, size-1-m.rng.Int64N(min(size, 2*m.chunk)))
+		r.n = 1 + m.rng.Int64N(2*m.chunk)
+	default:
+		r.off = m.rng.Int64N(size)
+		r.n = 1 + m.rng.Int64N(min(1<<20, 2*m.chunk))
+	}
+	return r
+}
+
+// run runs an operation against the real mount and checks what it says.
+func (s *sequence) run(o op) {
+	switch o.kind {
+	case opRead, opReads, opReadHeld:
+		s.readAll(o.reads, false)
+	case opOpen:
+		r, err := openReader(s.mnt.path(o.img.name))
+		if err != nil {
+			s.t.Errorf("open#%d of %s: %v", o.held.id, o.img.name, err)
+			return
+		}
+		o.held.r = r
+		o.held.possible = s.opened(o.img, r)
+	case opClose:
+		o.held.r.close()
+	case opEvict:
+		s.evict(o.img)
+	case opEvictAll:
+		s.evictAll()
+	case opPin, opUnpin:
+		img := s.manageImage(o.kind.String(), o.img.name)
+		if img.Pinned != (o.kind == opPin) {
+			s.t.Errorf("imgcache %s %s answered pinned=%v", o.kind, o.img.name, img.Pinned)
+		}
+		if v := o.img.versionOf(img.Digest); o.kind == opPin && v >= 0 {
+			o.img.pinVersion = v
+		}
+	case opPrefetch:
+		s.manage("prefetch", o.img.name)
+	case opPrune:
+		s.prune()
+	case opClean:
+		s.clean()
+	case opVerify:
+		s.verify(o.img)
+	case opStopUpstream:
+		s.stopUpstream()
+	case opStartUpstream:
+		s.startUpstream()
+	case opPublish:
+		s.publish(o.img)
+	case opKill:
+		s.kill()
+		s.closeAll(o.closing)
+		s.remount()
+	case opKillReading:
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.readAll(o.reads, true)
+		}()
+		time.Sleep(o.delay)
+		s.kill()
+		<-done
+		s.closeAll(o.closing)
+		s.remount()
+	case opRestart:
+		s.mnt.unmount(s.t) // held opens or not: exit 0, nothing left mounted
+		s.closeAll(o.closing)
+		s.remount()
+	}
+}
+
+// readAll runs the reads at once, each from its own process, and checks
+// every byte against the model. killed: the daemon is killed meanwhile.
+func (s *sequence) readAll(reads []readSpec, killed bool) {
+	type result struct {
+		possible []int // the versions the read may give
+		got      []byte
+		failure  string
+		err      error
+	}
+	res := make([]result, len(reads))
+	floors := make([]int, len(reads)) // reads at once are in no order
+	for i, rd := range reads {
+		floors[i] = rd.img.floor
+	}
+	var wg sync.WaitGroup
+	for i, rd := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &res[i]
+			if rd.held != nil {
+				r.possible = rd.held.possible
+				r.got, r.failure, r.err = rd.held.r.read(rd.off, rd.n)
+				return
+			}
+			r.possible = rd.img.newOpenVersions()
+			h, err := openReader(s.mnt.path(rd.img.name))
+			if err != nil {
+				r.failure = err.Error()
+				return
+			}
+			if v := rd.img.versionOf(h.digest); v >= 0 {
+				r.possible = []int{v}
+			}
+			r.got, r.failure, r.err = h.read(rd.off, rd.n)
+			h.close()
+		}()
+	}
+	wg.Wait()
+	for i, rd := range reads {
+		r, im := res[i], rd.img
+		if r.err != nil {
+			s.t.Errorf("read %s: %v", rd, r.err)
+			continue
+		}
+		if rd.held == nil && len(r.possible) == 1 {
+			s.checkNewOpen(im, r.possible[0], floors[i], rd.String())
+		}
+		failed := r.failure != ""
+		s.reads++
+		s.readBytes += int64(len(r.got))
+		if failed {
+			s.failedReads++
+			// Only reads of bytes the upstream cannot give may fail: it is
+			// down, or this open's version is no longer the upstream's, or
+			// a held open repeats a failure for 2 s.
+			mayFail := !s.m.up || killed || slices.Min(r.possible) < im.current() ||
+				rd.held != nil && time.Since(rd.held.failedAt) < 2500*time.Millisecond
+			if rd.held != nil {
+				rd.held.failedAt = time.Now()
+			}
+			if !mayFail {
+				s.t.Errorf("read %s failed (%s) with the upstream up and serving the version read: %s",
+					rd, r.failure, s.imageError(im))
+			}
+		}
+		match := im.match(r.possible, rd.off, rd.n, r.got, failed)
+		if len(match) == 0 {
+			s.mismatches++
+			s.t.Errorf("WRONG BYTES: read %s (of version %v): %s", rd, r.possible, im.explain(r.possible, rd.off, rd.n, r.got))
+			continue
+		}
+		if rd.held != nil {
+			rd.held.possible = match
+		}
+	}
+}
+
+// opened says which versions a new open of im reads: the one its
+// descriptor's digest names, which must be one published and no older
+// than one the catalog showed before (a new open sees the new version).
+func (s *sequence) opened(im *modelImage, r *reader) []int {
+	v := im.versionOf(r.digest)
+	if v < 0 {
+		s.t.Errorf("open of %s: its descriptor's digest %q is none of the versions published", im.name, r.digest)
+		return im.newOpenVersions()
+	}
+	s.checkNewOpen(im, v, im.floor, "open of "+im.name)
+	return []int{v}
+}
+
+// checkNewOpen: a new open read version v, so the catalog showed it; it
+// had shown floor before the open began.
+func (s *sequence) checkNewOpen(im *modelImage, v, floor int, what string) {
+	if v < floor {
+		s.t.Errorf("%s read version %d after the catalog showed version %d", what, v, floor)
+	}
+	im.floor = max(im.floor, v)
+}
+
+// kill sends SIGKILL to the daemon and detaches its dead mount.
+func (s *sequence) kill() {
+	s.mnt.proc.kill()
+	if err := syscall.Unmount(s.mnt.dir, syscall.MNT_DETACH); err != nil {
+		s.t.Errorf("detaching the killed daemon's mount: %v", err)
+	}
+}
+
+func (s *sequence) closeAll(hs []*heldOpen) {
+	for _, h := range hs {
+		if h.r != nil {
+			h.r.close()
+		}
+	}
+}
