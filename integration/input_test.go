@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -158,4 +160,47 @@ func TestImageNamesOnTheCommandLine(t *testing.T) {
 
 	m.unmount(t)
 	refused("not mounted")
+}
+
+// TestMountpointMustBeEmpty: mounting over a directory that holds files,
+// or over a live imgcache mount of another cache directory, is refused
+// with one line naming --nonempty (main did both silently); with
+// --nonempty it mounts over the files, which come back at the unmount.
+func TestMountpointMustBeEmpty(t *testing.T) {
+	need(t, "cat", "ls")
+	root := t.TempDir()
+	makeImages(t, root, map[string]int64{"a.img": 1000})
+	origin := startOrigin(t, root)
+
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "precious.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := mountRefused(t, "--cache-dir", t.TempDir(), origin.url, full)
+	if code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "not empty") ||
+		!strings.Contains(out, "--nonempty") {
+		t.Errorf("mount over a non-empty directory: exit %d, want 1 and one line naming --nonempty:\n%s", code, out)
+	}
+
+	m := startMount(t, origin.url, "")
+	out, code = mountRefused(t, "--cache-dir", t.TempDir(), origin.url, m.dir)
+	if code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "live imgcache mount") ||
+		!strings.Contains(out, "--nonempty") {
+		t.Errorf("mount over a live imgcache mount: exit %d, want 1 and one line naming --nonempty:\n%s", code, out)
+	}
+	if got := run(t, "cat", m.path("a.img")); len(got) != 1000 {
+		t.Errorf("the first mount after the refusal: a.img has %d bytes", len(got))
+	}
+	m.unmount(t)
+
+	over := start(t, "ready: ", bin, "mount", "--nonempty", "--cache-dir", t.TempDir(), origin.url, full)
+	if got := strings.Fields(run(t, "ls", full)); !slices.Equal(got, []string{"a.img"}) {
+		t.Errorf("ls of a mount over files with --nonempty: %q", got)
+	}
+	if err := over.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, "cat", filepath.Join(full, "precious.txt")); got != "mine" {
+		t.Errorf("after the unmount the hidden file holds %q", got)
+	}
 }

@@ -34,6 +34,7 @@ type Options struct {
 	ChunkSize  int64         // 0: the cache's default
 	CatalogTTL time.Duration // 0: the cache's default
 	AllowOther bool
+	NonEmpty   bool         // mount over a directory that holds files, or over a live imgcache mount
 	Integrity  Integrity    // verification and scrub
 	Debug      bool         // log FUSE requests too
 	Logger     *slog.Logger // nil: discard
@@ -74,6 +75,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	mnt, cacheDir, err := checkPaths(o.Mountpoint, o.CacheDir, log)
 	if err != nil {
+		return err
+	}
+	if err := checkMountpoint(mnt, o.NonEmpty); err != nil { // mountpoint.go
 		return err
 	}
 	up, err := openUpstreams(splitUpstreams(o.Upstream, o.Mirrors), o.Trust, log)

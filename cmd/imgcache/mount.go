@@ -40,6 +40,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 		"fetch unit for new images, a `size` from 64K to 64M, a multiple of 4K (e.g. 1M, 4M)")
 	ttl := durationFlag(fs, "catalog-ttl", cachecore.DefaultCatalogTTL, atLeast(time.Second),
 		"how often the list of images is refreshed from the upstream (a `duration` of at least 1s)")
+	nonempty := fs.Bool("nonempty", false, "mount over a directory that holds files (hidden until the unmount) or over a live imgcache mount")
 	allowOther := fs.Bool("allow-other", false, "let users other than the one mounting read the mount (adds default_permissions)")
 	debug := fs.Bool("debug", false, "log debug messages and every FUSE request")
 	tf := addTrustFlags(fs)
@@ -77,6 +78,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			ChunkSize:  *chunk,
 			CatalogTTL: *ttl,
 			AllowOther: *allowOther,
+			NonEmpty:   *nonempty,
 			Integrity:  integ,
 			Lifecycle:  life,
 			Debug:      *debug,
