@@ -327,6 +327,10 @@ func (c *Cache) closeStorage() error {
 	return err
 }
 
+// RefreshCatalog asks for the catalog to be refreshed now rather than at
+// the next CatalogTTL (a reload); it returns at once.
+func (c *Cache) RefreshCatalog() { c.refreshSoon() }
+
 // Source is the upstream's URL, credentials removed.
 func (c *Cache) Source() string { return c.up.URL("") }
 

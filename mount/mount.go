@@ -40,6 +40,8 @@ type Options struct {
 	Logger     *slog.Logger // nil: discard
 	// Ready, if set, is called once the filesystem answers requests.
 	Ready func(Info)
+	// Reload, if set, asks for a reload (reload.go) at each receive.
+	Reload <-chan struct{}
 
 	Lifecycle cachecore.Lifecycle // size limit, pruner, cleaner, prefetcher
 }
@@ -80,7 +82,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := checkMountpoint(mnt, o.NonEmpty); err != nil { // mountpoint.go
 		return err
 	}
-	up, err := openUpstreams(splitUpstreams(o.Upstream, o.Mirrors), o.Trust, log)
+	up, ups, err := openUpstreams(splitUpstreams(o.Upstream, o.Mirrors), o.Trust, log)
 	if err != nil {
 		return err
 	}
@@ -161,13 +163,19 @@ func Run(ctx context.Context, o Options) error {
 
 	done := make(chan struct{})
 	go func() { server.Wait(); close(done) }()
-	select {
-	case <-done:
-		log.Info("unmounted from outside", "mountpoint", mnt)
-	case <-ctx.Done():
-		unmount(server, mnt, done, log)
+	reloads := newReloader(o.Trust, ups, cache, log)
+	for {
+		select {
+		case <-done:
+			log.Info("unmounted from outside", "mountpoint", mnt)
+			return nil
+		case <-ctx.Done():
+			unmount(server, mnt, done, log)
+			return nil
+		case <-o.Reload:
+			reloads.reload()
+		}
 	}
-	return nil
 }
 
 // unmount unmounts, waiting a little for files that are still open; if

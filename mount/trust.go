@@ -34,6 +34,9 @@ type Trust struct {
 	// Credentials for every upstream: "user:password" or a token. They
 	// never appear in logs or xattrs.
 	Credentials string
+	// CredentialsFile, if set, is where Credentials came from: a reload
+	// reads it again (reload.go).
+	CredentialsFile string
 }
 
 // splitUpstreams splits "URL1,URL2" (and any extra mirrors) into URLs.
@@ -48,10 +51,10 @@ func splitUpstreams(raw string, mirrors []string) []string {
 }
 
 // openUpstreams opens every upstream URL; several become one failover
-// upstream, tried in the order given.
-func openUpstreams(urls []string, t Trust, log *slog.Logger) (upstream.Upstream, error) {
+// upstream, tried in the order given. It also returns each one alone.
+func openUpstreams(urls []string, t Trust, log *slog.Logger) (upstream.Upstream, []upstream.Upstream, error) {
 	if len(urls) == 0 {
-		return nil, fmt.Errorf("no upstream URL")
+		return nil, nil, fmt.Errorf("no upstream URL")
 	}
 	if t.Insecure {
 		log.Warn("!!! TLS CERTIFICATE VERIFICATION IS OFF (--insecure): anyone between this host and the upstream can serve any bytes as any image !!!")
@@ -60,14 +63,14 @@ func openUpstreams(urls []string, t Trust, log *slog.Logger) (upstream.Upstream,
 	for _, raw := range urls {
 		u, err := openUpstream(raw, t, log)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ups = append(ups, u)
 	}
 	if len(ups) == 1 {
-		return ups[0], nil
+		return ups[0], ups, nil
 	}
-	return failover.New(ups, 0, log), nil
+	return failover.New(ups, 0, log), ups, nil
 }
 
 // openUpstream picks the upstream protocol by URL scheme.

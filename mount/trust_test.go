@@ -22,7 +22,7 @@ func TestSplitUpstreams(t *testing.T) {
 func TestOpenUpstreams(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	up, err := openUpstreams([]string{"http://u:hunter2@a/", "https://b/"}, Trust{Insecure: true}, log)
+	up, _, err := openUpstreams([]string{"http://u:hunter2@a/", "https://b/"}, Trust{Insecure: true}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,11 +35,11 @@ func TestOpenUpstreams(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "VERIFICATION IS OFF") || !strings.Contains(l, "process list") || strings.Contains(l, "hunter2") {
 		t.Fatalf("log:\n%s", l)
 	}
-	_, err = openUpstreams([]string{"ftp://u:hunter2@a/"}, Trust{}, log)
+	_, _, err = openUpstreams([]string{"ftp://u:hunter2@a/"}, Trust{}, log)
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("ftp URL: %v", err)
 	}
-	if _, err := openUpstreams(nil, Trust{}, log); err == nil {
+	if _, _, err := openUpstreams(nil, Trust{}, log); err == nil {
 		t.Fatal("no URL accepted")
 	}
 }

@@ -25,7 +25,8 @@ URL of a directory: an imgcache origin, or an nginx, Apache or other server
 with directory listings; several, comma-separated, are mirrors tried in
 order) at MOUNTPOINT, and serves it in the foreground
 until it is unmounted or gets SIGINT or SIGTERM (then it unmounts and exits
-0). It prints one line to stderr when the mount is ready.
+0). It prints one line to stderr when the mount is ready. SIGHUP reloads:
+the credentials file is read again and the catalog refreshed now.
 
 Reads fault the parts they need in from UPSTREAM into the cache directory;
 later reads are local. getfattr -d shows an image's cache state
@@ -69,6 +70,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
+		reload := reloadSignals()
 		return mount.Run(ctx, mount.Options{
 			Upstream:   args[0],
 			Mirrors:    tf.mirrors,
@@ -84,6 +86,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			Debug:      *debug,
 			Logger:     log,
 			Ready:      func(i mount.Info) { fmt.Fprintln(os.Stderr, i) },
+			Reload:     reload,
 		})
 	}
 }
@@ -94,6 +97,26 @@ func chunkSize(n int64) error {
 		return fmt.Errorf("want %s to %s, a multiple of 4K", formatSize(cachecore.MinChunkSize), formatSize(cachecore.MaxChunkSize))
 	}
 	return nil
+}
+
+// reloadSignals turns SIGHUP into reloads. Left to its default, SIGHUP
+// (sent when the terminal of a foreground mount closes) would kill the
+// daemon and leave a dead mount behind; so would SIGPIPE at the first log
+// line written to a closed pipe, so it is ignored (the write just fails).
+func reloadSignals() <-chan struct{} {
+	signal.Ignore(syscall.SIGPIPE)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // one is pending already
+			}
+		}
+	}()
+	return reload
 }
 
 // defaultCacheDir is /var/cache/imgcache for root, else the user's cache

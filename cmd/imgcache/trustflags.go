@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -75,17 +74,11 @@ func (t *trustFlags) trust(log *slog.Logger) (mount.Trust, error) {
 		Proxy:          *t.proxy,
 	}
 	if *t.credFile != "" {
-		b, err := os.ReadFile(*t.credFile)
+		cred, err := mount.ReadCredentials(*t.credFile, log)
 		if err != nil {
-			return tr, fmt.Errorf("credentials file: %w", err)
+			return tr, err
 		}
-		if fi, err := os.Stat(*t.credFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			log.Warn("the credentials file is readable by others; chmod 600 it", "file", *t.credFile)
-		}
-		tr.Credentials = strings.TrimSpace(string(b))
-		if tr.Credentials == "" {
-			return tr, fmt.Errorf("credentials file %s is empty", *t.credFile)
-		}
+		tr.Credentials, tr.CredentialsFile = cred, *t.credFile
 	} else if v, ok := os.LookupEnv(credentialsEnv); ok {
 		tr.Credentials = strings.TrimSpace(v)
 		os.Unsetenv(credentialsEnv)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
@@ -21,26 +22,28 @@ import (
 // CA file's authorities), the dial and header timeouts of o, no
 // transparent gzip (a gzip'd range is not the range), and credentials
 // added by the transport for base's host only.
-func newClient(o *Options, base *url.URL) (*http.Client, error) {
+func newClient(o *Options, base *url.URL) (*http.Client, *authTransport, error) {
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("CA file: %w", err)
+			return nil, nil, fmt.Errorf("CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
+			return nil, nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
 		}
 		tlsConf.RootCAs = pool
 	}
 	tlsConf.InsecureSkipVerify = o.Insecure
 	proxy, err := proxyFunc(o.Proxy)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dialer := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
-	var rt http.RoundTripper = &http.Transport{
+	auth := &authTransport{scheme: base.Scheme, host: base.Host}
+	auth.set(o.Credentials)
+	auth.base = &http.Transport{
 		Proxy:                 proxy,
 		DialContext:           dialer.DialContext,
 		TLSClientConfig:       tlsConf,
@@ -53,10 +56,7 @@ func newClient(o *Options, base *url.URL) (*http.Client, error) {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
-	if o.Credentials != "" {
-		rt = &authTransport{base: rt, scheme: base.Scheme, host: base.Host, auth: authHeader(o.Credentials)}
-	}
-	return &http.Client{Transport: rt, CheckRedirect: checkRedirect}, nil
+	return &http.Client{Transport: auth, CheckRedirect: checkRedirect}, auth, nil
 }
 
 // proxyFunc picks the proxy of every request: the one named, for every
@@ -108,19 +108,29 @@ func authHeader(cred string) string {
 // upstream's own scheme and host:port, and to no other: a redirect to
 // another host (a CDN, or a hostile server's choice) never sees it. The
 // header is set on a copy of each request, so net/http's redirect code
-// has nothing to copy along.
+// has nothing to copy along. The credentials can change while requests
+// run (a reload re-reads them); none: no header.
 type authTransport struct {
 	base         http.RoundTripper
 	scheme, host string
-	auth         string
+	auth         atomic.Pointer[string] // the header's value; "" for none
+}
+
+func (t *authTransport) set(cred string) {
+	h := ""
+	if cred != "" {
+		h = authHeader(cred)
+	}
+	t.auth.Store(&h)
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != t.scheme || req.URL.Host != t.host || req.Header.Get("Authorization") != "" {
+	auth := *t.auth.Load()
+	if auth == "" || req.URL.Scheme != t.scheme || req.URL.Host != t.host || req.Header.Get("Authorization") != "" {
 		return t.base.RoundTrip(req)
 	}
 	r := req.Clone(req.Context())
-	r.Header.Set("Authorization", t.auth)
+	r.Header.Set("Authorization", auth)
 	return t.base.RoundTrip(r)
 }
 

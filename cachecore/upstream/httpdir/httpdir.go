@@ -139,7 +139,8 @@ type Upstream struct {
 	base  *url.URL // ends in a slash; may hold credentials: never shown
 	opts  Options
 	log   *slog.Logger
-	shown string // base without credentials, for messages
+	shown string         // base without credentials, for messages
+	auth  *authTransport // nil when Options.Client was given
 
 	ignoresRange sync.Once // logs once that the server ignores Range
 }
@@ -181,12 +182,24 @@ func New(rawURL string, opts Options) (*Upstream, error) {
 		}
 	}
 	base.User = nil // credentials travel only in the auth transport's header
+	var auth *authTransport
 	if opts.Client == nil {
-		if opts.Client, err = newClient(&opts, base); err != nil {
+		if opts.Client, auth, err = newClient(&opts, base); err != nil {
 			return nil, fmt.Errorf("httpdir: %s: %v", shown, err)
 		}
 	}
-	return &Upstream{base: base, opts: opts, log: opts.Logger, shown: upstream.Redact(base)}, nil
+	return &Upstream{base: base, opts: opts, log: opts.Logger, shown: upstream.Redact(base), auth: auth}, nil
+}
+
+// SetCredentials replaces the credentials sent from now on (a reload
+// re-reads them); "" sends none. It fails for an upstream made with its
+// own Options.Client, which adds no credentials of ours.
+func (u *Upstream) SetCredentials(cred string) error {
+	if u.auth == nil {
+		return fmt.Errorf("httpdir: %s: credentials cannot change: the upstream uses a client of its own", u.shown)
+	}
+	u.auth.set(cred)
+	return nil
 }
 
 // URL returns the URL of the named image, without credentials.
