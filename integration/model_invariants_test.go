@@ -2,9 +2,10 @@ package integration
 
 // The invariants of the model-based test (model_test.go), checked after
 // every step: the daemon lives; the cache never passes --max-size; each
-// image's xattrs agree with each other, with the model and with stat; the
-// catalog never goes back to an older version; pinned images become
-// complete and stay so. (No wrong byte is checked at every read.)
+// image shows a version the upstream published, never older than one
+// shown before, with a size, state, cached_bytes and st_blocks that agree;
+// pinned images become complete and stay so. (No wrong byte is checked at
+// every read.)
 
 import (
 	"fmt"
@@ -23,14 +24,13 @@ func (s *sequence) checkInvariants() {
 	default:
 	}
 	s.checkUsage()
-	xs := s.stableXattrs()
+	views := s.settledViews()
 	for _, im := range s.m.images {
-		if x, ok := xs[im.name]; ok {
-			s.checkImage(im, x)
+		if v, ok := views[im.name]; ok {
+			s.checkImage(im, v)
 		}
 	}
 	s.checkPins()
-	s.checkBlocks(xs)
 }
 
 // checkUsage: the data files (allocated blocks, as du counts) and the whole
@@ -46,6 +46,105 @@ func (s *sequence) checkUsage() {
 	if peakTotal > s.m.maxSize {
 		s.t.Errorf("the cache directory took %d bytes (peak; now %d), over --max-size %d", peakTotal, total, s.m.maxSize)
 	}
+}
+
+// view is what an image shows through the mount at one moment: stat's
+// mtime (its version), size and st_blocks, and its user.imgcache.* xattrs.
+type view struct {
+	fileStat
+	x map[string]string
+}
+
+type fileStat struct{ mtime, size, blocks int64 }
+
+func (v view) cached() int64 {
+	n, err := strconv.ParseInt(v.x["cached_bytes"], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// blocksAgree: st_blocks covers cached_bytes, as the mount promises.
+func (v view) blocksAgree() bool { return v.blocks == (v.cached()+511)/512 }
+
+// views takes a view of every image whose state held still while it was
+// taken: each attribute is its own getxattr, so a fetch or an eviction
+// running meanwhile may mix two moments. Such images are left out.
+func (s *sequence) views() map[string]view {
+	before := s.statAll()
+	xs := []map[string]map[string]string{s.xattrDump()}
+	views := map[string]view{}
+	for range 5 {
+		xs = append(xs, s.xattrDump())
+		after := s.statAll()
+		for name, st := range after {
+			x, prev := xs[len(xs)-1][name], xs[len(xs)-2][name]
+			if _, done := views[name]; !done && x != nil && st == before[name] && fmt.Sprint(x) == fmt.Sprint(prev) {
+				views[name] = view{st, x}
+			}
+		}
+		if len(views) == len(s.m.images) {
+			break
+		}
+		before = after
+		time.Sleep(50 * time.Millisecond)
+	}
+	return views
+}
+
+// blocksWait bounds how long stat may show an image's old st_blocks: the
+// kernel keeps an incomplete image's attributes for 1 s, and an eviction
+// is told to it from a goroutine.
+const blocksWait = 5 * time.Second
+
+// settledViews are views in which st_blocks agrees with cached_bytes,
+// waiting for that up to blocksWait; then it is a defect.
+func (s *sequence) settledViews() map[string]view {
+	deadline := time.Now().Add(blocksWait)
+	for {
+		views := s.views()
+		var bad []string
+		for name, v := range views {
+			if !v.blocksAgree() {
+				bad = append(bad, fmt.Sprintf("%s: st_blocks %d, cached_bytes %d", name, v.blocks, v.cached()))
+			}
+		}
+		if len(bad) == 0 {
+			return views
+		}
+		if time.Now().After(deadline) {
+			s.t.Errorf("stat disagrees with the xattrs for %v: %s", blocksWait, strings.Join(bad, "; "))
+			return views
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// statAll runs stat on every image: name -> mtime, size, st_blocks.
+func (s *sequence) statAll() map[string]fileStat {
+	args := []string{"-c", "%n %Y %s %b %B"}
+	for _, im := range s.m.images {
+		args = append(args, s.mnt.path(im.name))
+	}
+	out, err := runErr("stat", args...)
+	if err != nil {
+		s.t.Errorf("stat: %v: %s", err, out)
+		return nil
+	}
+	st := map[string]fileStat{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var path string
+		var v fileStat
+		var unit int64
+		if _, err := fmt.Sscan(l, &path, &v.mtime, &v.size, &v.blocks, &unit); err != nil || unit != 512 {
+			s.t.Errorf("stat line %q: %v (block unit %d)", l, err, unit)
+			continue
+		}
+		rel, _ := filepath.Rel(s.mnt.dir, path)
+		st[rel] = v
+	}
+	return st
 }
 
 // xattrDump reads every image's user.imgcache.* attributes with one
@@ -72,52 +171,26 @@ func (s *sequence) xattrDump() map[string]map[string]string {
 	return all
 }
 
-// stableXattrs returns the attributes of the images whose two successive
-// dumps agree: each attribute is its own getxattr, so a dump taken while
-// a fetch or an eviction runs may mix two moments.
-func (s *sequence) stableXattrs() map[string]map[string]string {
-	stable := map[string]map[string]string{}
-	prev := s.xattrDump()
-	for range 5 {
-		cur := s.xattrDump()
-		for name, x := range cur {
-			if _, done := stable[name]; !done && fmt.Sprint(x) == fmt.Sprint(prev[name]) {
-				stable[name] = x
-			}
-		}
-		if len(stable) >= len(s.m.images) {
-			break
-		}
-		prev = cur
-		time.Sleep(50 * time.Millisecond)
-	}
-	return stable
-}
-
-// checkImage checks one image's attributes: a version the upstream
-// published, not older than one the catalog showed before; a size, state
-// and cached_bytes that agree; never invalid (the upstream never lies);
-// the pin the sequence asked for.
-func (s *sequence) checkImage(im *modelImage, x map[string]string) {
-	v := im.versionOf(x["digest"])
+// checkImage checks one image's view: a version the upstream published,
+// not older than one shown before, with its size and digest; a state and
+// cached_bytes that agree, never invalid (the upstream never lies); the
+// pin the sequence asked for.
+func (s *sequence) checkImage(im *modelImage, vw view) {
+	v := im.versionAt(vw.mtime)
 	if v < 0 {
-		s.t.Errorf("%s: digest %q is none of the versions published", im.name, x["digest"])
+		s.t.Errorf("%s: mtime %d is none of the versions published", im.name, vw.mtime)
 		return
 	}
 	if v < im.floor {
 		s.t.Errorf("%s: the catalog shows version %d after it showed version %d", im.name, v, im.floor)
 	}
 	im.floor = max(im.floor, v)
-	size := im.size(v)
-	if x["size"] != strconv.FormatInt(size, 10) {
-		s.t.Errorf("%s: user.imgcache.size %s, want %d (version %d)", im.name, x["size"], size, v)
+	size, x := im.size(v), vw.x
+	if vw.size != size || x["size"] != strconv.FormatInt(size, 10) || x["digest"] != im.versions[v].digest {
+		s.t.Errorf("%s: st_size %d, user.imgcache.size %s, digest %s; version %d has %d bytes, %s",
+			im.name, vw.size, x["size"], x["digest"], v, size, im.versions[v].digest)
 	}
-	cached, err := strconv.ParseInt(x["cached_bytes"], 10, 64)
-	if err != nil {
-		s.t.Errorf("%s: user.imgcache.cached_bytes %q", im.name, x["cached_bytes"])
-		return
-	}
-	state := x["state"]
+	cached, state := vw.cached(), x["state"]
 	var ok bool
 	switch state {
 	case "absent":
@@ -172,13 +245,13 @@ func (s *sequence) checkPins() {
 		}
 		deadline := time.Now().Add(pinWait)
 		for {
-			x := xattrsOrNil(s.mnt.path(im.name))
-			if x["state"] == "verified" && im.versionOf(x["digest"]) == im.current() {
+			vw, ok := s.views()[im.name]
+			if ok && vw.x["state"] == "verified" && im.versionAt(vw.mtime) == im.current() {
 				im.completeAt = im.current()
 				break
 			}
 			if time.Now().After(deadline) {
-				s.t.Errorf("pinned %s not complete %v after it was due: %v", im.name, pinWait, x)
+				s.t.Errorf("pinned %s not complete %v after it was due: %+v", im.name, pinWait, vw)
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -187,73 +260,30 @@ func (s *sequence) checkPins() {
 	}
 }
 
-// xattrsOrNil is xattrs without failing the test when getfattr does.
-func xattrsOrNil(path string) map[string]string {
-	out, err := runErr("getfattr", "-d", "--absolute-names", path)
-	if err != nil {
-		return map[string]string{"getfattr": strings.TrimSpace(out)}
-	}
-	m := map[string]string{}
-	for _, l := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(l, "="); ok {
-			if name, ok := strings.CutPrefix(k, "user.imgcache."); ok {
-				m[name] = strings.Trim(v, `"`)
+// catalogWait bounds how long the catalog may take to show the versions
+// the upstream serves, beyond --catalog-ttl.
+const catalogWait = 30 * time.Second
+
+// checkCatalogCatchesUp: with the upstream up, every image shows the
+// upstream's current version within --catalog-ttl (and catalogWait).
+func (s *sequence) checkCatalogCatchesUp(ttl time.Duration) {
+	deadline := time.Now().Add(ttl + catalogWait)
+	for {
+		var stale []string
+		views := s.views()
+		for _, im := range s.m.images {
+			if vw, ok := views[im.name]; !ok || im.versionAt(vw.mtime) != im.current() {
+				stale = append(stale, fmt.Sprintf("%s shows version %d of %d", im.name, im.versionAt(vw.mtime), im.current()))
 			}
 		}
-	}
-	return m
-}
-
-// blocksWait bounds how long stat may show an image's old st_blocks: the
-// kernel keeps an incomplete image's attributes for 1 s, and an eviction
-// is told to it from a goroutine.
-const blocksWait = 5 * time.Second
-
-// checkBlocks: stat of each image shows its size and, once the kernel's
-// cached attributes have expired, st_blocks covering cached_bytes.
-func (s *sequence) checkBlocks(xs map[string]map[string]string) {
-	deadline := time.Now().Add(blocksWait)
-	for {
-		bad := s.blocksDiffer(xs)
-		if bad == "" {
+		if len(stale) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Errorf("stat disagrees with the xattrs for %v: %s", blocksWait, bad)
+			s.t.Errorf("the catalog did not catch up with the upstream within --catalog-ttl %v and %v: %s",
+				ttl, catalogWait, strings.Join(stale, "; "))
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
-		xs = s.stableXattrs()
 	}
-}
-
-// blocksDiffer says which images' stat disagrees with their xattrs xs.
-func (s *sequence) blocksDiffer(xs map[string]map[string]string) string {
-	args := []string{"-c", "%n %s %b %B"}
-	for _, im := range s.m.images {
-		args = append(args, s.mnt.path(im.name))
-	}
-	out, err := runErr("stat", args...)
-	if err != nil {
-		return fmt.Sprintf("stat: %v: %s", err, out)
-	}
-	var bad []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		var path string
-		var size, blocks, unit int64
-		if _, err := fmt.Sscan(l, &path, &size, &blocks, &unit); err != nil {
-			return fmt.Sprintf("stat line %q: %v", l, err)
-		}
-		rel, _ := filepath.Rel(s.mnt.dir, path)
-		x, ok := xs[rel]
-		if !ok {
-			continue
-		}
-		cached, _ := strconv.ParseInt(x["cached_bytes"], 10, 64)
-		if strconv.FormatInt(size, 10) != x["size"] || blocks*unit != (cached+511)/512*512 {
-			bad = append(bad, fmt.Sprintf("%s: st_size %d st_blocks %d x %d, xattrs size %s cached_bytes %d",
-				rel, size, blocks, unit, x["size"], cached))
-		}
-	}
-	return strings.Join(bad, "; ")
 }

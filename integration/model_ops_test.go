@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -272,8 +271,10 @@ func (s *sequence) run(o op) {
 		if img.Pinned != (o.kind == opPin) {
 			s.t.Errorf("imgcache %s %s answered pinned=%v", o.kind, o.img.name, img.Pinned)
 		}
-		if v := o.img.versionOf(img.Digest); o.kind == opPin && v >= 0 {
-			o.img.pinVersion = v
+		if o.kind == opPin {
+			if o.img.pinVersion = o.img.versionAt(img.ModTime.Unix()); o.img.pinVersion < 0 {
+				s.t.Errorf("imgcache pin %s answered mtime %v: none of the versions published", o.img.name, img.ModTime)
+			}
 		}
 	case opPrefetch:
 		s.manage("prefetch", o.img.name)
@@ -342,7 +343,7 @@ func (s *sequence) readAll(reads []readSpec, killed bool) {
 				r.failure = err.Error()
 				return
 			}
-			if v := rd.img.versionOf(h.digest); v >= 0 {
+			if v := rd.img.versionAt(h.mtime); v >= 0 {
 				r.possible = []int{v}
 			}
 			r.got, r.failure, r.err = h.read(rd.off, rd.n)
@@ -385,44 +386,6 @@ func (s *sequence) readAll(reads []readSpec, killed bool) {
 		}
 		if rd.held != nil {
 			rd.held.possible = match
-		}
-	}
-}
-
-// opened says which versions a new open of im reads: the one its
-// descriptor's digest names, which must be one published and no older
-// than one the catalog showed before (a new open sees the new version).
-func (s *sequence) opened(im *modelImage, r *reader) []int {
-	v := im.versionOf(r.digest)
-	if v < 0 {
-		s.t.Errorf("open of %s: its descriptor's digest %q is none of the versions published", im.name, r.digest)
-		return im.newOpenVersions()
-	}
-	s.checkNewOpen(im, v, im.floor, "open of "+im.name)
-	return []int{v}
-}
-
-// checkNewOpen: a new open read version v, so the catalog showed it; it
-// had shown floor before the open began.
-func (s *sequence) checkNewOpen(im *modelImage, v, floor int, what string) {
-	if v < floor {
-		s.t.Errorf("%s read version %d after the catalog showed version %d", what, v, floor)
-	}
-	im.floor = max(im.floor, v)
-}
-
-// kill sends SIGKILL to the daemon and detaches its dead mount.
-func (s *sequence) kill() {
-	s.mnt.proc.kill()
-	if err := syscall.Unmount(s.mnt.dir, syscall.MNT_DETACH); err != nil {
-		s.t.Errorf("detaching the killed daemon's mount: %v", err)
-	}
-}
-
-func (s *sequence) closeAll(hs []*heldOpen) {
-	for _, h := range hs {
-		if h.r != nil {
-			h.r.close()
 		}
 	}
 }

@@ -2,19 +2,15 @@ package integration
 
 // The system the model-based test (model_test.go) drives: imgcache serve
 // over a directory the test publishes into, stops and restarts; the
-// imgcache mount over it; reader processes; the management commands.
+// imgcache mount over it; the management commands; what a new open reads.
 
 import (
-	"bufio"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,7 +58,11 @@ func (s *sequence) publish(im *modelImage) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		s.t.Fatal(err)
 	}
-	if err := os.WriteFile(p+".new", im.versions[im.current()].data, 0o644); err != nil {
+	v := im.versions[im.current()]
+	if err := os.WriteFile(p+".new", v.data, 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.Chtimes(p+".new", time.Unix(v.mtime, 0), time.Unix(v.mtime, 0)); err != nil {
 		s.t.Fatal(err)
 	}
 	if err := os.Rename(p+".new", p); err != nil {
@@ -128,136 +128,6 @@ func (s *sequence) imageError(im *modelImage) string {
 		return "no user.imgcache.error"
 	}
 	return "user.imgcache.error " + strings.TrimSpace(out)
-}
-
-// reader is a process that opens an image and reads ranges of it through
-// that one descriptor on request (perl: sysseek and sysread, so every
-// byte comes through read(2) of the mount).
-type reader struct {
-	cmd    *exec.Cmd
-	in     io.WriteCloser
-	out    *bufio.Reader
-	errs   *lockedBuffer
-	digest string // of the version the descriptor reads; "" if unknown
-}
-
-const readerScript = `
-my $path = shift;
-$| = 1;
-open(my $fh, "<", $path) or do { print "fail open: $!\n"; exit 0 };
-print "open " . fileno($fh) . "\n";
-while (my $line = <STDIN>) {
-	my ($off, $n) = split " ", $line;
-	my ($buf, $err) = ("", "");
-	sysseek($fh, $off, 0) or $err = "seek: $!";
-	while ($err eq "" && length($buf) < $n) {
-		my $k = sysread($fh, my $b, $n - length($buf));
-		if (!defined $k) { $err = "$!"; last }
-		last if $k == 0;
-		$buf .= $b;
-	}
-	print(($err eq "" ? "ok " : "fail ") . unpack("H*", $buf) . " $err\n");
-}`
-
-// readerTimeout bounds one answer of a reader: a read that hangs is a
-// defect, reported as such rather than hanging the test.
-const readerTimeout = 2 * time.Minute
-
-// openReader starts a reader of path; an error says the open failed.
-func openReader(path string) (*reader, error) {
-	r := &reader{cmd: exec.Command("perl", "-e", readerScript, path), errs: &lockedBuffer{}}
-	r.cmd.Stderr = r.errs
-	var err error
-	if r.in, err = r.cmd.StdinPipe(); err != nil {
-		return nil, err
-	}
-	stdout, err := r.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	r.out = bufio.NewReaderSize(stdout, 1<<20)
-	if err := r.cmd.Start(); err != nil {
-		return nil, err
-	}
-	l, err := r.line()
-	fd, ok := strings.CutPrefix(l, "open ")
-	if err != nil || !ok {
-		r.close()
-		if err == nil {
-			err = fmt.Errorf("%s", l)
-		}
-		return nil, err
-	}
-	// Which version the descriptor reads: its own digest attribute.
-	out, err := runErr("getfattr", "--absolute-names", "--only-values", "-n", "user.imgcache.digest",
-		fmt.Sprintf("/proc/%d/fd/%s", r.cmd.Process.Pid, fd))
-	if err == nil {
-		r.digest = out
-	}
-	return r, nil
-}
-
-// line reads one line of the reader's answer, within readerTimeout.
-func (r *reader) line() (string, error) {
-	type answer struct {
-		l   string
-		err error
-	}
-	c := make(chan answer, 1)
-	go func() {
-		l, err := r.out.ReadString('\n')
-		c <- answer{strings.TrimSuffix(l, "\n"), err}
-	}()
-	select {
-	case a := <-c:
-		if a.err != nil {
-			return "", fmt.Errorf("reader ended: %v %s", a.err, r.errs.String())
-		}
-		return a.l, nil
-	case <-time.After(readerTimeout):
-		r.cmd.Process.Kill()
-		return "", fmt.Errorf("no answer within %v: the read hangs", readerTimeout)
-	}
-}
-
-// read reads n bytes at off: the bytes, and why the read failed (""
-// when it did not; the bytes are then those read before the failure).
-// err is the reader's own breakdown.
-func (r *reader) read(off, n int64) (got []byte, failure string, err error) {
-	if _, err := fmt.Fprintf(r.in, "%d %d\n", off, n); err != nil {
-		return nil, "", err
-	}
-	l, err := r.line()
-	if err != nil {
-		return nil, "", err
-	}
-	f := strings.SplitN(l, " ", 3)
-	if len(f) != 3 || (f[0] != "ok" && f[0] != "fail") {
-		return nil, "", fmt.Errorf("reader answered %.100q", l)
-	}
-	if got, err = hex.DecodeString(f[1]); err != nil {
-		return nil, "", err
-	}
-	if f[0] == "fail" {
-		failure = f[2]
-	}
-	return got, failure, nil
-}
-
-// close ends the reader: its descriptor is closed as the process exits.
-func (r *reader) close() {
-	r.in.Close()
-	done := make(chan struct{})
-	go func() {
-		r.cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(readerTimeout):
-		r.cmd.Process.Kill()
-		<-done
-	}
 }
 
 // evict runs imgcache evict NAME: a pinned image is refused, an open one
@@ -341,8 +211,9 @@ func (s *sequence) noPinned(what string, evicted []string) {
 }
 
 // finish ends a sequence: with the upstream up and no open held, every
-// image reads whole and right, verify finds nothing wrong, and the daemon
-// unmounts and exits 0 on SIGTERM.
+// image reads whole and right, verify finds nothing wrong, the catalog
+// catches up with the upstream (when --catalog-ttl is short), and the
+// daemon unmounts and exits 0 on SIGTERM.
 func (s *sequence) finish() {
 	if !s.m.up {
 		s.startUpstream()
@@ -357,5 +228,46 @@ func (s *sequence) finish() {
 	s.readAll(reads, false)
 	s.verify(nil)
 	s.checkInvariants()
+	if s.m.ttl < time.Minute {
+		s.checkCatalogCatchesUp(s.m.ttl)
+	}
 	s.mnt.unmount(s.t)
+}
+
+// opened says which versions a new open of im reads: the one its
+// descriptor's mtime names, which must be one published and no older
+// than one the catalog showed before (a new open sees the new version).
+func (s *sequence) opened(im *modelImage, r *reader) []int {
+	v := im.versionAt(r.mtime)
+	if v < 0 {
+		s.t.Errorf("open of %s: its descriptor's mtime %d is none of the versions published", im.name, r.mtime)
+		return im.newOpenVersions()
+	}
+	s.checkNewOpen(im, v, im.floor, "open of "+im.name)
+	return []int{v}
+}
+
+// checkNewOpen: a new open read version v, so the catalog showed it; it
+// had shown floor before the open began.
+func (s *sequence) checkNewOpen(im *modelImage, v, floor int, what string) {
+	if v < floor {
+		s.t.Errorf("%s read version %d after the catalog showed version %d", what, v, floor)
+	}
+	im.floor = max(im.floor, v)
+}
+
+// kill sends SIGKILL to the daemon and detaches its dead mount.
+func (s *sequence) kill() {
+	s.mnt.proc.kill()
+	if err := syscall.Unmount(s.mnt.dir, syscall.MNT_DETACH); err != nil {
+		s.t.Errorf("detaching the killed daemon's mount: %v", err)
+	}
+}
+
+func (s *sequence) closeAll(hs []*heldOpen) {
+	for _, h := range hs {
+		if h.r != nil {
+			h.r.close()
+		}
+	}
 }
