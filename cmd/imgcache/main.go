@@ -135,8 +135,7 @@ func oneLine(msg string) string {
 // value "0" for flag -read-timeout: ...", "flag provided but not
 // defined: -x") with two dashes, as the help and the README do.
 func flagDashes(msg string) string {
-	msg = strings.Replace(msg, " for flag -", " for flag --", 1)
-	for _, p := range []string{"not defined: -", "needs an argument: -"} {
+	for _, p := range []string{" for flag -", " for -", "not defined: -", "needs an argument: -"} {
 		msg = strings.Replace(msg, p, p+"-", 1)
 	}
 	return msg
