@@ -257,11 +257,15 @@ func (c *Cache) openStorage() error {
 			fix.deletes = append(fix.deletes, r.ID)
 			continue
 		}
-		if !r.Listed || r.ChunkSize <= 0 || r.Size < 0 {
+		err := r.check()
+		if err != nil {
+			c.log.Warn("index record refused; its image and data are dropped", "err", err)
+		}
+		if !r.Listed || err != nil {
 			fix.deletes = append(fix.deletes, r.ID)
 			continue
 		}
-		n := int((r.Size + r.ChunkSize - 1) / r.ChunkSize)
+		n := chunkCount(r.Size, r.ChunkSize)
 		present, err := unmarshalChunkMap(l.maps[r.ID], n)
 		if err != nil && l.maps[r.ID] != nil {
 			c.log.Warn("chunk map unreadable; image will be fetched again", "image", r.Name, "err", err)

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // Entry is a file or directory of the catalog as the filesystem shows it.
@@ -165,6 +167,9 @@ func (c *Cache) listFailed() bool {
 // (deleted once no one uses them), and the kernel is told what changed.
 func (c *Cache) refresh(ctx context.Context) error {
 	entries, err := c.up.List(ctx)
+	if err == nil {
+		entries = c.acceptable(entries)
+	}
 	now := c.now()
 	c.mu.Lock()
 	if err != nil {
@@ -195,8 +200,7 @@ func (c *Cache) refresh(ctx context.Context) error {
 		}
 		r := record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
 			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
-		n := int((e.Size + r.ChunkSize - 1) / r.ChunkSize)
-		c.images[id] = newImage(c, r, newChunkMap(n))
+		c.images[id] = newImage(c, r, newChunkMap(chunkCount(e.Size, r.ChunkSize)))
 		b.records = append(b.records, r)
 	}
 	var retired []*Image
@@ -226,6 +230,40 @@ func (c *Cache) refresh(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// refusalsLogged is how many refused entries a refresh logs one by one.
+const refusalsLogged = 10
+
+// acceptable returns the entries that pass upstream.Entry.Validate,
+// logging the others: one bad entry is left out, never the catalog, and
+// nothing is built from a size or time no image can have. The slice is
+// copied only if an entry is refused.
+func (c *Cache) acceptable(entries []upstream.Entry) []upstream.Entry {
+	var ok []upstream.Entry
+	refused := 0
+	for i, e := range entries {
+		err := e.Validate()
+		switch {
+		case err == nil && refused > 0:
+			ok = append(ok, e)
+		case err != nil:
+			if refused == 0 {
+				ok = append(make([]upstream.Entry, 0, len(entries)-1), entries[:i]...)
+			}
+			if refused < refusalsLogged {
+				c.log.Warn("catalog entry refused", "upstream", c.up.URL(""), "err", err)
+			}
+			refused++
+		}
+	}
+	if refused == 0 {
+		return entries
+	}
+	if refused > refusalsLogged {
+		c.log.Warn("catalog entries refused", "upstream", c.up.URL(""), "count", refused, "logged", refusalsLogged)
+	}
+	return ok
 }
 
 // retire marks an image that left the catalog; it is deleted now if

@@ -4,28 +4,42 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/bits"
+	"slices"
 )
 
 // chunkMap records which chunks of an image are present in its data file.
+// Its words are allocated when the first chunk is set: a catalog lists
+// many images of which few are ever read, and an image's map may be large
+// (one bit per chunk, up to 32 MiB for upstream.MaxSize).
 //
-// INVARIANT: count == number of set bits in words, and no bit at or past n
-// is set. checkInvariants verifies both (tests call it).
+// INVARIANT: count == number of set bits in words, no bit at or past n
+// is set, and words is nil or has a word for every chunk. checkInvariants
+// verifies these (tests call it).
 type chunkMap struct {
 	words []uint64
 	n     int // number of chunks
 	count int // number of present chunks
 }
 
+// chunkCount is the number of chunks of an image of size bytes. size and
+// chunkSize are bounded (upstream.Entry.Validate, Config): no overflow.
+func chunkCount(size, chunkSize int64) int {
+	return int((size + chunkSize - 1) / chunkSize)
+}
+
 func newChunkMap(n int) chunkMap {
-	return chunkMap{words: make([]uint64, (n+63)/64), n: n}
+	return chunkMap{n: n}
 }
 
 func (m *chunkMap) has(i int) bool {
-	return m.words[i/64]&(1<<(uint(i)%64)) != 0
+	return m.words != nil && m.words[i/64]&(1<<(uint(i)%64)) != 0
 }
 
 // set marks chunk i present and reports whether it was missing before.
 func (m *chunkMap) set(i int) bool {
+	if m.words == nil {
+		m.words = make([]uint64, (m.n+63)/64)
+	}
 	w, b := i/64, uint64(1)<<(uint(i)%64)
 	if m.words[w]&b != 0 {
 		return false
@@ -37,6 +51,9 @@ func (m *chunkMap) set(i int) bool {
 
 // unset marks chunk i missing and reports whether it was present.
 func (m *chunkMap) unset(i int) bool {
+	if m.words == nil {
+		return false
+	}
 	w, b := i/64, uint64(1)<<(uint(i)%64)
 	if m.words[w]&b == 0 {
 		return false
@@ -55,6 +72,9 @@ func (m *chunkMap) complete() bool { return m.count == m.n }
 
 // nextMissing returns the first missing chunk in [from, to), or to.
 func (m *chunkMap) nextMissing(from, to int) int {
+	if m.words == nil {
+		return min(from, to)
+	}
 	for i := from; i < to; {
 		sh := uint(i) % 64
 		missing := ^m.words[i/64] >> sh // zeros shift in: past the word counts as present
@@ -87,9 +107,13 @@ var errBadChunkMap = errors.New("chunk map does not match its image")
 
 func unmarshalChunkMap(buf []byte, n int) (chunkMap, error) {
 	m := newChunkMap(n)
-	if len(buf) < 4 || int(binary.LittleEndian.Uint32(buf)) != n || (len(buf)-4)%8 != 0 || (len(buf)-4)/8 > len(m.words) {
+	if len(buf) < 4 || int(binary.LittleEndian.Uint32(buf)) != n || (len(buf)-4)%8 != 0 || (len(buf)-4)/8 > (n+63)/64 {
 		return m, errBadChunkMap
 	}
+	if len(buf) == 4 {
+		return m, nil
+	}
+	m.words = make([]uint64, (n+63)/64)
 	for i := range (len(buf) - 4) / 8 {
 		m.words[i] = binary.LittleEndian.Uint64(buf[4+8*i:])
 		m.count += bits.OnesCount64(m.words[i])
@@ -101,7 +125,7 @@ func unmarshalChunkMap(buf []byte, n int) (chunkMap, error) {
 }
 
 func (m *chunkMap) clone() chunkMap {
-	return chunkMap{words: append([]uint64(nil), m.words...), n: m.n, count: m.count}
+	return chunkMap{words: slices.Clone(m.words), n: m.n, count: m.count}
 }
 
 func (m *chunkMap) checkInvariants() error {
@@ -115,7 +139,7 @@ func (m *chunkMap) checkInvariants() error {
 	if m.n%64 != 0 && len(m.words) > 0 && m.words[len(m.words)-1]>>(uint(m.n)%64) != 0 {
 		return errors.New("chunkMap: bit set past the last chunk")
 	}
-	if len(m.words) != (m.n+63)/64 {
+	if m.words != nil && len(m.words) != (m.n+63)/64 {
 		return errors.New("chunkMap: wrong number of words")
 	}
 	return nil

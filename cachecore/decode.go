@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // rawRecord is a record as stored, read from the index at start-up.
@@ -44,4 +46,21 @@ func decodeRecords(raws []rawRecord) ([]record, error) {
 		}
 	}
 	return recs, nil
+}
+
+// check says whether a record can become an image: what a catalog entry
+// must pass (upstream.Entry.Validate) and a chunk size the cache can use.
+// An index written before entries were validated, or damaged, may hold
+// a record that is not; start-up drops it (and its data) instead of
+// building an image from it.
+func (r *record) check() error {
+	e := upstream.Entry{Name: r.Name, Size: r.Size, ModTime: r.ModTime, ETag: r.ETag, Digest: r.Digest}
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	if r.ChunkSize < MinChunkSize || r.ChunkSize > MaxChunkSize {
+		return fmt.Errorf("%w: %q: chunk size %d is outside [%d, %d]", upstream.ErrBadEntry, r.Name,
+			r.ChunkSize, MinChunkSize, MaxChunkSize)
+	}
+	return nil
 }

@@ -79,10 +79,10 @@ func readIndexAt(dir string, readOnly bool) (IndexView, error) {
 	}
 	v := IndexView{Source: l.catalog.Source, RefreshedAt: l.catalog.RefreshedAt}
 	for _, r := range l.records {
-		if !r.Listed || r.ChunkSize <= 0 || r.Size < 0 {
+		if !r.Listed || r.check() != nil {
 			continue
 		}
-		n := int((r.Size + r.ChunkSize - 1) / r.ChunkSize)
+		n := chunkCount(r.Size, r.ChunkSize)
 		present, _ := unmarshalChunkMap(l.maps[r.ID], n)
 		img := newImage(nil, r, present)
 		v.Images = append(v.Images, Info{

@@ -10,9 +10,12 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -31,6 +34,76 @@ type Entry struct {
 	// Digest is "sha256:<64 lowercase hex>" when the upstream publishes
 	// one (an origin index, a SHA256SUMS file), else empty.
 	Digest string
+}
+
+// Bounds of an Entry the cache can take (see Validate).
+const (
+	// MaxSize is the largest image: 16 TiB. Bigger files are not images
+	// (the largest disk images are a few TiB), ext4 cannot hold one as
+	// a single file, and it keeps every derived number small: at the
+	// smallest chunk size an image has at most 2^28 chunks, whose map of
+	// present chunks is at most 32 MiB (2 MiB at the default 1 MiB).
+	MaxSize = 1 << 44
+	// MaxETagLen bounds a validator; real ones are under 100 bytes.
+	MaxETagLen = 1024
+)
+
+// The modification times an entry may have: those whose Unix time in
+// nanoseconds fits an int64 (years 1678 to 2262), so that Version and
+// every comparison of times is exact.
+var (
+	MinModTime = time.Unix(0, math.MinInt64).UTC()
+	MaxModTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// ErrBadEntry is wrapped by every error of Validate.
+var ErrBadEntry = errors.New("entry refused")
+
+// Validate checks what an upstream says of an image before the cache
+// builds anything from it: a clean name, a size in [0, MaxSize], a
+// modification time that is zero (unknown) or in [MinModTime,
+// MaxModTime], a digest that is empty or "sha256:" and 64 lowercase hex
+// digits, an ETag of at most MaxETagLen bytes. Every upstream's entries
+// pass through it (the cache's catalog intake calls it), so a hostile
+// listing costs one refused entry, never a crash or an allocation of its
+// choosing.
+func (e Entry) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %q: %s", ErrBadEntry, e.Name, fmt.Sprintf(format, args...))
+	}
+	if clean, err := CleanName(e.Name); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadEntry, err)
+	} else if clean != e.Name {
+		return bad("name is not clean (%q)", clean)
+	}
+	if e.Size < 0 || e.Size > MaxSize {
+		return bad("size %d is outside [0, %d]", e.Size, int64(MaxSize))
+	}
+	if !e.ModTime.IsZero() && (e.ModTime.Before(MinModTime) || e.ModTime.After(MaxModTime)) {
+		return bad("modification time %s is outside [%d, %d]", e.ModTime.UTC().Format(time.RFC3339),
+			MinModTime.Year(), MaxModTime.Year())
+	}
+	if e.Digest != "" && !validDigest(e.Digest) {
+		return bad("malformed digest %q", e.Digest)
+	}
+	if len(e.ETag) > MaxETagLen {
+		return bad("ETag of %d bytes, over %d", len(e.ETag), MaxETagLen)
+	}
+	return nil
+}
+
+// validDigest: "sha256:" and 64 lowercase hex digits.
+func validDigest(d string) bool {
+	hex, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Version identifies the bytes of an entry: two entries with the same

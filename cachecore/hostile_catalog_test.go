@@ -1,0 +1,184 @@
+package cachecore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// listingUpstream lists the entries it is given, whatever they say, and
+// serves any range of any of them as bytes that depend only on the
+// offset (so that an image of any size can be read anywhere).
+type listingUpstream struct {
+	entries []upstream.Entry
+}
+
+func (u *listingUpstream) List(context.Context) ([]upstream.Entry, error) { return u.entries, nil }
+
+func (u *listingUpstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
+	return io.NopCloser(io.LimitReader(&offsetBytes{off: off}, n)), nil
+}
+
+func (u *listingUpstream) URL(name string) string { return "hostile://up/" + name }
+
+// offsetBytes yields byte(offset) at each offset from off on.
+type offsetBytes struct{ off int64 }
+
+func (r *offsetBytes) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r.off)
+		r.off++
+	}
+	return len(p), nil
+}
+
+var goodModTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// TestHostileSizesAreRefusedPerEntry: a listing with sizes no image can
+// have (2^63-1 panicked in makeslice, 2^62 ran the process out of
+// memory) and times no clock can hold is taken without the bad entries,
+// which are logged; the good ones are served, and so after a restart.
+func TestHostileSizesAreRefusedPerEntry(t *testing.T) {
+	dir := t.TempDir()
+	up := &listingUpstream{entries: []upstream.Entry{
+		{Name: "max.img", Size: math.MaxInt64, ModTime: goodModTime},
+		{Name: "huge.img", Size: 1 << 62, ModTime: goodModTime},
+		{Name: "over.img", Size: upstream.MaxSize + 1, ModTime: goodModTime},
+		{Name: "past.img", Size: 10, ModTime: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Name: "future.img", Size: 10, ModTime: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Name: "bigdigest.img", Size: 10, Digest: "sha256:" + strings.Repeat("A", 64)},
+		{Name: "ok.img", Size: 100_000, ModTime: goodModTime},
+		{Name: "edge.img", Size: upstream.MaxSize, ModTime: goodModTime},
+	}}
+	var log strings.Builder
+	c := openTest(t, dir, up, func(cfg *Config) { cfg.Logger = textLogger(&log) })
+	checkServed := func(c *Cache) {
+		t.Helper()
+		for _, bad := range []string{"max.img", "huge.img", "over.img", "past.img", "future.img", "bigdigest.img"} {
+			if _, ok := c.Lookup(bad); ok {
+				t.Errorf("%s is in the catalog", bad)
+			}
+		}
+		img := mustLookup(t, c, "ok.img")
+		got := readAll(t, c, img)
+		for i, b := range got {
+			if b != byte(i) {
+				t.Fatalf("ok.img byte %d = %d", i, b)
+			}
+		}
+		if e := mustLookup(t, c, "edge.img"); e.Size() != upstream.MaxSize || e.Info().CachedBytes != 0 {
+			t.Fatalf("edge.img: %+v", e.Info())
+		}
+	}
+	checkServed(c)
+	for _, bad := range []string{"max.img", "huge.img", "over.img", "past.img", "future.img", "bigdigest.img"} {
+		if !strings.Contains(log.String(), bad) {
+			t.Errorf("log does not name refused entry %s:\n%s", bad, log.String())
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = openTest(t, dir, up)
+	defer c.Close()
+	checkServed(c)
+}
+
+// textLogger logs to w as text, at every level.
+func textLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(&lockedWriter{w: w}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// lockedWriter lets goroutines log to one writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestHostileRecordsInIndexDoNotCrashStart: records that an earlier
+// daemon took from a hostile catalog (sizes and times no image can have,
+// a chunk size no cache uses) are dropped at start-up with a log line;
+// the other images keep their cached bytes.
+func TestHostileRecordsInIndexDoNotCrashStart(t *testing.T) {
+	dir := t.TempDir()
+	up := &listingUpstream{entries: []upstream.Entry{{Name: "ok.img", Size: 300_000, ModTime: goodModTime}}}
+	c := openTest(t, dir, up)
+	readAll(t, c, mustLookup(t, c, "ok.img"))
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := []record{
+		{Name: "max.img", Size: math.MaxInt64},
+		{Name: "huge.img", Size: 1 << 62},
+		{Name: "negative.img", Size: -5},
+		{Name: "past.img", Size: 10, ModTime: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Name: "nochunks.img", Size: 10, ChunkSize: -1},
+		{Name: "odd/../name.img", Size: 10},
+	}
+	idx, err := openIndex(filepath.Join(dir, "index"), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b batch
+	for i, r := range bad {
+		r.ID = fmt.Sprintf("%064x", i+1)
+		r.Listed = true
+		if r.ChunkSize == 0 {
+			r.ChunkSize = 64 << 10
+		}
+		b.records = append(b.records, r)
+		b.putMap(r.ID, []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0})
+	}
+	if err := idx.write(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var log strings.Builder
+	c = openTest(t, dir, up, func(cfg *Config) { cfg.Logger = textLogger(&log) })
+	for _, r := range bad {
+		if _, ok := c.Lookup(r.Name); ok {
+			t.Errorf("%s is in the catalog", r.Name)
+		}
+		if !strings.Contains(log.String(), r.Name) {
+			t.Errorf("log does not name the refused record %s:\n%s", r.Name, log.String())
+		}
+	}
+	img := mustLookup(t, c, "ok.img")
+	if info := img.Info(); info.CachedBytes != img.Size() {
+		t.Fatalf("ok.img lost its cached bytes: %+v", info)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	idx, err = openIndex(filepath.Join(dir, "index"), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.close()
+	l, err := idx.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.records) != 1 || l.records[0].Name != "ok.img" {
+		t.Fatalf("index keeps %d records after start-up, want ok.img's alone", len(l.records))
+	}
+}
