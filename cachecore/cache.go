@@ -174,6 +174,9 @@ func Open(cfg Config) (*Cache, error) {
 		c.closeStorage()
 		return nil, err
 	}
+	if r, ok := c.up.(upstream.Rememberer); ok {
+		r.Remember(c.entries())
+	}
 	fresh := c.catalog.RefreshedAt.IsZero()
 	if fresh {
 		ctx, cancel := context.WithTimeout(c.ctx, cfg.InitialListTimeout)

@@ -3,6 +3,8 @@ package cachecore
 import (
 	"slices"
 	"strings"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // Images returns a snapshot of every image in the catalog, sorted by name:
@@ -37,4 +39,14 @@ func (c *Cache) ImageNamed(name string) (*Image, error) {
 		return nil, &Error{Op: "find", Name: name, Err: ErrNotFound}
 	}
 	return e.Image, nil
+}
+
+// entries returns the upstream entries of the catalog's images.
+func (c *Cache) entries() []upstream.Entry {
+	imgs := c.imageList()
+	es := make([]upstream.Entry, len(imgs))
+	for i, img := range imgs {
+		es[i] = img.entry
+	}
+	return es
 }

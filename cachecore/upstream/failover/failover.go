@@ -43,7 +43,10 @@ type Upstream struct {
 	failures []int     // failures of each upstream, for Status
 }
 
-var _ upstream.Upstream = (*Upstream)(nil)
+var (
+	_ upstream.Upstream   = (*Upstream)(nil)
+	_ upstream.Rememberer = (*Upstream)(nil)
+)
 
 // New returns an upstream that tries ups in order; probeAfter <= 0 means
 // DefaultProbeAfter, log nil discards.
@@ -119,6 +122,16 @@ func (f *Upstream) failed(i int, err error) {
 	}
 	if i == f.active && len(f.ups) > 1 {
 		f.active = (i + 1) % len(f.ups)
+	}
+}
+
+// Remember passes the entries the cache holds on to every upstream that
+// can use them.
+func (f *Upstream) Remember(entries []upstream.Entry) {
+	for _, u := range f.ups {
+		if r, ok := u.(upstream.Rememberer); ok {
+			r.Remember(entries)
+		}
 	}
 }
 

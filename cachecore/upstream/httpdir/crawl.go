@@ -27,15 +27,17 @@ func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
 // file is an entry found by the crawl, filled in by HEAD and SHA256SUMS.
 type file struct {
 	entry     upstream.Entry
-	sized     bool // entry.Size is known
-	gone      bool // HEAD said 404: listed, then removed
-	sumsDepth int  // components of the directory whose SHA256SUMS gave entry.Digest
+	sized     bool   // entry.Size is known
+	gone      bool   // HEAD said 404: listed, then removed
+	sumsDepth int    // components of the directory whose SHA256SUMS gave entry.Digest
+	row       string // the HTML listing's row of the file (see known.go)
 }
 
 // crawl lists the base and every subdirectory below it, breadth first.
 // Each directory is listed once, and only directories below the one
 // being listed are followed, so there can be no cycle.
 func (u *Upstream) crawl(ctx context.Context) ([]upstream.Entry, error) {
+	since := u.known.begin()
 	var files []*file
 	byName := map[string]*file{}
 	queue := []string{""}
@@ -67,7 +69,7 @@ func (u *Upstream) crawl(ctx context.Context) ([]upstream.Entry, error) {
 				if len(files) == u.opts.MaxEntries {
 					return nil, fmt.Errorf("%s: more than %d files; the cap is MaxEntries", u.shown, u.opts.MaxEntries)
 				}
-				f := &file{entry: upstream.Entry{Name: lk.name, Size: lk.size, ModTime: lk.mtime}, sized: lk.size >= 0}
+				f := &file{entry: upstream.Entry{Name: lk.name, Size: lk.size, ModTime: lk.mtime}, sized: lk.size >= 0, row: lk.row}
 				files = append(files, f)
 				byName[lk.name] = f
 			}
@@ -76,6 +78,7 @@ func (u *Upstream) crawl(ctx context.Context) ([]upstream.Entry, error) {
 	if err := u.statAll(ctx, files); err != nil {
 		return nil, err
 	}
+	u.known.replace(files, since)
 	if err := u.applySums(ctx, files, byName); err != nil {
 		return nil, err
 	}
@@ -108,13 +111,18 @@ func (u *Upstream) listDir(ctx context.Context, name string) (listing, error) {
 }
 
 // statAll asks for the size and validators of every file a listing gave
-// no size for.
+// no size for, unless they are known (known.go).
 func (u *Upstream) statAll(ctx context.Context, files []*file) error {
 	var todo []*file
 	for _, f := range files {
-		if !f.sized {
-			todo = append(todo, f)
+		if f.sized {
+			continue
 		}
+		if e, ok := u.known.lookup(f.entry.Name, f.row); ok {
+			f.entry, f.sized = e, true
+			continue
+		}
+		todo = append(todo, f)
 	}
 	return forEach(ctx, u.opts.HeadConcurrency, todo, u.stat)
 }

@@ -71,6 +71,9 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 	}
 	plan, err := checkReply(resp, e, off, n)
 	if err != nil {
+		if errors.Is(err, upstream.ErrChanged) {
+			u.known.forget(e.Name) // the next crawl asks about it again
+		}
 		resp.Body.Close()
 		return fail(&requestError{req: desc, err: err})
 	}

@@ -10,7 +10,9 @@
 // index is not there (404), the listings are crawled instead: every
 // relative link below a directory is a file, or a subdirectory if it ends
 // in a slash, listed in turn. HTML listings give no exact sizes, so each
-// file is asked for with HEAD. A SHA256SUMS file in any directory gives
+// file is asked for with HEAD, once: later crawls take what they know
+// while nothing says the file changed (known.go), so that a refresh
+// costs the listings only. A SHA256SUMS file in any directory gives
 // the digests of the files it names. Names go through upstream.CleanName;
 // the ones it refuses are logged and left out.
 //
@@ -143,9 +145,13 @@ type Upstream struct {
 	auth  *authTransport // nil when Options.Client was given
 
 	ignoresRange sync.Once // logs once that the server ignores Range
+	known        known     // what HEAD said about files of HTML listings
 }
 
-var _ upstream.Upstream = (*Upstream)(nil)
+var (
+	_ upstream.Upstream   = (*Upstream)(nil)
+	_ upstream.Rememberer = (*Upstream)(nil)
+)
 
 // New returns the upstream of the directory at rawURL, an http or https
 // URL; a missing trailing slash is added. It makes no request.

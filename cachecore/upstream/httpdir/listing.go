@@ -19,6 +19,7 @@ type link struct {
 	dir   bool      // a subdirectory, to be listed in turn
 	size  int64     // -1: unknown (HTML), to be asked with HEAD
 	mtime time.Time // zero: unknown
+	row   string    // HTML: the listing's text from the link to the end of its line (see known.go)
 }
 
 // listing is what one directory listing offers.
@@ -36,7 +37,7 @@ type dirRef struct {
 
 // add cleans the name of an entry of d, given as decoded components
 // relative to d, and records it or its refusal.
-func (l *listing) add(d dirRef, comps []string, isDir bool, size int64, mtime time.Time) {
+func (l *listing) add(d dirRef, comps []string, isDir bool, size int64, mtime time.Time, row string) {
 	raw := strings.Join(comps, "/")
 	if d.name != "" {
 		raw = d.name + "/" + raw
@@ -46,7 +47,7 @@ func (l *listing) add(d dirRef, comps []string, isDir bool, size int64, mtime ti
 		l.refused = append(l.refused, err)
 		return
 	}
-	l.links = append(l.links, link{name: name, dir: isDir, size: size, mtime: mtime})
+	l.links = append(l.links, link{name: name, dir: isDir, size: size, mtime: mtime, row: row})
 }
 
 // parseListing parses a listing by what it is: JSON (nginx
@@ -93,13 +94,13 @@ func parseJSONListing(body []byte, d dirRef) (listing, error) {
 		mtime, _ := http.ParseTime(e.MTime)
 		switch e.Type {
 		case "directory":
-			l.add(d, []string{e.Name}, true, -1, mtime)
+			l.add(d, []string{e.Name}, true, -1, mtime, "")
 		case "file":
 			size := int64(-1)
 			if e.Size != nil && *e.Size >= 0 {
 				size = *e.Size
 			}
-			l.add(d, []string{e.Name}, false, size, mtime)
+			l.add(d, []string{e.Name}, false, size, mtime, "")
 		}
 	}
 	return l, nil
@@ -111,7 +112,8 @@ func parseJSONListing(body []byte, d dirRef) (listing, error) {
 // link below d whose name cannot be shown is refused.
 func parseHTMLListing(body []byte, d dirRef) listing {
 	var l listing
-	for _, href := range hrefs(string(body)) {
+	for _, a := range anchors(string(body)) {
+		href := a.href
 		rel, ok := relativeHref(href, d.url)
 		if !ok {
 			continue
@@ -126,7 +128,7 @@ func parseHTMLListing(body []byte, d dirRef) listing {
 			l.refused = append(l.refused, fmt.Errorf("link %q: %w", href, err))
 			continue
 		}
-		l.add(d, comps, isDir, -1, time.Time{})
+		l.add(d, comps, isDir, -1, time.Time{}, a.row)
 	}
 	return l
 }
@@ -216,12 +218,22 @@ func unescapeComponents(rel string) ([]string, error) {
 	return comps, nil
 }
 
-// hrefs returns the href of every <a> element of an HTML document,
-// entities decoded. It is a small scanner, not a parser: listings are
-// simple and generated, and whatever it returns is checked as a link
-// anyway. Comments are skipped; quoted attribute values may hold '>'.
-func hrefs(doc string) []string {
-	var out []string
+// anchor is an <a> element of an HTML listing: its href, entities
+// decoded, and its row: the text after its start tag up to the end of the
+// line (at most maxRow bytes), where nginx and Apache show the file's
+// date and size.
+type anchor struct {
+	href, row string
+}
+
+const maxRow = 512
+
+// anchors returns every <a> element of an HTML document that has an
+// href. It is a small scanner, not a parser: listings are simple and
+// generated, and whatever it returns is checked as a link anyway.
+// Comments are skipped; quoted attribute values may hold '>'.
+func anchors(doc string) []anchor {
+	var out []anchor
 	for i := 0; i < len(doc); {
 		lt := strings.IndexByte(doc[i:], '<')
 		if lt < 0 {
@@ -248,7 +260,11 @@ func hrefs(doc string) []string {
 		i = next
 		if strings.EqualFold(tag, "a") {
 			if h, ok := attrs["href"]; ok {
-				out = append(out, html.UnescapeString(h))
+				row := doc[i:min(len(doc), i+maxRow)]
+				if nl := strings.IndexByte(row, '\n'); nl >= 0 {
+					row = row[:nl]
+				}
+				out = append(out, anchor{href: html.UnescapeString(h), row: row})
 			}
 		}
 	}
