@@ -55,7 +55,7 @@ func need(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed; run .ci/setup (the tests need fuse3, attr, nginx, curl)", tool)
+			t.Fatalf("%s is not installed; run .ci/setup (the tests need fuse3, attr, nginx, squid, curl)", tool)
 		}
 	}
 }
