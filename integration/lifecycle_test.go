@@ -9,24 +9,65 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// allocated sums st_blocks*512 of the files under dir, as du does.
+// allocated sums the allocated bytes (st_blocks*512, as du counts them) of
+// the files under dir, counting only what was on disk at one instant: the
+// end of the walk. A walk stats one file after another, and under load it
+// can stall for hundreds of milliseconds between two of them; a file
+// counted early and evicted before the walk ends leaves room that a file
+// counted later has grown into, so a plain sum counts the same space
+// twice. (It did: two samples of the random-read test summed 16,887,808
+// and 17,907,712 bytes over walks of 576 and 302 ms, each counting a
+// 3 MiB file deleted before its walk ended; on disk at the end of those
+// walks: 13,709,312 and 14,725,120.) So every file is stated again once
+// the walk is done, and counted only if it is still the same file (inode
+// and birth time: ext4 reuses inode numbers), with the smaller of its two
+// measures. The data files only grow while they exist, so each file held
+// at least that much at the end of the walk, and what the walk missed
+// (a file created during it) makes the figure low, never high.
 func allocated(dir string) int64 {
-	var n int64
+	type seen struct {
+		path  string
+		id    fileID
+		bytes int64
+	}
+	var files []seen
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
-		if fi, err := d.Info(); err == nil {
-			n += fi.Sys().(*syscall.Stat_t).Blocks * 512
+		if err == nil && d.Type().IsRegular() {
+			if id, n, ok := statFile(p); ok {
+				files = append(files, seen{p, id, n})
+			}
 		}
 		return nil
 	})
+	var n int64
+	for _, f := range files {
+		if id, now, ok := statFile(f.path); ok && id == f.id {
+			n += min(f.bytes, now)
+		}
+	}
 	return n
+}
+
+// fileID tells a file from another that took its name and inode number.
+type fileID struct {
+	ino   uint64
+	btime unix.StatxTimestamp
+}
+
+// statFile returns a file's identity and allocated bytes.
+func statFile(path string) (fileID, int64, bool) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW,
+		unix.STATX_INO|unix.STATX_BLOCKS|unix.STATX_BTIME, &st); err != nil {
+		return fileID{}, 0, false
+	}
+	return fileID{ino: st.Ino, btime: st.Btime}, int64(st.Blocks) * 512, true
 }
 
 // sampler measures a cache directory every 100 ms until stopped and keeps
