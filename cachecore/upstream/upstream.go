@@ -9,6 +9,8 @@ package upstream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Entry is one image an upstream offers.
@@ -34,6 +38,24 @@ type Entry struct {
 	// Digest is "sha256:<64 lowercase hex>" when the upstream publishes
 	// one (an origin index, a SHA256SUMS file), else empty.
 	Digest string
+
+	// ByDigest says that Digest alone names the bytes: entries with the
+	// same digest are one image (one cache entry, one inode) shown under
+	// several names, however many tags, repositories or products name
+	// it. Content-addressed upstreams (OCI blobs, simplestreams items)
+	// set it, with Digest.
+	ByDigest bool
+	// Content, when not nil, is the whole entry: a small file that the
+	// upstream built or fetched while listing (an OCI layout's
+	// index.json, a simplestreams product file), with Size its length
+	// and Digest its sha256. The cache stores it as it takes the
+	// catalog, so it reads at once and offline, and changes only with
+	// the catalog.
+	Content []byte
+	// Attrs are facts about the entry that users see as
+	// user.imgcache.<key> xattrs (an item's ftype, LXD's fingerprint, a
+	// layer's media type); see Validate for what a key and value may be.
+	Attrs map[string]string
 }
 
 // Bounds of an Entry the cache can take (see Validate).
@@ -46,6 +68,12 @@ const (
 	MaxSize = 1 << 44
 	// MaxETagLen bounds a validator; real ones are under 100 bytes.
 	MaxETagLen = 1024
+	// MaxContent bounds Entry.Content: the largest product files of
+	// public simplestreams servers are a few tens of MiB.
+	MaxContent = 64 << 20
+	// MaxAttrs and MaxAttrLen bound Entry.Attrs (per entry; per value).
+	MaxAttrs   = 32
+	MaxAttrLen = 1024
 )
 
 // The modification times an entry may have: those whose Unix time in
@@ -89,7 +117,56 @@ func (e Entry) Validate() error {
 	if len(e.ETag) > MaxETagLen {
 		return bad("ETag of %d bytes, over %d", len(e.ETag), MaxETagLen)
 	}
+	if e.ByDigest && e.Digest == "" {
+		return bad("named by its digest but has none")
+	}
+	if e.Content != nil {
+		if len(e.Content) > MaxContent || int64(len(e.Content)) != e.Size {
+			return bad("content of %d bytes for a size of %d (at most %d)", len(e.Content), e.Size, MaxContent)
+		}
+		if sum := sha256.Sum256(e.Content); e.Digest != "sha256:"+hex.EncodeToString(sum[:]) {
+			return bad("content does not match its digest %q", e.Digest)
+		}
+	}
+	if len(e.Attrs) > MaxAttrs {
+		return bad("%d attributes, over %d", len(e.Attrs), MaxAttrs)
+	}
+	for k, v := range e.Attrs {
+		if !validAttrKey(k) {
+			return bad("attribute name %q is not lowercase letters, digits and '_'", k)
+		}
+		if len(v) > MaxAttrLen || !printable(v) {
+			return bad("attribute %s: value is not printable text of at most %d bytes", k, MaxAttrLen)
+		}
+	}
 	return nil
+}
+
+// validAttrKey: 1 to 64 of [a-z0-9_], starting with a letter.
+func validAttrKey(k string) bool {
+	if k == "" || len(k) > 64 || k[0] < 'a' || k[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// printable: valid UTF-8 without control or format characters (the same
+// characters refused in names, so an xattr cannot rewrite a terminal).
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || r >= utf8.RuneSelf && unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return false
+		}
+	}
+	return true
 }
 
 // validDigest: "sha256:" and 64 lowercase hex digits.
