@@ -1,100 +1,32 @@
 package httpdir
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
-	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpclient"
 )
 
-// newClient makes the client of an upstream at base: verified TLS (or the
-// CA file's authorities), the dial and header timeouts of o, no
-// transparent gzip (a gzip'd range is not the range), and credentials
-// added by the transport for base's host only.
+// newClient makes the client of an upstream at base: the shared
+// transport (verified TLS, proxy, timeouts, no transparent gzip; see
+// httpclient) and credentials added by the transport for base's host only.
 func newClient(o *Options, base *url.URL) (*http.Client, *authTransport, error) {
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
-		}
-		tlsConf.RootCAs = pool
-	}
-	tlsConf.InsecureSkipVerify = o.Insecure
-	proxy, err := proxyFunc(o.Proxy)
+	tr, err := httpclient.NewTransport(httpclient.Options{
+		ConnectTimeout: o.ConnectTimeout,
+		HeaderTimeout:  o.HeaderTimeout,
+		CAFile:         o.CAFile,
+		Insecure:       o.Insecure,
+		Proxy:          o.Proxy,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	dialer := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
-	auth := &authTransport{scheme: base.Scheme, host: base.Host}
+	auth := &authTransport{base: tr, scheme: base.Scheme, host: base.Host}
 	auth.set(o.Credentials)
-	auth.base = &http.Transport{
-		Proxy:                 proxy,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConf,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   o.ConnectTimeout,
-		ResponseHeaderTimeout: o.HeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
-	return &http.Client{Transport: auth, CheckRedirect: checkRedirect}, auth, nil
-}
-
-// proxyFunc picks the proxy of every request: the one named, for every
-// host (http.ProxyURL makes no exception for loopback addresses), else
-// the environment's. A proxy's user:password@ becomes its
-// Proxy-Authorization; it is never shown.
-func proxyFunc(raw string) (func(*http.Request) (*url.URL, error), error) {
-	if raw == "" {
-		return http.ProxyFromEnvironment, nil
-	}
-	p, err := url.Parse(raw)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // ue quotes the URL, password included
-		}
-		return nil, fmt.Errorf("proxy URL: %v", err)
-	}
-	switch {
-	case p.Scheme != "http" && p.Scheme != "https" && p.Scheme != "socks5" && p.Scheme != "socks5h":
-		return nil, fmt.Errorf("proxy %q: scheme must be http, https or socks5", upstream.Redact(p))
-	case p.Host == "":
-		return nil, fmt.Errorf("proxy %q: no host", upstream.Redact(p))
-	case p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.Fragment != "":
-		return nil, fmt.Errorf("proxy %q: a proxy URL is scheme://host:port, with no path", upstream.Redact(p))
-	}
-	return http.ProxyURL(p), nil
-}
-
-// checkRedirect follows at most 5 redirects and never from https to http.
-func checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) >= 5 {
-		return errors.New("more than 5 redirects")
-	}
-	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-		return fmt.Errorf("redirect from https to %s refused", req.URL.Scheme)
-	}
-	return nil
+	return &http.Client{Transport: auth, CheckRedirect: httpclient.CheckRedirect}, auth, nil
 }
 
 func authHeader(cred string) string {
@@ -132,22 +64,4 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.Header.Set("Authorization", auth)
 	return t.base.RoundTrip(r)
-}
-
-// parseRetryAfter reads a Retry-After value: seconds, or an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if s < 0 || s > 24*3600 {
-			return 0
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpclient"
 )
 
 // List returns the catalog: the origin index if there is one, else what
@@ -185,14 +186,14 @@ func sizeFromProbe(resp *http.Response) int64 {
 	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		if _, _, total, err := parseContentRange(resp.Header.Get("Content-Range")); err == nil {
+		if _, _, total, err := httpclient.ParseContentRange(resp.Header.Get("Content-Range")); err == nil {
 			return total
 		}
 	case http.StatusOK:
 		return resp.ContentLength
 	case http.StatusRequestedRangeNotSatisfiable:
 		if n, ok := strings.CutPrefix(resp.Header.Get("Content-Range"), "bytes */"); ok {
-			if total, err := parseCount(n); err == nil {
+			if total, err := httpclient.ParseCount(n); err == nil {
 				return total
 			}
 		}

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpclient"
 )
 
 // stallTimer cancels a request when it fires; it runs while the request
@@ -145,7 +145,7 @@ func checkPartial(resp *http.Response, e upstream.Entry, off, n int64) (replyPla
 		return replyPlan{}, fmt.Errorf("206 reply is %s; one range was asked for", ct)
 	}
 	cr := resp.Header.Get("Content-Range")
-	first, last, total, err := parseContentRange(cr)
+	first, last, total, err := httpclient.ParseContentRange(cr)
 	if err != nil {
 		return replyPlan{}, fmt.Errorf("206 reply: %w", err)
 	}
@@ -182,48 +182,6 @@ func checkSameVersion(h http.Header, e upstream.Entry) error {
 		}
 	}
 	return nil
-}
-
-// parseContentRange parses "bytes first-last/total" of a single range;
-// total is -1 for "*".
-func parseContentRange(s string) (first, last, total int64, err error) {
-	bad := func() (int64, int64, int64, error) {
-		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
-	}
-	spec, ok := strings.CutPrefix(strings.TrimSpace(s), "bytes ")
-	if !ok {
-		return bad()
-	}
-	rng, size, ok := strings.Cut(strings.TrimSpace(spec), "/")
-	if !ok {
-		return bad()
-	}
-	a, b, ok := strings.Cut(rng, "-")
-	if !ok {
-		return bad()
-	}
-	if first, err = parseCount(a); err != nil {
-		return bad()
-	}
-	if last, err = parseCount(b); err != nil || last < first {
-		return bad()
-	}
-	if size == "*" {
-		return first, last, -1, nil
-	}
-	if total, err = parseCount(size); err != nil || last >= total {
-		return bad()
-	}
-	return first, last, total, nil
-}
-
-// parseCount parses a non-negative decimal of digits only (ParseInt
-// alone would take a sign).
-func parseCount(s string) (int64, error) {
-	if s == "" || strings.Trim(s, "0123456789") != "" {
-		return 0, strconv.ErrSyntax
-	}
-	return strconv.ParseInt(s, 10, 64)
 }
 
 // rangeReader yields the checked bytes of a reply: after skip bytes, left

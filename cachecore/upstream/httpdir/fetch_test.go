@@ -251,33 +251,6 @@ func TestFetchCancel(t *testing.T) {
 	}
 }
 
-func TestParseContentRange(t *testing.T) {
-	for _, tc := range []struct {
-		in                 string
-		first, last, total int64
-		ok                 bool
-	}{
-		{"bytes 0-0/1", 0, 0, 1, true},
-		{"bytes 10-29/100", 10, 29, 100, true},
-		{"bytes 10-29/*", 10, 29, -1, true},
-		{" bytes 1-2/3 ", 1, 2, 3, true},
-		{"bytes 10-29/29", 0, 0, 0, false},
-		{"bytes 29-10/100", 0, 0, 0, false},
-		{"bytes */100", 0, 0, 0, false},
-		{"bytes -1-2/3", 0, 0, 0, false},
-		{"bytes +1-2/3", 0, 0, 0, false},
-		{"bytes 1-2/-3", 0, 0, 0, false},
-		{"items 1-2/3", 0, 0, 0, false},
-		{"bytes 1-99999999999999999999/*", 0, 0, 0, false},
-		{"", 0, 0, 0, false},
-	} {
-		first, last, total, err := parseContentRange(tc.in)
-		if (err == nil) != tc.ok || tc.ok && (first != tc.first || last != tc.last || total != tc.total) {
-			t.Errorf("parseContentRange(%q) = %d, %d, %d, %v", tc.in, first, last, total, err)
-		}
-	}
-}
-
 func ExampleUpstream_URL() {
 	u, _ := New("https://user:token@mirror.example/ubuntu", Options{})
 	fmt.Println(u.URL("jammy/server image.img"))

@@ -65,21 +65,6 @@ func FuzzParseSHA256SUMS(f *testing.F) {
 	})
 }
 
-func FuzzParseContentRange(f *testing.F) {
-	for _, s := range []string{"bytes 0-0/1", "bytes 10-29/*", "bytes */5", "bytes 9223372036854775806-9223372036854775806/9223372036854775807"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		first, last, total, err := parseContentRange(s)
-		if err != nil {
-			return
-		}
-		if first < 0 || last < first || total < -1 || total >= 0 && last >= total {
-			t.Fatalf("parseContentRange(%q) = %d, %d, %d", s, first, last, total)
-		}
-	})
-}
-
 func FuzzParseIndex(f *testing.F) {
 	f.Add([]byte(`{"version":1,"images":[{"name":"a/b.img","size":3,"sha256":"` + strings.Repeat("a", 64) + `","mtime":"2024-01-01T00:00:00.5Z","etag":"\"x\""}]}`))
 	f.Add([]byte(`{"version":1,"images":[{"name":"../x","size":-1},{"name":"a","size":1},{"name":"a","size":2}]}`))

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpclient"
 )
 
 // Defaults of Options.
@@ -290,7 +291,7 @@ func newStatusError(resp *http.Response) *statusError {
 	if status == "" {
 		status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
-	return &statusError{code: resp.StatusCode, status: status, retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	return &statusError{code: resp.StatusCode, status: status, retryAfter: httpclient.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }
 
 // checkEncoding refuses a body that is not the representation itself: a
