@@ -104,7 +104,8 @@ func (m *model) next() op {
 	anyPinned := slices.ContainsFunc(m.images, func(im *modelImage) bool { return im.pinned })
 	add(opRead, 20, true)
 	add(opReads, 8, true)
-	add(opOpen, 5, len(m.opens) < 3 && slices.ContainsFunc(m.images, m.fits))
+	fits := func(im *modelImage) bool { return m.fits(im) }
+	add(opOpen, 5, len(m.opens) < 3 && slices.ContainsFunc(m.images, fits))
 	add(opReadHeld, 15, len(m.opens) > 0)
 	add(opClose, 5, len(m.opens) > 0)
 	add(opEvict, 4, true)
@@ -166,7 +167,7 @@ func (m *model) plan(k opKind) op {
 			m.restarted(true)
 		}
 	case opOpen:
-		o.img = pick(m.fits)
+		o.img = pick(func(im *modelImage) bool { return m.fits(im) })
 		m.opened++
 		o.held = &heldOpen{id: m.opened, img: o.img, size: o.img.size(o.img.current())}
 		m.opens = append(m.opens, o.held)
@@ -323,8 +324,10 @@ func (s *sequence) readAll(reads []readSpec, killed bool) {
 	}
 	res := make([]result, len(reads))
 	floors := make([]int, len(reads)) // reads at once are in no order
+	var imgs []*modelImage
 	for i, rd := range reads {
 		floors[i] = rd.img.floor
+		imgs = append(imgs, rd.img)
 	}
 	var wg sync.WaitGroup
 	for i, rd := range reads {
@@ -367,9 +370,12 @@ func (s *sequence) readAll(reads []readSpec, killed bool) {
 			s.failedReads++
 			// Only reads of bytes the upstream cannot give may fail: it is
 			// down, or this open's version is no longer the upstream's, or
-			// a held open repeats a failure for 2 s.
+			// a held open repeats a failure for 2 s; in strict mode also
+			// reads of images that may not fit at once beside the pinned
+			// and open ones (strict serves nothing it has not stored whole).
 			mayFail := !s.m.up || killed || slices.Min(r.possible) < im.current() ||
-				rd.held != nil && time.Since(rd.held.failedAt) < 2500*time.Millisecond
+				rd.held != nil && time.Since(rd.held.failedAt) < 2500*time.Millisecond ||
+				s.m.strict && !s.m.fits(imgs...)
 			if rd.held != nil {
 				rd.held.failedAt = time.Now()
 			}

@@ -188,6 +188,7 @@ type model struct {
 	chunk        int64
 	maxSize      int64
 	ttl          time.Duration // --catalog-ttl
+	strict       bool          // --verify strict: a read waits for the whole image, verified
 	flags        []string      // the mount's flags
 	up           bool          // the upstream serves
 	opens        []*heldOpen
@@ -230,6 +231,12 @@ func newModel(seed uint64) *model {
 	flush := []string{"100ms", "2s"}[m.rng.IntN(2)]
 	m.flags = []string{"--chunk-size", strconv.FormatInt(m.chunk>>10, 10) + "K",
 		"--max-size", strconv.FormatInt(m.maxSize, 10), "--catalog-ttl", m.ttl.String(), "--flush-interval", flush}
+	if m.strict = m.rng.IntN(4) == 0; m.strict {
+		m.flags = append(m.flags, "--verify", "strict")
+	}
+	if m.rng.IntN(3) == 0 {
+		m.flags = append(m.flags, "--scrub-interval", "1s") // it must find nothing to drop
+	}
 	return m
 }
 
@@ -264,22 +271,22 @@ func (m *model) newVersion(im *modelImage) version {
 	return version{data: data, digest: "sha256:" + hex.EncodeToString(sum[:]), mtime: mtime}
 }
 
-// committed is the room pins and held opens may need: the largest
-// version of each image that is pinned or open.
-func (m *model) committed(extra *modelImage) int64 {
+// committed is the room pins and held opens may need, with the extra
+// images: the largest version of each image that is pinned, open or extra.
+func (m *model) committed(extra ...*modelImage) int64 {
 	var n int64
 	for _, im := range m.images {
-		held := im == extra || im.pinned || slices.ContainsFunc(m.opens, func(o *heldOpen) bool { return o.img == im })
-		if held {
+		if slices.Contains(extra, im) || im.pinned || slices.ContainsFunc(m.opens, func(o *heldOpen) bool { return o.img == im }) {
 			n += im.maxSize() + 2*m.chunk
 		}
 	}
 	return n
 }
 
-// fits: pinning or opening im leaves room for the others' reads.
-func (m *model) fits(im *modelImage) bool {
-	return m.committed(im) <= m.maxSize-indexRoom-2*m.chunk
+// fits: the images, whole, fit beside the pinned and open ones (pinning
+// or opening one leaves room for the others' reads).
+func (m *model) fits(imgs ...*modelImage) bool {
+	return m.committed(imgs...) <= m.maxSize-indexRoom-2*m.chunk
 }
 
 // modelRuns reads the environment: IMGCACHE_MODEL_SEED replays one
@@ -329,6 +336,8 @@ func replayCommand(seed uint64, steps int) string {
 type modelTotals struct {
 	sequences, steps, reads, mismatches, failedReads int
 	bytes                                            int64
+	overLimit                                        int64 // the most the cache directory passed --max-size by
+	overSequences                                    int   // sequences in which it did
 	ops                                              map[string]int
 }
 
@@ -351,9 +360,10 @@ func TestModel(t *testing.T) {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
 	}
 	slices.Sort(kinds)
-	t.Logf("%d sequences, %d steps in %v: %d reads (%.1f MiB) checked, %d failed as allowed, %d wrong; operations: %s",
+	t.Logf("%d sequences, %d steps in %v: %d reads (%.1f MiB) checked, %d failed as allowed, %d wrong; "+
+		"the cache directory passed --max-size in %d sequences, by %d bytes at most; operations: %s",
 		tot.sequences, tot.steps, time.Since(start).Round(time.Second), tot.reads, float64(tot.bytes)/(1<<20),
-		tot.failedReads, tot.mismatches, strings.Join(kinds, ", "))
+		tot.failedReads, tot.mismatches, tot.overSequences, tot.overLimit, strings.Join(kinds, ", "))
 }
 
 // runSequence runs one seeded sequence: the steps, each followed by the
@@ -370,6 +380,10 @@ func runSequence(t *testing.T, seed uint64, steps int, tot *modelTotals) {
 		tot.bytes += s.readBytes
 		tot.failedReads += s.failedReads
 		tot.mismatches += s.mismatches
+		if s.overLimit > 0 {
+			tot.overSequences++
+			tot.overLimit = max(tot.overLimit, s.overLimit)
+		}
 		if t.Failed() || testing.Verbose() {
 			t.Logf("steps run:\n%s", strings.Join(s.done, "\n"))
 		}
