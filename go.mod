@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/hanwen/go-fuse/v2 v2.12.1
+	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.41.0
 )
 

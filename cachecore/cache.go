@@ -91,7 +91,8 @@ type Config struct {
 
 	Lifecycle // size limit, pruner, cleaner, prefetcher (lifecycle.go)
 
-	now func() time.Time // tests
+	now          func() time.Time // tests
+	abandonAfter time.Duration    // tests; 0: defaultAbandonAfter (request.go)
 }
 
 // Change names a catalog entry that changed: Name in directory Dir.
@@ -110,7 +111,7 @@ type Cache struct {
 	ctx          context.Context // the cache's own: fetches run on it, Close ends it
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
-	slots        chan struct{} // one token per range request in flight
+	slots        *fetchSlots   // one per range request in flight (slots.go)
 	kick         chan struct{} // asks the flusher to flush now
 	relist       chan struct{} // asks the catalog loop to refresh now
 	verifying    chan struct{} // one token per image being hashed
@@ -159,7 +160,7 @@ func Open(cfg Config) (*Cache, error) {
 		log:       cfg.Logger,
 		dir:       dir,
 		lock:      lock,
-		slots:     make(chan struct{}, cfg.MaxFetches),
+		slots:     newFetchSlots(cfg.MaxFetches),
 		kick:      make(chan struct{}, 1),
 		relist:    make(chan struct{}, 1),
 		verifying: make(chan struct{}, 1),
@@ -230,6 +231,9 @@ func (cfg *Config) fill() error {
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now
+	}
+	if cfg.abandonAfter <= 0 {
+		cfg.abandonAfter = defaultAbandonAfter
 	}
 	return nil
 }

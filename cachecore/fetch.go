@@ -33,27 +33,48 @@ var piecePool = newFreeList(DefaultMaxFetches+2, pieceSize) // freelist.go
 type run struct {
 	first, end int
 	flights    []*flight
+	req        *request
 	then       func() // if set, called when the run ends and its slot is free
 }
 
 // ensure makes chunks [first, last] present, fetching what is missing. It
 // returns when they are all present, when a fetch of one of them fails,
-// or when ctx is done (the fetches go on).
+// or when ctx is done (the fetches go on, unless nobody else waits: see
+// request.go).
 func (img *Image) ensure(ctx context.Context, first, last int) error {
+	counted := false
+	for {
+		again, err := img.ensureOnce(ctx, first, last, &counted)
+		if !again {
+			return err
+		}
+	}
+}
+
+// ensureOnce is one try of ensure; again says that a run it waited for
+// was abandoned just as it joined, so it should claim afresh.
+func (img *Image) ensureOnce(ctx context.Context, first, last int, counted *bool) (again bool, err error) {
 	img.mu.Lock()
 	if img.present.nextMissing(first, last+1) > last {
 		img.mu.Unlock()
-		img.c.stats.Hits.Add(1)
-		return nil
+		if !*counted {
+			img.c.stats.Hits.Add(1)
+		}
+		return false, nil
 	}
-	img.c.stats.Misses.Add(1)
+	if !*counted {
+		img.c.stats.Misses.Add(1)
+		*counted = true
+	}
 	var waits []*flight
 	runs := img.claimLocked(first, last+1, &waits, -1)
 	if len(runs) > 0 {
 		img.users += len(runs) // each run keeps the data file open
 	}
 	file := img.file
+	joined := joinAll(waits)
 	img.mu.Unlock()
+	defer leaveAll(joined)
 
 	for _, r := range runs {
 		img.c.wg.Add(1)
@@ -62,14 +83,17 @@ func (img *Image) ensure(ctx context.Context, first, last int) error {
 	for _, f := range waits {
 		select {
 		case <-f.done:
+			if errors.Is(f.err, errAbandoned) && ctx.Err() == nil {
+				return true, nil
+			}
 			if f.err != nil {
-				return f.err
+				return false, f.err
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // claimLocked creates flights for the missing, unclaimed chunks of
@@ -91,10 +115,10 @@ func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run
 			if len(runs) == maxRuns {
 				break
 			}
-			runs = append(runs, run{first: i, end: i})
+			runs = append(runs, run{first: i, end: i, req: img.c.newRequest(waits == nil)})
 			cur = &runs[len(runs)-1]
 		}
-		f := &flight{done: make(chan struct{})}
+		f := &flight{done: make(chan struct{}), req: cur.req}
 		img.flights[i] = f
 		if waits != nil {
 			*waits = append(*waits, f)
@@ -112,9 +136,7 @@ func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run
 // ends (to start more as slots free up).
 func (c *Cache) readAhead(img *Image, from, to int, then func()) int {
 	for from < to {
-		select {
-		case c.slots <- struct{}{}:
-		default:
+		if !c.slots.tryAcquire(img, 0) {
 			return from
 		}
 		img.mu.Lock()
@@ -125,7 +147,7 @@ func (c *Cache) readAhead(img *Image, from, to int, then func()) int {
 		file := img.file
 		img.mu.Unlock()
 		if len(runs) == 0 {
-			<-c.slots
+			c.slots.release(img)
 			return to
 		}
 		r := runs[0]
@@ -140,30 +162,45 @@ func (c *Cache) readAhead(img *Image, from, to int, then func()) int {
 // fetchRun fetches the chunks of r into file and lands them one by one.
 // If the reply ends early after some progress it asks again for the rest;
 // whatever cannot be fetched fails its flights with the error, which is
-// also recorded on the image.
+// also recorded on the image. A foreground run waits for its fetch slot
+// here; a background one (read-ahead, prefetch) comes holding one. The
+// slot is given back during the pauses between retries.
 func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) {
 	defer c.wg.Done()
 	if r.then != nil {
 		defer r.then()
 	}
 	defer img.release()
-	if foreground {
-		select {
-		case c.slots <- struct{}{}:
-		case <-c.ctx.Done():
-			img.failFrom(r, r.first, ErrClosed)
-			return
-		}
+	defer r.req.end()
+	// The slot and a piece buffer are held together, so that buffers in
+	// use are bounded by the slots.
+	var bufp *[]byte
+	hold := func() { bufp = piecePool.Get().(*[]byte) }
+	unhold := func() {
+		piecePool.Put(bufp)
+		bufp = nil
+		c.slots.release(img)
 	}
-	defer func() { <-c.slots }()
-	c.stats.FetchesInFlight.Add(1)
-	defer c.stats.FetchesInFlight.Add(-1)
-
-	bufp := piecePool.Get().(*[]byte)
-	defer piecePool.Put(bufp)
+	if !foreground {
+		hold()
+	}
+	defer func() {
+		if bufp != nil {
+			unhold()
+		}
+	}()
 	next := r.first
 	for attempt := 0; next < r.end; {
-		landed, err := c.fetchRange(img, file, r, next, *bufp)
+		if bufp == nil {
+			if err := c.slots.acquire(r.req.ctx, img); err != nil {
+				img.failFrom(r, next, c.stopCause(r.req))
+				return
+			}
+			hold()
+		}
+		c.stats.FetchesInFlight.Add(1)
+		landed, err := c.fetchRange(r.req.ctx, img, file, r, next, *bufp)
+		c.stats.FetchesInFlight.Add(-1)
 		next += landed
 		if err == nil {
 			continue
@@ -174,8 +211,8 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 				continue // ask again for the rest
 			}
 		}
-		if c.ctx.Err() != nil { // closing: not the image's fault
-			img.failFrom(r, next, ErrClosed)
+		if r.req.ctx.Err() != nil { // closing, or nobody waits: not the image's fault
+			img.failFrom(r, next, c.stopCause(r.req))
 			return
 		}
 		if readsAround(err) { // no room, or a full disk: readers read around the cache
@@ -183,11 +220,12 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 			return
 		}
 		attempt++
-		if c.pauseBeforeRetry(img, attempt, err) {
-			continue
-		}
-		if c.ctx.Err() != nil {
-			img.failFrom(r, next, ErrClosed)
+		if c.retryWorthy(attempt, err) {
+			unhold()
+			if c.pauseBeforeRetry(r.req.ctx, img, attempt, err) {
+				continue
+			}
+			img.failFrom(r, next, c.stopCause(r.req))
 			return
 		}
 		if errors.Is(err, upstream.ErrChanged) {
@@ -201,13 +239,25 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 	}
 }
 
+// stopCause is why a run's context ended: the cache closing, or no
+// reader waiting any more.
+func (c *Cache) stopCause(q *request) error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	if err := context.Cause(q.ctx); err != nil {
+		return err
+	}
+	return ErrClosed
+}
+
 type fileWriterAt interface {
 	WriteAt(p []byte, off int64) (int, error)
 }
 
 // fetchRange makes one range request for chunks [from, r.end) and lands
 // them in order; it returns how many it landed.
-func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf []byte) (int, error) {
+func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r run, from int, buf []byte) (landed int, err error) {
 	room := &room{c: c, img: img, file: file} // the size limit (usage.go)
 	defer room.giveBack()
 	if err := room.take(from); err != nil {
@@ -220,13 +270,27 @@ func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf [
 		return 0, err
 	}
 	defer releaseSpace()
-	body, err := c.up.Fetch(c.ctx, img.entry, off, n)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	guard := c.newRateGuard(cancel)
+	defer guard.stop()
+	defer func() {
+		if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrTooSlow) && !errors.Is(err, ErrTooSlow) {
+			err = cause // the upstream's error says only "canceled"
+		}
+	}()
+	guard.begin()
+	body, err := c.up.Fetch(ctx, img.entry, off, n)
+	guard.end(0)
 	if err != nil {
 		return 0, err
 	}
 	defer body.Close()
+	var in io.Reader = body
+	if guard != nil {
+		in = guardedBody{r: body, g: guard}
+	}
 	check := img.refetchCheck() // nil unless the image was verified before
-	landed := 0
 	for i := from; i < r.end; i++ {
 		if i > from {
 			if err := room.take(i); err != nil {
@@ -236,7 +300,7 @@ func (c *Cache) fetchRange(img *Image, file fileWriterAt, r run, from int, buf [
 		chunkOff, left := int64(i)*img.chunkSize, img.chunkLen(i)
 		for left > 0 {
 			k := min(left, int64(len(buf)))
-			got, err := io.ReadFull(body, buf[:k])
+			got, err := io.ReadFull(in, buf[:k])
 			if err != nil {
 				if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 					err = upstream.ErrShortBody
@@ -284,7 +348,7 @@ func (img *Image) land(r run, i int) {
 func (img *Image) failFrom(r run, i int, err error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNoRoom) {
+	if !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNoRoom) && !errors.Is(err, errAbandoned) {
 		img.recordErrorLocked(err)
 	}
 	for ; i < r.end; i++ {

@@ -51,6 +51,7 @@ type Image struct {
 type flight struct {
 	done chan struct{}
 	err  error
+	req  *request // the run bringing it (request.go)
 }
 
 func newImage(c *Cache, r record, present chunkMap) *Image {

@@ -256,7 +256,7 @@ func (c *Cache) prefetch(img *Image) error {
 				return ErrClosed
 			}
 		}
-		if err := c.prefetchSlot(); err != nil {
+		if err := c.prefetchSlot(img); err != nil {
 			return err
 		}
 		img.mu.Lock()
@@ -266,7 +266,7 @@ func (c *Cache) prefetch(img *Image) error {
 		}
 		img.mu.Unlock()
 		if len(runs) == 0 { // in flight for someone else: on to the next window
-			<-c.slots
+			c.slots.release(img)
 			next = to
 			continue
 		}
@@ -288,21 +288,18 @@ func (c *Cache) prefetch(img *Image) error {
 	return img.ensure(c.ctx, 0, img.nChunks-1)
 }
 
-// prefetchSlot takes a fetch slot, but only while at least one more stays
-// free for foreground reads.
-func (c *Cache) prefetchSlot() error {
+// prefetchSlot takes a fetch slot for img, but only while at least one
+// more stays free for foreground reads.
+func (c *Cache) prefetchSlot(img *Image) error {
 	for {
-		if free := cap(c.slots) - len(c.slots); free > 1 || (cap(c.slots) == 1 && free == 1) {
-			select {
-			case c.slots <- struct{}{}:
-				return nil
-			default:
-			}
+		freed := c.slots.released()
+		if c.slots.tryAcquire(img, 1) {
+			return nil
 		}
 		select {
 		case <-c.ctx.Done():
 			return ErrClosed
-		case <-time.After(10 * time.Millisecond):
+		case <-freed:
 		}
 	}
 }

@@ -39,6 +39,11 @@ type FailureConfig struct {
 	RetryMax    int           // retries of a failed range request; 0: default, <0: none
 	ReadTimeout time.Duration // longest a read waits for the upstream; 0: default
 	FailHold    time.Duration // how long a handle repeats a failure; 0: default, <0: never
+	// A range request delivering fewer than LowSpeedLimit bytes a second
+	// over LowSpeedTime of waiting on the upstream is cancelled
+	// (request.go); 0: defaults, LowSpeedLimit < 0: no limit.
+	LowSpeedLimit int64
+	LowSpeedTime  time.Duration
 	// SpaceReserve is the free space on the cache filesystem that data
 	// never takes, for the index (dirsafety.go); 0: default, <0: none.
 	SpaceReserve int64
@@ -53,6 +58,12 @@ func (f *FailureConfig) fill() {
 	}
 	if f.FailHold == 0 {
 		f.FailHold = DefaultFailHold
+	}
+	if f.LowSpeedLimit == 0 {
+		f.LowSpeedLimit = DefaultLowSpeedLimit
+	}
+	if f.LowSpeedTime <= 0 {
+		f.LowSpeedTime = DefaultLowSpeedTime
 	}
 	if f.SpaceReserve == 0 {
 		f.SpaceReserve = DefaultSpaceReserve
@@ -75,13 +86,15 @@ func backoff(attempt int, err error) time.Duration {
 	return d
 }
 
-// pauseBeforeRetry says whether a fetch that failed with err should try
-// again (attempt is the number of this retry, from 1), and if so sleeps
-// the backoff first. It gives up at once when the cache closes.
-func (c *Cache) pauseBeforeRetry(img *Image, attempt int, err error) bool {
-	if attempt > c.cfg.RetryMax || !upstream.Temporary(err) {
-		return false
-	}
+// retryWorthy says whether a fetch that failed with err should try again
+// (attempt is the number of this retry, from 1).
+func (c *Cache) retryWorthy(attempt int, err error) bool {
+	return attempt <= c.cfg.RetryMax && upstream.Temporary(err)
+}
+
+// pauseBeforeRetry sleeps the backoff before a retry; it gives up (false)
+// at once when ctx (the run's) ends.
+func (c *Cache) pauseBeforeRetry(ctx context.Context, img *Image, attempt int, err error) bool {
 	d := backoff(attempt, err)
 	c.log.Debug("fetch failed; retrying", "image", img.entry.Name, "attempt", attempt, "in", d, "err", err)
 	c.stats.FetchRetries.Add(1)
@@ -90,7 +103,7 @@ func (c *Cache) pauseBeforeRetry(img *Image, attempt int, err error) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-c.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }

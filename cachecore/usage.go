@@ -264,12 +264,10 @@ func (c *Cache) inUseLocked(img *Image) {
 // memory, storing nothing: the way out when a chunk cannot be stored
 // (ErrNoRoom, or a full disk). It takes a fetch slot like any fetch.
 func (c *Cache) readDirect(ctx context.Context, img *Image, off int64, n int) (Span, error) {
-	select {
-	case c.slots <- struct{}{}:
-	case <-ctx.Done():
-		return Span{}, ctx.Err()
+	if err := c.slots.acquire(ctx, img); err != nil {
+		return Span{}, err
 	}
-	defer func() { <-c.slots }()
+	defer c.slots.release(img)
 	body, err := c.up.Fetch(ctx, img.entry, off, int64(n))
 	if err != nil {
 		c.stats.FetchErrors.Add(1)

@@ -12,7 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/imgcache/imgcache/origin"
 )
@@ -39,6 +41,8 @@ type faultUpstream struct {
 	srv    *httptest.Server
 	origin *origin.Server
 
+	trickling atomic.Int64 // trickleBody replies being sent now
+
 	mu      sync.Mutex        // protects the following
 	faults  map[string]*fault // by image name
 	gets    map[string]int    // GET requests seen, by image name
@@ -55,15 +59,17 @@ const (
 	wrongContentRange                  // answer 206 for the range one byte off, Content-Range saying so
 	stallBody                          // after `after` bytes, send nothing until the client gives up or clear
 	statusError                        // answer status (e.g. 503) without a body
+	trickleBody                        // after `after` bytes, one byte every `every` until the client gives up or clear
 )
 
 // fault is one way of breaking replies.
 type fault struct {
 	kind   faultKind
-	at     int64 // corruptByte: image offset of the byte to flip
-	after  int64 // truncateBody, resetBody, stallBody: body bytes sent first
-	status int   // statusError: the status to answer
-	times  int   // replies to break, then pass through; 0: until clear
+	at     int64         // corruptByte: image offset of the byte to flip
+	after  int64         // truncateBody, resetBody, stallBody: body bytes sent first
+	status int           // statusError: the status to answer
+	every  time.Duration // trickleBody: the pause before each byte
+	times  int           // replies to break, then pass through; 0: until clear
 }
 
 // startFaultUpstream serves root on 127.0.0.1 until the test ends.
@@ -172,6 +178,9 @@ func (u *faultUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch f.kind {
+	case trickleBody:
+		u.trickling.Add(1)
+		defer u.trickling.Add(-1)
 	case statusError:
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(f.status)
@@ -226,6 +235,8 @@ func (w *faultWriter) Write(p []byte) (int, error) {
 			q[i] ^= 1
 			p = q
 		}
+	case trickleBody:
+		return w.trickle(p)
 	case truncateBody, resetBody, stallBody:
 		if w.sent+int64(len(p)) > w.f.after {
 			k, _ := w.ResponseWriter.Write(p[:w.f.after-w.sent])
@@ -263,6 +274,36 @@ func (w *faultWriter) breakNow() {
 	}
 	// truncateBody: the handler returns short of Content-Length, and
 	// net/http closes the connection.
+}
+
+// trickle passes on the bytes up to `after` at once, then one byte every
+// `every`, all of them right, until the request ends (an error) or the
+// fault is cleared (the rest at once).
+func (w *faultWriter) trickle(p []byte) (int, error) {
+	rc := http.NewResponseController(w.ResponseWriter)
+	written := 0
+	for written < len(p) {
+		k := len(p) - written
+		if w.sent >= w.f.after {
+			rc.Flush()
+			select {
+			case <-w.release:
+			case <-w.done:
+				return written, errInjected
+			case <-time.After(w.f.every):
+				k = 1
+			}
+		} else {
+			k = int(min(int64(k), w.f.after-w.sent))
+		}
+		n, err := w.ResponseWriter.Write(p[written : written+k])
+		written += n
+		w.sent += int64(n)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 // requestedRange parses a Range header of one range "bytes=a-b".

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imgcache/imgcache/control"
 )
 
 // TestHostileListingSizes: a directory listing that starts listing sizes
@@ -99,4 +103,62 @@ func TestHostileListingSizes(t *testing.T) {
 	})
 	checkOnlyOK(m)
 	m.unmount(t)
+}
+
+// TestTricklingImageBesideAHealthyOne: an upstream that sends one of an
+// image's bytes a second never trips --stall-timeout. Eight readers of it
+// used to hold every fetch slot for ever: their reads failed after
+// --read-timeout, as promised, but the fetches stayed in flight and every
+// other image's uncached reads failed until a restart. Now the trickling
+// image holds at most its share of the slots, a healthy image reads
+// correctly meanwhile, and once the trickle's readers gave up its fetches
+// end and their slots come back.
+func TestTricklingImageBesideAHealthyOne(t *testing.T) {
+	need(t, "dd", "sha256sum", "cat")
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"trickle.img": 16 << 20, "healthy.img": 8 << 20, "later.img": 4 << 20})
+	u := startFaultUpstream(t, root)
+	m := startMount(t, u.url, "", "--read-timeout", "5s")
+	u.inject("trickle.img", fault{kind: trickleBody, every: time.Second})
+
+	// Eight readers, each of its own 1 MiB chunk: as many as there are
+	// fetch slots.
+	var readers []*exec.Cmd
+	for i := range 8 {
+		cmd := exec.Command("dd", "if="+m.path("trickle.img"), "of=/dev/null", "bs=4k", "count=1",
+			"skip="+strconv.Itoa(i*2*256))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		readers = append(readers, cmd)
+	}
+	t.Cleanup(func() {
+		for _, r := range readers {
+			if r.ProcessState == nil {
+				r.Process.Kill()
+				r.Wait()
+			}
+		}
+	})
+	waitUntil(t, "the trickle to hold its fetch slots", func() bool { return u.trickling.Load() >= 4 })
+
+	if got := sha256sum(t, m.path("healthy.img")); got != imgs["healthy.img"].sha256 {
+		t.Fatal("healthy.img read wrong while the trickle ran")
+	}
+	t.Logf("healthy.img read with %d trickling replies in flight", u.trickling.Load())
+
+	for i, r := range readers {
+		if err := r.Wait(); err == nil {
+			t.Errorf("reader %d of the trickling image succeeded; want EIO after --read-timeout", i)
+		}
+	}
+	waitUntil(t, "the trickle's fetches to end", func() bool { return u.trickling.Load() == 0 })
+	var st control.Stats
+	waitUntil(t, "no fetch in flight", func() bool {
+		cliJSON(t, &st, "stats", "--cache-dir", m.cacheDir)
+		return st.FetchesInFlight == 0
+	})
+	if got := sha256sum(t, m.path("later.img")); got != imgs["later.img"].sha256 {
+		t.Fatal("later.img read wrong after the trickle")
+	}
 }
