@@ -263,10 +263,13 @@ func (s *sequence) kill() {
 	}
 }
 
+// closeAll ends the processes of held opens (once: they may be closed
+// already).
 func (s *sequence) closeAll(hs []*heldOpen) {
 	for _, h := range hs {
 		if h.r != nil {
 			h.r.close()
+			h.r = nil
 		}
 	}
 }
