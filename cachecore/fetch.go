@@ -308,7 +308,7 @@ func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r
 				c.stats.BytesFetched.Add(uint64(got))
 				return landed, err
 			}
-			if _, err := file.WriteAt(buf[:k], chunkOff); err != nil {
+			if _, err := room.WriteAt(buf[:k], chunkOff); err != nil {
 				return landed, &Error{Op: "write cache", Name: img.entry.Name, Err: err}
 			}
 			check.write(buf[:k])

@@ -180,16 +180,18 @@ func (img *Image) acquireLocked() error {
 	return nil
 }
 
-// release drops one user; the last one closes the data file and, if the
-// image has left the catalog meanwhile, deletes it.
+// release drops one user; the last one syncs the data file if it was
+// written, measures it, closes it and, if the image has left the catalog
+// meanwhile, deletes it.
 func (img *Image) release() {
 	img.mu.Lock()
+	synced := img.users == 1 && img.syncForMeasure() // usage.go
 	img.users--
 	if img.users > 0 {
 		img.mu.Unlock()
 		return
 	}
-	img.c.releasedLocked(img) // measure it; it may be evicted now
+	img.c.releasedLocked(img, synced) // measure it; it may be evicted now
 	f, retired := img.file, img.retired
 	img.file = nil
 	img.mu.Unlock()

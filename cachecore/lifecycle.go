@@ -59,6 +59,8 @@ type Lifecycle struct {
 	// dropped, so that the kernel's cached attributes (st_blocks) can be
 	// invalidated. It may be called inside a read: it must not block.
 	OnEvict func(names []string)
+
+	meter fileMeter // measures data files; tests: a fake filesystem (nil: the real one)
 }
 
 func (l *Lifecycle) fill(dir string) error {
@@ -86,6 +88,9 @@ func (l *Lifecycle) fill(dir string) error {
 	}
 	if l.PruneInterval <= 0 {
 		l.PruneInterval = DefaultPruneInterval
+	}
+	if l.meter == nil {
+		l.meter = osMeter{}
 	}
 	return nil
 }
@@ -126,8 +131,15 @@ type lifecycle struct {
 
 // imageLife is an image's lifecycle state, protected by its Image.mu.
 type imageLife struct {
-	alloc int64  // allocated bytes of its data file, as last measured
-	gen   uint64 // bumped when its data is dropped: older flush snapshots are stale
+	// alloc is what its data file is booked for: its last final measure
+	// plus the reservations of the writes since (usage.go), which
+	// unmeasured says there were; writes counts them, failed holds the
+	// chunks booked for a failed write since (nil: none).
+	alloc      int64
+	unmeasured bool
+	writes     uint64
+	failed     map[int]bool
+	gen        uint64 // bumped when its data is dropped: older flush snapshots are stale
 }
 
 func (c *Cache) initLifecycle() error {

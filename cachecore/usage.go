@@ -14,11 +14,16 @@ import (
 
 // Usage accounting. Usage is what the data files take on disk: their
 // allocated blocks (st_blocks), not their apparent sizes, which are the
-// full image sizes of sparse files. It is measured from the files at
-// start-up, after each chunk is written (fstat of the data file) and when
-// an image's last user lets go of it; a write is preceded by a reservation
+// full image sizes of sparse files. A write is preceded by a reservation
 // that covers the most it can allocate, so that used + reserved, and with
-// it the data directory, never passes the limit. The index's size, as last
+// it the data directory, never passes the limit; once the write is done
+// its reservation moves to its image's books. A file is measured at
+// start-up and when its image's last user lets go of it, after a sync:
+// only then is the measure final. Before, st_blocks can read low: ext4
+// allocates delayed blocks when it writes a file back and, for that
+// instant, st_blocks lacks the extent being allocated (1 MiB dips, and 0
+// for a 1 MiB file, seen while a file was written and synced), and the
+// extent tree's own blocks come only then. The index's size, as last
 // measured (after each flush), is taken off the limit too, so that the
 // whole cache directory stays within it; the index is not ours to bound,
 // so that part holds only as well as the last measure.
@@ -141,21 +146,55 @@ func (c *Cache) unreserve(n int64) {
 	c.life.mu.Unlock()
 }
 
-// setAllocLocked records a new measure of img's data file; img.mu is held.
+// setAllocLocked records a final measure of img's data file (or 0: the
+// file is gone); img.mu is held.
 func (c *Cache) setAllocLocked(img *Image, alloc int64) {
 	delta := alloc - img.life.alloc
-	img.life.alloc = alloc
+	img.life.alloc, img.life.unmeasured, img.life.failed = alloc, false, nil
 	c.life.mu.Lock()
 	c.life.used += delta
 	c.life.mu.Unlock()
 }
 
+// bookLocked moves n reserved bytes to img's books: a write that may
+// have allocated them is done. img.mu is held.
+func (c *Cache) bookLocked(img *Image, n int64) {
+	img.life.alloc += n
+	img.life.unmeasured = true
+	img.life.writes++
+	c.life.mu.Lock()
+	c.life.used += n
+	c.life.reserved -= n
+	c.life.mu.Unlock()
+}
+
+// fileMeter measures and syncs open data files: the filesystem, or in
+// tests a fake one.
+type fileMeter interface {
+	allocated(f *os.File) (int64, error) // st_blocks * 512
+	sync(f *os.File) error
+}
+
+type osMeter struct{}
+
+func (osMeter) allocated(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return allocated(fi), nil
+}
+
+func (osMeter) sync(f *os.File) error { return f.Sync() }
+
 // room is what one fetch has reserved for the chunk it is writing.
 type room struct {
-	c    *Cache
-	img  *Image
-	file fileWriterAt
-	held int64
+	c       *Cache
+	img     *Image
+	file    fileWriterAt
+	held    int64
+	chunk   int  // the chunk held is for
+	written bool // a write of it to the file was tried
 }
 
 // take reserves room for chunk i (its blocks and writeSlack).
@@ -164,22 +203,29 @@ func (r *room) take(i int) error {
 	if err := r.c.reserve(n); err != nil {
 		return err
 	}
-	r.held = n
+	r.held, r.chunk, r.written = n, i, false
 	return nil
 }
 
-// wrote measures the data file after a chunk was written to it and gives
-// back the reservation. The file only grows while the image has users, so
-// the larger of the old and new measure is the better one when two writes
-// race.
+// WriteAt writes to the data file within the room taken.
+func (r *room) WriteAt(p []byte, off int64) (int, error) {
+	r.written = true
+	return r.file.WriteAt(p, off)
+}
+
+// wrote moves the reservation of a chunk that was written to the image's
+// books. They stay above the file's blocks (by the slack, at least) until
+// its last user lets go: a measure now could read low (see above).
 func (r *room) wrote() {
 	if r.held != 0 {
 		r.settle(true)
 	}
 }
 
-// giveBack returns a reservation that no write used (the fetch failed);
-// what a partial write allocated is measured.
+// giveBack ends a reservation whose write failed: what it allocated, if
+// it wrote anything, is booked like a chunk's, once for the chunk
+// however many times its writes fail (an upstream that cuts every reply
+// short must not inflate the books of an image that stays open).
 func (r *room) giveBack() {
 	if r.held != 0 {
 		r.settle(false)
@@ -187,48 +233,65 @@ func (r *room) giveBack() {
 }
 
 func (r *room) settle(landed bool) {
-	measured := int64(-1)
-	if f, ok := r.file.(interface{ Stat() (os.FileInfo, error) }); ok {
-		if fi, err := f.Stat(); err == nil {
-			measured = allocated(fi)
-		}
-	}
 	img := r.img
 	img.mu.Lock()
-	if measured < 0 { // no way to measure (a test's writer): count the reservation
-		measured = img.life.alloc
-		if landed {
-			measured += r.held - writeSlack
+	if r.written && !img.life.failed[r.chunk] {
+		r.c.bookLocked(img, r.held)
+		if !landed {
+			if img.life.failed == nil {
+				img.life.failed = make(map[int]bool)
+			}
+			img.life.failed[r.chunk] = true
 		}
+	} else { // nothing written, or over what a failed write of the chunk booked
+		r.c.unreserve(r.held)
 	}
-	r.c.setAllocLocked(img, max(img.life.alloc, measured))
 	if landed {
+		delete(img.life.failed, r.chunk)
 		img.rec.LastFetch = r.c.now()
 	}
 	img.mu.Unlock()
-	r.c.unreserve(r.held)
 	r.held = 0
 }
 
-// releasedLocked measures an image's open data file exactly (the last user
-// is letting go: nothing writes to it) and, if the image may now be
-// evicted, puts it at the front of the LRU list. img.mu is held; fstat of
-// an open file is a lookup in the kernel's inode, not disk I/O.
+// syncForMeasure is called by the last user of an image, img.mu held,
+// before it lets go: if writes were booked since the file was last
+// measured, the file is synced (with img.mu released: the user still
+// holds the file open) so that releasedLocked may measure it. It reports
+// whether the sync covered every booked write.
+func (img *Image) syncForMeasure() bool {
+	if !img.life.unmeasured || img.file == nil {
+		return false
+	}
+	f, writes := img.file, img.life.writes
+	img.mu.Unlock()
+	err := img.c.cfg.meter.sync(f)
+	img.mu.Lock()
+	return err == nil && img.life.writes == writes
+}
+
+// releasedLocked measures an image's data file when its last user lets go
+// (nothing writes to it) and, if the image may now be evicted, puts it at
+// the front of the LRU list. img.mu is held; fstat of an open file is a
+// lookup in the kernel's inode, not disk I/O.
 //
-// A measure below the books is a punch (check.go), or, we think, a
-// filesystem in the middle of writing the file back: a unit test under
-// load once found usage 0 for a 256 KiB file on ext4. Counting low would
-// let the cache pass its limit, so the file is synced (rare: the flusher
-// has usually done it) and measured again.
-func (c *Cache) releasedLocked(img *Image) {
-	if img.file != nil {
-		if fi, err := img.file.Stat(); err == nil {
-			a := allocated(fi)
-			if a < img.life.alloc && img.file.Sync() == nil {
-				if fi, err := img.file.Stat(); err == nil {
-					a = allocated(fi)
-				}
+// The measure replaces the books only if it is final: the file was
+// synced after the writes booked (synced), or none were booked since the
+// last measure. Otherwise the books stay (an upper bound) until the next
+// release. A final measure below the books is a punch (check.go) or the
+// slack of the writes; one of a file no write of ours touched that reads
+// below the books may be a file written before a restart that the kernel
+// is writing back: it is synced and measured again.
+func (c *Cache) releasedLocked(img *Image, synced bool) {
+	if img.file != nil && (synced || !img.life.unmeasured) {
+		meter := c.cfg.meter
+		a, err := meter.allocated(img.file)
+		if err == nil && a < img.life.alloc && !synced {
+			if err = meter.sync(img.file); err == nil {
+				a, err = meter.allocated(img.file)
 			}
+		}
+		if err == nil {
 			c.setAllocLocked(img, a)
 		}
 	}
