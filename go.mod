@@ -5,8 +5,11 @@ go 1.26.8
 require (
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/hanwen/go-fuse/v2 v2.12.1
+	github.com/opencontainers/go-digest v1.0.0
+	github.com/opencontainers/image-spec v1.1.1
 	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.41.0
+	oras.land/oras-go/v2 v2.7.0
 )
 
 require (
