@@ -316,6 +316,12 @@ func newRequest(ctx context.Context, method string, target *url.URL) (*http.Requ
 // getBody GETs target and reads its whole body, at most limit bytes;
 // what names the body in errors ("directory listing").
 func (u *Upstream) getBody(ctx context.Context, target *url.URL, limit int64, what string) ([]byte, http.Header, error) {
+	return u.getBodyIf(ctx, target, limit, what, nil)
+}
+
+// getBodyIf is getBody, conditional on prev's validators when prev is
+// not nil: a 304 reply returns prev's bytes and a nil header.
+func (u *Upstream) getBodyIf(ctx context.Context, target *url.URL, limit int64, what string, prev *File) ([]byte, http.Header, error) {
 	desc := describe("GET", target, "")
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -325,11 +331,21 @@ func (u *Upstream) getBody(ctx context.Context, target *url.URL, limit int64, wh
 	if err != nil {
 		return nil, nil, transportError(ctx, desc, err)
 	}
+	if prev != nil && !prev.Young {
+		if prev.ETag != "" {
+			req.Header.Set("If-None-Match", prev.ETag)
+		} else if !prev.ModTime.IsZero() {
+			req.Header.Set("If-Modified-Since", prev.ModTime.UTC().Format(http.TimeFormat))
+		}
+	}
 	resp, err := u.opts.Client.Do(req)
 	if err != nil {
 		return nil, nil, transportError(ctx, desc, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && prev != nil && !prev.Young && (prev.ETag != "" || !prev.ModTime.IsZero()) {
+		return prev.Data, nil, nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, nil, &requestError{req: desc, err: newStatusError(resp)}
 	}
