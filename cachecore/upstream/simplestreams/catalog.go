@@ -76,7 +76,14 @@ func (u *Upstream) refused(err error) error {
 // one entry and a directory to another.
 func catalog(files map[string]*httpdir.File, items []item) ([]upstream.Entry, error) {
 	entries := make([]upstream.Entry, 0, len(files)+len(items))
-	where := make(map[string]string, len(files)+len(items)) // path -> who named it
+	at := make(map[string]int, len(files)+len(items)) // path -> its entry
+	named := make([]*item, 0, len(files)+len(items))  // entry -> the item that named it; nil for a JSON file
+	who := func(i int) string {
+		if named[i] == nil {
+			return "the JSON file " + entries[i].Name
+		}
+		return named[i].where()
+	}
 	for _, name := range sortedKeys(files) {
 		f := files[name]
 		sum := sha256.Sum256(f.Data)
@@ -91,44 +98,46 @@ func catalog(files map[string]*httpdir.File, items []item) ([]upstream.Entry, er
 		if err := e.Validate(); err != nil {
 			return nil, err
 		}
+		at[name] = len(entries)
 		entries = append(entries, e)
-		where[name] = "the JSON file " + name
+		named = append(named, nil)
 	}
-	byName := make(map[string]int, len(items)) // path -> index in entries
-	for _, it := range items {
+	for k := range items {
+		it := &items[k]
 		digest := "sha256:" + it.SHA256
-		if i, ok := byName[it.Name]; ok {
-			if e := entries[i]; e.Size != it.Size || e.Digest != digest {
+		if i, ok := at[it.Name]; ok {
+			e := &entries[i]
+			if named[i] == nil {
+				return nil, fmt.Errorf("%s: path %q is %s", it.where(), it.Name, who(i))
+			}
+			if e.Size != it.Size || e.Digest != digest {
 				return nil, fmt.Errorf("%s: path %q has size %d and sha256 %s, but %s gives it size %d and sha256 %s",
-					it.where, it.Name, it.Size, it.SHA256, where[it.Name], e.Size, strings.TrimPrefix(e.Digest, "sha256:"))
+					it.where(), it.Name, it.Size, it.SHA256, who(i), e.Size, strings.TrimPrefix(e.Digest, "sha256:"))
 			}
 			// The same file named twice (by two versions): it belongs
 			// to the newest version of its product, the one a pin keeps.
-			if p, v, _ := ProductVersion(entries[i]); it.Attrs["product"] == p && it.Attrs["version"] > v {
-				entries[i].Attrs, entries[i].ModTime = it.Attrs, it.ModTime
+			if p, v, _ := ProductVersion(*e); it.Attrs["product"] == p && it.Attrs["version"] > v {
+				e.Attrs, e.ModTime = it.Attrs, it.ModTime
 			}
 			continue
 		}
-		if w, ok := where[it.Name]; ok {
-			return nil, fmt.Errorf("%s: path %q is %s", it.where, it.Name, w)
-		}
 		e := upstream.Entry{Name: it.Name, Size: it.Size, ModTime: it.ModTime, Digest: digest, ByDigest: true, Attrs: it.Attrs}
 		if err := e.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", it.where, err)
+			return nil, fmt.Errorf("%s: %w", it.where(), err)
 		}
-		byName[it.Name] = len(entries)
+		at[it.Name] = len(entries)
 		entries = append(entries, e)
-		where[it.Name] = it.where
+		named = append(named, it)
 	}
-	for _, e := range entries {
+	for i, e := range entries {
 		for dir := e.Name; ; {
-			i := strings.LastIndexByte(dir, '/')
-			if i < 0 {
+			k := strings.LastIndexByte(dir, '/')
+			if k < 0 {
 				break
 			}
-			dir = dir[:i]
-			if w, ok := where[dir]; ok {
-				return nil, fmt.Errorf("%s: a file at %q, where %s needs a directory", w, dir, where[e.Name])
+			dir = dir[:k]
+			if j, ok := at[dir]; ok {
+				return nil, fmt.Errorf("%s: a file at %q, where %s needs a directory", who(j), dir, who(i))
 			}
 		}
 	}

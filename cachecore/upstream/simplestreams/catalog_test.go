@@ -13,7 +13,7 @@ var jsonFiles = map[string]*httpdir.File{
 }
 
 func it(name string, size int64, sum, product, version string) item {
-	return item{Name: name, Size: size, SHA256: sum, where: "item " + name + " of " + version,
+	return item{Name: name, Size: size, SHA256: sum, file: "p.json", product: product, version: version, key: name,
 		Attrs: map[string]string{"product": product, "version": version}}
 }
 
@@ -62,12 +62,12 @@ func TestCatalogRefusesInconsistentTrees(t *testing.T) {
 		want  string
 	}{
 		{"one path, two sizes", []item{it("images/x", 5, sumA, "a", "1"), it("images/x", 6, sumA, "b", "1")},
-			`path "images/x" has size 6 and sha256 ` + sumA + `, but item images/x of 1 gives it size 5`},
+			`p.json: product "b" version "1" item "images/x": path "images/x" has size 6 and sha256 ` + sumA + `, but p.json: product "a" version "1" item "images/x" gives it size 5`},
 		{"one path, two digests", []item{it("images/x", 5, sumA, "a", "1"), it("images/x", 5, sumB, "a", "2")}, "sha256 " + sumB},
 		{"item over the index", []item{it(IndexPath, 5, sumA, "a", "1")}, "is the JSON file " + IndexPath},
 		{"item over a product file", []item{it("streams/v1/images.json", 5, sumA, "a", "1")}, "is the JSON file streams/v1/images.json"},
 		{"file where a directory is", []item{it("images/a", 5, sumA, "a", "1"), it("images/a/b", 5, sumB, "a", "1")},
-			`a file at "images/a", where item images/a/b of 1 needs a directory`},
+			`p.json: product "a" version "1" item "images/a": a file at "images/a", where p.json: product "a" version "1" item "images/a/b" needs a directory`},
 		{"directory where a file is", []item{it("images/a/b", 5, sumB, "a", "1"), it("images/a", 5, sumA, "a", "1")}, `a file at "images/a"`},
 		{"item below a JSON file", []item{it("streams/v1/index.json/x", 5, sumA, "a", "1")}, `the JSON file streams/v1/index.json: a file at`},
 	} {

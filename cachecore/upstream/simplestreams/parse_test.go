@@ -215,7 +215,7 @@ func TestAttrsLeaveOutWhatCannotBeShown(t *testing.T) {
 	prod := &product{OS: "deb\x1bian", Release: "bookworm", Aliases: strings.Repeat("a,", 600), Arch: "amd64"}
 	pi := &productItem{FType: "squashfs\u202e"}
 	meta := &productItem{CombinedSquashfsSHA256: "not a hash"}
-	a := attrsOf("p", "v", prod, pi, meta)
+	a := attrsOf("p", "v", prod, pi, meta, attrChecker())
 	for _, k := range []string{"os", "aliases", "ftype", "fingerprint"} {
 		if v, ok := a[k]; ok {
 			t.Errorf("attribute %s = %q kept", k, v)

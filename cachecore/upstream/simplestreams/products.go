@@ -56,7 +56,13 @@ type item struct {
 	SHA256  string    // lowercase hex
 	ModTime time.Time // from the version's name, zero if it is not a date
 	Attrs   map[string]string
-	where   string // which product, version and item, for messages
+
+	file, product, version, key string // where it was named, for messages
+}
+
+// where names the item in messages.
+func (it *item) where() string {
+	return fmt.Sprintf("%s: product %q version %q item %q", it.file, it.product, it.version, it.key)
 }
 
 // combined maps the attribute an item shows to the combined hash field of
@@ -87,6 +93,7 @@ func parseProducts(path string, body []byte, maxItems int) ([]item, error) {
 		return nil, fmt.Errorf("%s: format is %q, want %q", path, p.Format, productsFormat)
 	}
 	var items []item
+	shown := attrChecker()
 	for _, pname := range sortedKeys(p.Products) {
 		prod := p.Products[pname]
 		for _, vname := range sortedKeys(prod.Versions) {
@@ -95,13 +102,12 @@ func parseProducts(path string, body []byte, maxItems int) ([]item, error) {
 			mtime := versionTime(vname)
 			for _, key := range sortedKeys(ver.Items) {
 				pi := ver.Items[key]
-				where := fmt.Sprintf("%s: product %q version %q item %q", path, pname, vname, key)
-				it, err := checkItem(&pi, where)
-				if err != nil {
+				it := item{file: path, product: pname, version: vname, key: key}
+				if err := it.check(&pi); err != nil {
 					return nil, err
 				}
 				it.ModTime = mtime
-				it.Attrs = attrsOf(pname, vname, &prod, &pi, meta)
+				it.Attrs = attrsOf(pname, vname, &prod, &pi, meta, shown)
 				items = append(items, it)
 				if len(items) > maxItems {
 					return nil, fmt.Errorf("%s: more than %d items", path, maxItems)
@@ -112,24 +118,26 @@ func parseProducts(path string, body []byte, maxItems int) ([]item, error) {
 	return items, nil
 }
 
-func checkItem(pi *productItem, where string) (item, error) {
+// check takes pi's path, size and sha256 into it, or says why not.
+func (it *item) check(pi *productItem) error {
 	if err := checkPath(pi.Path); err != nil {
-		return item{}, fmt.Errorf("%s: %w", where, err)
+		return fmt.Errorf("%s: %w", it.where(), err)
 	}
 	if pi.Size == nil {
-		return item{}, fmt.Errorf("%s: no size", where)
+		return fmt.Errorf("%s: no size", it.where())
 	}
 	if *pi.Size < 0 || *pi.Size > upstream.MaxSize {
-		return item{}, fmt.Errorf("%s: size %d is outside [0, %d]", where, *pi.Size, int64(upstream.MaxSize))
+		return fmt.Errorf("%s: size %d is outside [0, %d]", it.where(), *pi.Size, int64(upstream.MaxSize))
 	}
 	sum := strings.ToLower(pi.SHA256)
 	if !isSHA256(sum) {
 		if pi.SHA256 == "" {
-			return item{}, fmt.Errorf("%s: no sha256", where)
+			return fmt.Errorf("%s: no sha256", it.where())
 		}
-		return item{}, fmt.Errorf("%s: sha256 %q is not 64 hex digits", where, pi.SHA256)
+		return fmt.Errorf("%s: sha256 %q is not 64 hex digits", it.where(), pi.SHA256)
 	}
-	return item{Name: pi.Path, Size: *pi.Size, SHA256: sum, where: where}, nil
+	it.Name, it.Size, it.SHA256 = pi.Path, *pi.Size, sum
+	return nil
 }
 
 // Kinds of files of an LXD or Incus image (an item's ftype).
@@ -188,10 +196,10 @@ func fingerprint(pi, meta *productItem) string {
 // combined hashes of a metadata tarball), and the product's os, release,
 // arch, variant and aliases. A value that is not printable text of at
 // most upstream.MaxAttrLen bytes, or a hash that is not one, is left out.
-func attrsOf(pname, vname string, prod *product, pi, meta *productItem) map[string]string {
-	a := map[string]string{}
+func attrsOf(pname, vname string, prod *product, pi, meta *productItem, shown func(string) bool) map[string]string {
+	a := make(map[string]string, 12)
 	set := func(k, v string) {
-		if v != "" && len(v) <= upstream.MaxAttrLen && (upstream.Entry{Name: "x", Attrs: map[string]string{k: v}}).Validate() == nil {
+		if v != "" && shown(v) {
 			a[k] = v
 		}
 	}
@@ -214,6 +222,21 @@ func attrsOf(pname, vname string, prod *product, pi, meta *productItem) map[stri
 		setHash(f.attr, f.get(pi))
 	}
 	return a
+}
+
+// attrChecker returns a test of whether a value can be shown as an
+// attribute (what upstream.Entry.Validate accepts), remembering its
+// answers: a product file repeats the same few values on every item.
+func attrChecker() func(string) bool {
+	seen := map[string]bool{}
+	return func(v string) bool {
+		ok, known := seen[v]
+		if !known {
+			ok = len(v) <= upstream.MaxAttrLen && (upstream.Entry{Name: "x", Attrs: map[string]string{"k": v}}).Validate() == nil
+			seen[v] = ok
+		}
+		return ok
+	}
 }
 
 // versionTime reads a version's name as its date, as LXD does:
