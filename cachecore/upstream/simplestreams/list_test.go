@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
 	"github.com/imgcache/imgcache/internal/teststreams"
 )
 
@@ -350,5 +351,26 @@ func TestProbe(t *testing.T) {
 	_ = tree
 	if !slices.Contains([]string{"http", "https"}, strings.SplitN(ng.URL, ":", 2)[0]) {
 		t.Fatal(ng.URL)
+	}
+}
+
+func TestListOverTLS13(t *testing.T) {
+	tree, err := teststreams.Write(t.TempDir(), scaledSpec(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := teststreams.NewCert(t)
+	ng := teststreams.StartNginx(t, tree.Dir, teststreams.NginxOptions{Cert: cert})
+	if !strings.HasPrefix(ng.URL, "https://") {
+		t.Fatal(ng.URL)
+	}
+	u := newUpstream(t, "simplestreams+"+ng.URL, Options{})
+	if _, err := u.List(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("List without the test's CA: %v", err)
+	}
+	u = newUpstream(t, "simplestreams+"+ng.URL, Options{HTTP: httpdir.Options{CAFile: cert.CAFile}})
+	entries, err := u.List(context.Background())
+	if err != nil || len(entries) != len(tree.Items)+2 {
+		t.Fatalf("List with the CA: %d entries, %v", len(entries), err)
 	}
 }
