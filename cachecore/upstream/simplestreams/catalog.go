@@ -19,11 +19,11 @@ import (
 // tree is consistent, or List fails and names what it refused.
 func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
 	u.mu.Lock()
-	prev := u.files
+	prev := u.files // each JSON file is asked for only if it changed since
 	u.mu.Unlock()
 	files := map[string]*httpdir.File{}
 
-	idx, err := u.get(ctx, IndexPath, u.opts.MaxIndexBytes, prev)
+	idx, err := u.dir.Get(ctx, IndexPath, u.opts.MaxIndexBytes, prev[IndexPath])
 	if err != nil {
 		return nil, fmt.Errorf("simplestreams: %w", err)
 	}
@@ -34,7 +34,7 @@ func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
 	}
 	var items []item
 	for _, p := range paths {
-		f, err := u.get(ctx, p, u.opts.MaxProductBytes, prev)
+		f, err := u.dir.Get(ctx, p, u.opts.MaxProductBytes, prev[p])
 		if errors.Is(err, upstream.ErrNotFound) {
 			return nil, u.refused(fmt.Errorf("%s names product file %s, which the server does not have: %w", IndexPath, p, err))
 		}
@@ -58,12 +58,6 @@ func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
 	u.files = files
 	u.mu.Unlock()
 	return entries, nil
-}
-
-// get reads one JSON file of the tree, asking only whether it changed if
-// the last good catalog had it.
-func (u *Upstream) get(ctx context.Context, name string, limit int64, prev map[string]*httpdir.File) (*httpdir.File, error) {
-	return u.dir.Get(ctx, name, limit, prev[name])
 }
 
 func (u *Upstream) refused(err error) error {
