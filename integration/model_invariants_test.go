@@ -4,12 +4,13 @@ package integration
 // every step: the daemon lives; the cache never passes --max-size; each
 // image shows a version the upstream published, never older than one
 // shown before, with a size, state, cached_bytes and st_blocks that agree;
-// pinned images become complete and stay so. (No wrong byte is checked at
-// every read.)
+// pinned images become complete and stay so. And at every read: no wrong
+// byte, no failure the upstream does not explain (checkReads).
 
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -296,4 +297,87 @@ func (s *sequence) checkCatalogCatchesUp(ttl time.Duration) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// readResult is what a read gave.
+type readResult struct {
+	possible []int // the versions the read may give
+	mtime    int64 // a new open's: its version, if known (else -1)
+	got      []byte
+	failure  string
+	err      error
+}
+
+// checkReads checks reads that ran at once: floors are the versions the
+// mount had shown before they began.
+func (s *sequence) checkReads(reads []readSpec, res []readResult, floors []int, killed bool) {
+	imgs := make([]*modelImage, len(reads))
+	for i, rd := range reads {
+		imgs[i] = rd.img
+	}
+	for i, rd := range reads {
+		r, im := res[i], rd.img
+		if r.err != nil {
+			s.t.Errorf("read %s: %v", rd, r.err)
+			continue
+		}
+		if v := im.versionAt(r.mtime); rd.held == nil && v >= 0 {
+			r.possible = []int{v}
+		}
+		if rd.held == nil && len(r.possible) == 1 {
+			s.checkNewOpen(im, r.possible[0], floors[i], rd.String())
+		}
+		failed := r.failure != ""
+		s.reads++
+		s.readBytes += int64(len(r.got))
+		if failed {
+			s.failedReads++
+			// Only reads of bytes the upstream cannot give may fail: it is
+			// down, or this open's version is no longer the upstream's, or
+			// a held open repeats a failure for 2 s; in strict mode also
+			// reads of images that may not fit at once beside the pinned
+			// and open ones (strict serves nothing it has not stored whole).
+			mayFail := !s.m.up || killed || slices.Min(r.possible) < im.current() ||
+				rd.held != nil && time.Since(rd.held.failedAt) < 2500*time.Millisecond ||
+				s.m.strict && !s.m.fits(imgs...)
+			if rd.held != nil {
+				rd.held.failedAt = time.Now()
+			}
+			if !mayFail {
+				s.t.Errorf("read %s failed (%s) with the upstream up and serving the version read: %s",
+					rd, r.failure, s.imageError(im))
+			}
+		}
+		match := im.match(r.possible, rd.off, rd.n, r.got, failed)
+		if len(match) == 0 {
+			s.mismatches++
+			s.t.Errorf("WRONG BYTES: read %s (of version %v): %s", rd, r.possible, im.explain(r.possible, rd.off, rd.n, r.got))
+			continue
+		}
+		if rd.held != nil {
+			rd.held.possible = match
+		}
+	}
+}
+
+// opened says which versions a new open of im reads: the one its
+// descriptor's mtime names, which must be one published and no older
+// than one the catalog showed before (a new open sees the new version).
+func (s *sequence) opened(im *modelImage, r *reader) []int {
+	v := im.versionAt(r.mtime)
+	if v < 0 {
+		s.t.Errorf("open of %s: its descriptor's mtime %d is none of the versions published", im.name, r.mtime)
+		return im.newOpenVersions()
+	}
+	s.checkNewOpen(im, v, im.floor, "open of "+im.name)
+	return []int{v}
+}
+
+// checkNewOpen: a new open read version v, so the catalog showed it; it
+// had shown floor before the open began.
+func (s *sequence) checkNewOpen(im *modelImage, v, floor int, what string) {
+	if v < floor {
+		s.t.Errorf("%s read version %d after the catalog showed version %d", what, v, floor)
+	}
+	im.floor = max(im.floor, v)
 }

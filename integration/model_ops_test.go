@@ -257,7 +257,7 @@ func (m *model) newRead(im *modelImage, h *heldOpen) readSpec {
 func (s *sequence) run(o op) {
 	switch o.kind {
 	case opRead, opReads, opReadHeld:
-		s.readAll(o.reads, false)
+		s.readAll(o.reads)
 	case opOpen:
 		r, err := openReader(s.mnt.path(o.img.name))
 		if err != nil {
@@ -304,21 +304,17 @@ func (s *sequence) run(o op) {
 		s.remount()
 	case opBusy:
 		killed := o.during.kind == opKill
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			s.readAll(o.reads, killed)
-		}()
+		check := s.startReads(o.reads, killed)
 		time.Sleep(o.delay)
 		if killed { // the reads end before their readers are closed
 			s.kill()
-			<-done
+			check()
 			s.closeAll(o.during.closing)
 			s.remount()
 			return
 		}
 		s.run(*o.during)
-		<-done
+		check()
 	case opRestart:
 		if !knownDefects { // SIGTERM with a file open takes 15-20 s (docs/failure.md)
 			s.closeAll(o.closing)
@@ -330,84 +326,42 @@ func (s *sequence) run(o op) {
 }
 
 // readAll runs the reads at once, each from its own process, and checks
-// every byte against the model. killed: the daemon is killed meanwhile.
-func (s *sequence) readAll(reads []readSpec, killed bool) {
-	type result struct {
-		possible []int // the versions the read may give
-		got      []byte
-		failure  string
-		err      error
-	}
-	res := make([]result, len(reads))
+// every byte against the model.
+func (s *sequence) readAll(reads []readSpec) { s.startReads(reads, false)() }
+
+// startReads starts the reads, each from its own process; check waits for
+// them and checks every byte against the model (in the caller's goroutine:
+// the model is not shared). killed: the daemon is killed meanwhile.
+func (s *sequence) startReads(reads []readSpec, killed bool) (check func()) {
+	res := make([]readResult, len(reads))
 	floors := make([]int, len(reads)) // reads at once are in no order
-	var imgs []*modelImage
-	for i, rd := range reads {
-		floors[i] = rd.img.floor
-		imgs = append(imgs, rd.img)
-	}
 	var wg sync.WaitGroup
 	for i, rd := range reads {
+		floors[i] = rd.img.floor
+		r := &res[i]
+		r.possible, r.mtime = rd.img.newOpenVersions(), -1
+		if rd.held != nil {
+			r.possible = rd.held.possible
+		}
 		wg.Add(1)
-		go func() {
+		go func() { // the processes only: the model stays in this goroutine
 			defer wg.Done()
-			r := &res[i]
 			if rd.held != nil {
-				r.possible = rd.held.possible
 				r.got, r.failure, r.err = rd.held.r.read(rd.off, rd.n)
 				return
 			}
-			r.possible = rd.img.newOpenVersions()
 			h, err := openReader(s.mnt.path(rd.img.name))
 			if err != nil {
 				r.failure = err.Error()
 				return
 			}
-			if v := rd.img.versionAt(h.mtime); v >= 0 {
-				r.possible = []int{v}
-			}
+			r.mtime = h.mtime
 			r.got, r.failure, r.err = h.read(rd.off, rd.n)
 			h.close()
 		}()
 	}
-	wg.Wait()
-	for i, rd := range reads {
-		r, im := res[i], rd.img
-		if r.err != nil {
-			s.t.Errorf("read %s: %v", rd, r.err)
-			continue
-		}
-		if rd.held == nil && len(r.possible) == 1 {
-			s.checkNewOpen(im, r.possible[0], floors[i], rd.String())
-		}
-		failed := r.failure != ""
-		s.reads++
-		s.readBytes += int64(len(r.got))
-		if failed {
-			s.failedReads++
-			// Only reads of bytes the upstream cannot give may fail: it is
-			// down, or this open's version is no longer the upstream's, or
-			// a held open repeats a failure for 2 s; in strict mode also
-			// reads of images that may not fit at once beside the pinned
-			// and open ones (strict serves nothing it has not stored whole).
-			mayFail := !s.m.up || killed || slices.Min(r.possible) < im.current() ||
-				rd.held != nil && time.Since(rd.held.failedAt) < 2500*time.Millisecond ||
-				s.m.strict && !s.m.fits(imgs...)
-			if rd.held != nil {
-				rd.held.failedAt = time.Now()
-			}
-			if !mayFail {
-				s.t.Errorf("read %s failed (%s) with the upstream up and serving the version read: %s",
-					rd, r.failure, s.imageError(im))
-			}
-		}
-		match := im.match(r.possible, rd.off, rd.n, r.got, failed)
-		if len(match) == 0 {
-			s.mismatches++
-			s.t.Errorf("WRONG BYTES: read %s (of version %v): %s", rd, r.possible, im.explain(r.possible, rd.off, rd.n, r.got))
-			continue
-		}
-		if rd.held != nil {
-			rd.held.possible = match
-		}
+	return func() {
+		wg.Wait()
+		s.checkReads(reads, res, floors, killed)
 	}
 }
