@@ -125,11 +125,12 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	retry, err := t.learn(req.Context(), resp.Header.Values("Www-Authenticate"), scope, auth)
-	if err != nil || retry == "" {
-		if err != nil {
-			resp.Body.Close()
-		}
-		return resp, err
+	if err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	if retry == "" {
+		return resp, nil
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	resp.Body.Close()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"sync"
@@ -171,8 +173,15 @@ func (u *Upstream) tags(ctx context.Context, repo string) ([]string, error) {
 func registryError(err error) error {
 	var er *errcode.ErrorResponse
 	if errors.As(err, &er) {
-		msg := er.Error() // method, URL (no credentials: they travel in headers) and the registry's words
-		return &requestError{req: truncate(msg, 512), err: &statusError{code: er.StatusCode, status: fmt.Sprintf("%d", er.StatusCode)}}
+		se := &statusError{code: er.StatusCode, status: fmt.Sprintf("%d %s", er.StatusCode, http.StatusText(er.StatusCode)), hint: statusHint(er.StatusCode)}
+		if len(er.Errors) > 0 {
+			se.said = truncate(er.Errors.Error(), 256)
+		}
+		return &requestError{req: er.Method + " " + er.URL.String(), err: se} // no credentials: they travel in headers
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return transportError(ue.Op+" "+ue.URL, ue.Err)
 	}
 	return err
 }

@@ -314,6 +314,7 @@ type statusError struct {
 	status     string
 	retryAfter time.Duration
 	hint       string // what the user can do, if anything
+	said       string // the registry's own words (its error codes), if known
 }
 
 func (e *statusError) HTTPStatus() int           { return e.code }
@@ -330,6 +331,9 @@ func (e *statusError) Error() string {
 	if e.hint != "" {
 		s += ": " + e.hint
 	}
+	if e.said != "" {
+		s += " (the registry says: " + e.said + ")"
+	}
 	return s
 }
 
@@ -338,14 +342,18 @@ func newStatusError(resp *http.Response) *statusError {
 	if status == "" {
 		status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
-	e := &statusError{code: resp.StatusCode, status: status, retryAfter: httpclient.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-	switch resp.StatusCode {
+	return &statusError{code: resp.StatusCode, status: status, hint: statusHint(resp.StatusCode),
+		retryAfter: httpclient.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+}
+
+func statusHint(code int) string {
+	switch code {
 	case http.StatusUnauthorized:
-		e.hint = "the registry wants credentials (--credentials-file) or refused them"
+		return "the registry wants credentials (--credentials-file) or refused them"
 	case http.StatusForbidden:
-		e.hint = "the credentials do not allow pulling this"
+		return "the credentials do not allow pulling this"
 	}
-	return e
+	return ""
 }
 
 // requestError names the request that failed ("GET http://h/v2/r/blobs/sha256:... bytes=0-9").
