@@ -9,6 +9,7 @@ require (
 	github.com/opencontainers/image-spec v1.1.1
 	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.41.0
+	golang.org/x/time v0.16.0
 	oras.land/oras-go/v2 v2.7.0
 )
 

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -49,20 +51,23 @@ func (r CheckResult) OK() bool { return r.BadChunks == 0 && r.Invalid == 0 }
 // each image was verified, and drops what no longer matches. It returns
 // early, with what it found so far, if ctx ends.
 func (c *Cache) Check(ctx context.Context, name string) (CheckResult, error) {
-	return c.check(ctx, name, nil)
-}
-
-func (c *Cache) check(ctx context.Context, name string, pace *pacer) (CheckResult, error) {
-	var res CheckResult
 	imgs, err := c.imagesBelow(name)
 	if err != nil {
-		return res, err
+		return CheckResult{}, err
 	}
+	k := newChecker(0)
+	k.reports = true
+	return c.checkAll(ctx, imgs, k)
+}
+
+// checkAll checks imgs in turn.
+func (c *Cache) checkAll(ctx context.Context, imgs []*Image, k *checker) (CheckResult, error) {
+	var res CheckResult
 	for _, img := range imgs {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		r := c.checkImage(ctx, img, pace)
+		r := c.checkImage(ctx, img, k)
 		res.Images++
 		res.Chunks += r.Chunks
 		res.BadChunks += r.BadChunks
@@ -70,7 +75,9 @@ func (c *Cache) check(ctx context.Context, name string, pace *pacer) (CheckResul
 		if r.State == StateInvalid {
 			res.Invalid++
 		}
-		res.Reports = append(res.Reports, r.ImageReport)
+		if k.reports {
+			res.Reports = append(res.Reports, r.ImageReport)
+		}
 	}
 	return res, ctx.Err()
 }
@@ -99,10 +106,14 @@ func (c *Cache) imagesBelow(name string) ([]*Image, error) {
 
 type imageCheck struct {
 	ImageReport
-	bytes int64
+	bytes     int64
+	repairErr error // chunks dropped but left in place could not be fetched again (rest.go)
 }
 
-func (c *Cache) checkImage(ctx context.Context, img *Image, pace *pacer) (r imageCheck) {
+// checkImage compares each present chunk of img with its recorded sum
+// and drops those that differ (or cannot be read). A complete image all
+// of whose chunks match is marked checked since the mount (rest.go).
+func (c *Cache) checkImage(ctx context.Context, img *Image, k *checker) (r imageCheck) {
 	r.Name = img.entry.Name
 	defer func() { r.State = img.Info().State }()
 	img.mu.Lock()
@@ -128,9 +139,9 @@ func (c *Cache) checkImage(ctx context.Context, img *Image, pace *pacer) (r imag
 		}
 		return c.verifyNow(ctx, img)
 	}
-	f, err := c.store.root.Open(dataName(img.id))
+	f, err := k.open(c.store, img.id)
 	if errors.Is(err, fs.ErrNotExist) {
-		r.Message = "nothing cached"
+		r.Message = "its data file is missing"
 		return r
 	}
 	if err != nil {
@@ -138,55 +149,96 @@ func (c *Cache) checkImage(ctx context.Context, img *Image, pace *pacer) (r imag
 		return r
 	}
 	defer f.Close()
-	bad, err := c.compareChunks(ctx, img, f, sums, pace, &r)
+	stamp, err := stampOf(f.f)
+	if err != nil {
+		r.Message = "reading its data file's status: " + err.Error()
+		return r
+	}
+	bad, readErr, err := c.compareChunks(ctx, img, f, sums, k, &r)
 	if err != nil {
 		r.Message = fmt.Sprintf("check stopped after %d chunks: %v", r.Chunks, err)
 	}
 	if len(bad) > 0 {
-		r.BadChunks = c.quarantine(img, bad)
+		var inPlace bool
+		if r.BadChunks, inPlace = c.quarantine(img, bad, readErr); inPlace {
+			r.repairErr = c.awaitRepair(ctx, img)
+		}
 	}
 	if err == nil {
 		r.Message = fmt.Sprintf("%d chunks match their checksums", r.Chunks-len(bad))
 		if len(bad) > 0 {
 			r.Message += fmt.Sprintf("; %d did not (%s) and were dropped", len(bad), chunkList(bad))
 		}
+		if r.repairErr != nil {
+			r.Message += "; " + r.repairErr.Error()
+		}
+		if len(bad) == 0 && complete && r.Chunks == img.nChunks {
+			img.mu.Lock()
+			img.markCheckedLocked(stamp)
+			img.mu.Unlock()
+		}
 	}
 	return r
 }
 
-// compareChunks hashes each present chunk and returns those whose sum
-// differs from the one recorded.
-func (c *Cache) compareChunks(ctx context.Context, img *Image, f io.ReaderAt, sums []byte, pace *pacer, r *imageCheck) ([]int, error) {
-	bufp := piecePool.Get().(*[]byte)
-	defer piecePool.Put(bufp)
-	h := sha256.New()
-	var sum []byte
-	var bad []int
-	for i := range img.nChunks {
-		if err := ctx.Err(); err != nil {
-			return bad, err
-		}
-		img.mu.Lock()
-		has := img.present.has(i)
-		img.mu.Unlock()
-		if !has {
-			continue
-		}
-		h.Reset()
-		n := img.chunkLen(i)
-		if _, err := io.CopyBuffer(h, io.NewSectionReader(f, int64(i)*img.chunkSize, n), *bufp); err != nil {
-			return bad, err
-		}
-		r.Chunks++
-		r.bytes += n
-		if sum = h.Sum(sum[:0]); !bytes.Equal(sum, sums[i*sha256.Size:(i+1)*sha256.Size]) {
-			bad = append(bad, i)
-		}
-		if err := pace.wait(ctx, n); err != nil {
-			return bad, err
+// compareChunks hashes each present chunk (k.workers at once) and
+// returns, in order, those whose sum differs from the one recorded or
+// that could not be read (readErr is the first such error).
+func (c *Cache) compareChunks(ctx context.Context, img *Image, f *checkFile, sums []byte, k *checker, r *imageCheck) (bad []int, readErr, err error) {
+	var (
+		next atomic.Int64
+		mu   sync.Mutex // protects bad, readErr, err and r's counts
+		wg   sync.WaitGroup
+	)
+	work := func(buf []byte) {
+		defer wg.Done()
+		h := sha256.New()
+		var sum []byte
+		for i := int(next.Add(1) - 1); i < img.nChunks; i = int(next.Add(1) - 1) {
+			if ctx.Err() != nil {
+				return
+			}
+			img.mu.Lock()
+			has := img.present.has(i)
+			img.mu.Unlock()
+			if !has {
+				continue
+			}
+			h.Reset()
+			n := img.chunkLen(i)
+			herr := f.hashRange(ctx, h, int64(i)*img.chunkSize, n, buf, k.pace)
+			sum = h.Sum(sum[:0])
+			mu.Lock()
+			switch {
+			case ctx.Err() != nil:
+			case errors.As(herr, new(paceError)):
+				err = herr
+				next.Store(int64(img.nChunks)) // stop every worker
+			case herr != nil:
+				bad = append(bad, i)
+				if readErr == nil {
+					readErr = herr
+				}
+			default:
+				r.Chunks++
+				r.bytes += n
+				if !bytes.Equal(sum, sums[i*sha256.Size:(i+1)*sha256.Size]) {
+					bad = append(bad, i)
+				}
+			}
+			mu.Unlock()
 		}
 	}
-	return bad, nil
+	wg.Add(k.workers)
+	for w := range k.workers {
+		go work(k.bufs[w])
+	}
+	wg.Wait()
+	slices.Sort(bad)
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return bad, readErr, err
 }
 
 // verifyNow verifies a complete image that has no chunk sums yet.
@@ -218,21 +270,29 @@ func (c *Cache) verifyNow(ctx context.Context, img *Image) (r imageCheck) {
 	return r
 }
 
-// quarantine drops chunks found damaged at rest and records why; it
-// returns how many it dropped (a chunk may have gone meanwhile).
-func (c *Cache) quarantine(img *Image, bad []int) int {
+// quarantine drops chunks found damaged at rest (or unreadable: readErr)
+// and records why. It returns how many it dropped (a chunk may have gone
+// meanwhile) and whether they were left in place, the image being open
+// (see dropChunksLocked): they must then be fetched again at once
+// (rest.go).
+func (c *Cache) quarantine(img *Image, bad []int, readErr error) (dropped int, inPlace bool) {
 	img.mu.Lock()
-	dropped, err := img.dropChunksLocked(bad)
+	var err error
+	dropped, err = img.dropChunksLocked(bad)
+	if dropped > 0 && img.users > 0 {
+		img.rest.damaged = append(img.rest.damaged, bad...)
+		inPlace = true
+	}
 	if dropped > 0 {
 		if img.rec.Verdict == verified {
 			img.rec.Verdict = unchecked // verified again once complete
 		}
 		img.recordErrorLocked(&Error{Op: "check", Name: img.entry.Name, Err: fmt.Errorf(
-			"%w: %d cached chunks (%s) no longer match the checksums recorded at verification; dropped, they are fetched again when read",
-			ErrDamaged, dropped, chunkList(bad))})
+			"%w: %d cached chunks (%s) %s; dropped, they are fetched again when read",
+			ErrDamaged, dropped, chunkList(bad), damageWhy(readErr))})
 	}
 	img.mu.Unlock()
-	c.log.Error("cached data damaged; chunks dropped", "image", img.entry.Name, "chunks", chunkList(bad))
+	c.log.Error("cached data damaged; chunks dropped", "image", img.entry.Name, "chunks", chunkList(bad), "read_err", readErr)
 	for _, i := range bad {
 		c.dropped(img, int64(i)*img.chunkSize, img.chunkLen(i))
 	}
@@ -240,7 +300,15 @@ func (c *Cache) quarantine(img *Image, bad []int) int {
 		c.log.Warn("punching damaged chunks out of the cache file", "image", img.entry.Name, "err", err)
 	}
 	c.kickFlush()
-	return dropped
+	return dropped, inPlace
+}
+
+func damageWhy(readErr error) string {
+	why := "no longer match the checksums recorded at verification"
+	if readErr != nil {
+		why += fmt.Sprintf(" or could not be read (%v)", readErr)
+	}
+	return why
 }
 
 // dropped tells Config.OnDrop that bytes of img were dropped as wrong.
@@ -255,6 +323,7 @@ func (c *Cache) dropped(img *Image, off, n int64) {
 // that no fetch can write a chunk that is then punched out.
 func (img *Image) dropLocked() error {
 	img.present.clear()
+	img.rest.checked = false
 	img.dirty = true
 	return img.c.store.punch(img.id, img.entry.Size)
 }
@@ -273,6 +342,7 @@ func (img *Image) dropChunksLocked(chunks []int) (int, error) {
 			continue
 		}
 		dropped++
+		img.rest.checked = false
 		img.dirty = true
 		if img.users > 0 {
 			continue

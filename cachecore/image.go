@@ -43,6 +43,7 @@ type Image struct {
 	verifyRun *verifyRun      // the verification running now, nil if none
 	sums      []byte          // chunk sums of a verified copy, for refetches (sums.go)
 	sumsRead  bool            // sums holds what the index has
+	rest      restState       // checks at rest since the mount (rest.go)
 	life      imageLife       // usage, eviction generation (lifecycle.go)
 }
 
@@ -130,11 +131,12 @@ func (img *Image) CachedBytes() int64 {
 }
 
 // Complete reports whether every byte is cached and, if the image has a
-// digest, verified: bytes that may stay in the kernel's page cache.
+// digest, verified (in strict mode: and checked since the mount, rest.go):
+// bytes that may stay in the kernel's page cache.
 func (img *Image) Complete() bool {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	return img.trustedLocked()
+	return img.settledLocked()
 }
 
 func (img *Image) stateLocked() State {

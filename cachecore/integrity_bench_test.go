@@ -36,7 +36,7 @@ func BenchmarkHashData(b *testing.B) {
 	c, img := benchVerified(b)
 	b.SetBytes(img.Size())
 	for b.Loop() {
-		if _, _, err := c.hashData(img); err != nil {
+		if _, _, _, err := c.hashData(img); err != nil {
 			b.Fatal(err)
 		}
 	}

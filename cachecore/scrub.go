@@ -1,75 +1,74 @@
 package cachecore
 
 import (
-	"context"
+	"math/rand/v2"
 	"time"
 )
 
-// The scrub checks every cached image at rest (Check) every
-// ScrubInterval, reading at most ScrubRate bytes a second so that it
-// never competes much with readers for the disk. It is off unless
-// ScrubInterval is set: see docs/integrity.md for why.
+// The scrub checks every cached image at rest (checkImage) in passes, one
+// starting every ScrubInterval, reading at most ScrubRate bytes a second
+// with O_DIRECT (checkread.go): a slow, steady read that neither competes
+// much with readers for the disk nor touches the kernel's page cache. The
+// first pass starts soon after start-up, since damage done while the
+// daemon was down is what it is most likely to find. Each pass starts at
+// a random image and goes round in name order, so daemons restarted more
+// often than a pass takes still cover every image in time.
 
 // DefaultScrubRate caps the scrub's reads when Config.ScrubRate is zero.
 const DefaultScrubRate = 16 << 20
 
-// scrubLoop runs a paced Check of the whole cache every ScrubInterval.
+// DefaultScrubInterval is the daemon's --scrub-interval.
+const DefaultScrubInterval = 24 * time.Hour
+
+// scrubStartDelay is how long after start-up the first pass waits (less
+// if ScrubInterval is shorter): start-up has enough to do.
+const scrubStartDelay = time.Minute
+
+// scrubLoop runs a paced check of the whole cache every ScrubInterval.
 func (c *Cache) scrubLoop() {
 	defer c.wg.Done()
+	first := time.NewTimer(min(c.cfg.ScrubInterval, scrubStartDelay))
+	defer first.Stop()
+	select {
+	case <-c.ctx.Done():
+		return
+	case <-first.C:
+	}
 	t := time.NewTicker(c.cfg.ScrubInterval)
 	defer t.Stop()
 	for {
+		c.scrubPass()
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
 		}
-		start := c.now()
-		res, err := c.check(c.ctx, "", newPacer(c.cfg.ScrubRate))
-		if c.ctx.Err() != nil {
-			return
-		}
-		log := c.log.Info
-		if !res.OK() || err != nil {
-			log = c.log.Warn
-		}
-		log("scrub done", "images", res.Images, "chunks", res.Chunks, "bytes", res.Bytes,
-			"bad_chunks", res.BadChunks, "invalid", res.Invalid, "took", c.now().Sub(start).Round(time.Millisecond), "err", err)
 	}
 }
 
-// pacer holds a reader to a rate: after each n bytes, wait reports back
-// no sooner than the rate allows for all bytes so far. A nil pacer does
-// not wait.
-type pacer struct {
-	rate  float64 // bytes per second
-	start time.Time
-	done  int64
-}
-
-func newPacer(rate int64) *pacer {
+func (c *Cache) scrubPass() {
+	start := c.now()
+	imgs, err := c.imagesBelow("")
+	if err != nil {
+		c.log.Warn("scrub", "err", err)
+		return
+	}
+	if len(imgs) > 1 {
+		k := rand.N(len(imgs))
+		imgs = append(imgs[k:], imgs[:k]...)
+	}
+	rate := c.cfg.ScrubRate
 	if rate <= 0 {
 		rate = DefaultScrubRate
 	}
-	return &pacer{rate: float64(rate), start: time.Now()}
-}
-
-func (p *pacer) wait(ctx context.Context, n int64) error {
-	if p == nil {
-		return nil
+	res, err := c.checkAll(c.ctx, imgs, newChecker(rate))
+	if c.ctx.Err() != nil {
+		return
 	}
-	p.done += n
-	due := p.start.Add(time.Duration(float64(p.done) / p.rate * float64(time.Second)))
-	d := time.Until(due)
-	if d <= 0 {
-		return nil
+	log := c.log.Info
+	if !res.OK() || err != nil {
+		log = c.log.Warn
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	log("scrub done", "images", res.Images, "chunks", res.Chunks, "bytes", res.Bytes,
+		"bad_chunks", res.BadChunks, "invalid", res.Invalid, "took", c.now().Sub(start).Round(time.Millisecond), "err", err)
 }

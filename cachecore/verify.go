@@ -66,7 +66,7 @@ func (c *Cache) verify(img *Image, run *verifyRun) {
 		run.err = ErrClosed
 		return
 	}
-	got, sums, err := c.hashData(img)
+	got, sums, stamp, err := c.hashData(img)
 	if err != nil {
 		if c.ctx.Err() != nil {
 			run.err = ErrClosed
@@ -96,6 +96,7 @@ func (c *Cache) verify(img *Image, run *verifyRun) {
 		img.rec.Verdict = verified
 		img.dirty = true
 	}
+	img.markCheckedLocked(stamp) // the hash was a check of every chunk
 	img.forgetSumsLocked()
 	img.mu.Unlock()
 	c.kickFlush()
@@ -124,14 +125,19 @@ func (c *Cache) invalidate(img *Image, want, got string) {
 	c.kickFlush()
 }
 
-// hashData reads an image's data file once and returns its sha256 and
-// the sha256 of each chunk, concatenated.
-func (c *Cache) hashData(img *Image) (string, []byte, error) {
+// hashData reads an image's data file once and returns its sha256, the
+// sha256 of each chunk, concatenated, and the file's stamp before the
+// read.
+func (c *Cache) hashData(img *Image) (string, []byte, fileStamp, error) {
 	f, err := c.store.root.Open(dataName(img.id))
 	if err != nil {
-		return "", nil, err
+		return "", nil, fileStamp{}, err
 	}
 	defer f.Close()
+	stamp, err := stampOf(f)
+	if err != nil {
+		return "", nil, fileStamp{}, err
+	}
 	bufp := piecePool.Get().(*[]byte)
 	defer piecePool.Put(bufp)
 	whole, chunk := sha256.New(), sha256.New()
@@ -141,17 +147,18 @@ func (c *Cache) hashData(img *Image) (string, []byte, error) {
 		chunk.Reset()
 		r := io.NewSectionReader(f, int64(i)*img.chunkSize, img.chunkLen(i))
 		if _, err := io.CopyBuffer(both, ctxReader{c, r}, *bufp); err != nil {
-			return "", nil, err
+			return "", nil, fileStamp{}, err
 		}
 		sums = chunk.Sum(sums)
 	}
-	return hex.EncodeToString(whole.Sum(nil)), sums, nil
+	return hex.EncodeToString(whole.Sum(nil)), sums, stamp, nil
 }
 
 // awaitVerified waits until the whole image is present and trusted:
 // verified against its digest, or, without a digest, complete with its
-// chunk sums recorded. It fetches what is missing; a failed verification
-// is returned as the error.
+// chunk sums recorded; and checked since the mount (rest.go). It fetches
+// what is missing; a failed verification or check is returned as the
+// error.
 func (img *Image) awaitVerified(ctx context.Context) error {
 	for {
 		img.mu.Lock()
@@ -166,9 +173,19 @@ func (img *Image) awaitVerified(ctx context.Context) error {
 				return err
 			}
 			continue
-		case img.trustedLocked():
+		case img.trustedLocked() && img.rest.checked:
 			img.mu.Unlock()
 			return nil
+		case img.trustedLocked():
+			run, err := img.startRestCheckLocked()
+			img.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if err := awaitRun(ctx, run); err != nil {
+				return err
+			}
+			continue
 		}
 		if img.c.ctx.Err() != nil {
 			img.mu.Unlock()
@@ -176,14 +193,20 @@ func (img *Image) awaitVerified(ctx context.Context) error {
 		}
 		run := img.startVerifyLocked()
 		img.mu.Unlock()
-		select {
-		case <-run.done:
-			if run.err != nil {
-				return run.err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := awaitRun(ctx, run); err != nil {
+			return err
 		}
+	}
+}
+
+// awaitRun waits for a verification or check to end and returns its
+// error, or ctx's.
+func awaitRun(ctx context.Context, run *verifyRun) error {
+	select {
+	case <-run.done:
+		return run.err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

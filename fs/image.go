@@ -39,6 +39,10 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
+	if err := h.CheckAtOpen(ctx); err != nil { // before openFlags may hand the kernel the file
+		h.Close()
+		return nil, 0, toErrno(err)
+	}
 	fh := &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}
 	n.rootNode().opens.add(n)
 	return fh, fh.openFlags(), 0
