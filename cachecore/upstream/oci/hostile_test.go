@@ -396,6 +396,20 @@ func TestCatalog(t *testing.T) {
 		t.Errorf("%d entries from %d catalog pages, want %d from 3", len(es), f.count("GET /v2/_catalog"), 2500*5)
 	}
 
+	// A repository of the catalog the credentials may not read is left
+	// out; the others are listed.
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/v2/team/repo0007/tags/list" {
+			http.Error(w, `{"errors":[{"code":"DENIED"}]}`, http.StatusForbidden)
+			return true
+		}
+		return false
+	}
+	if es := listOK(t, u); len(es) != 2499*5 {
+		t.Errorf("%d entries with a forbidden repository, want %d", len(es), 2499*5)
+	}
+	f.hook = nil
+
 	f.noCatalog = true
 	if _, err := u.List(context.Background()); err == nil || !strings.Contains(err.Error(), "--repo") {
 		t.Errorf("List without a catalog: %v, want an error saying to pass --repo", err)

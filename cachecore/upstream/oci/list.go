@@ -50,8 +50,11 @@ func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
 	blobRepo := map[string]string{}
 	for _, repo := range repos {
 		tags, err := u.tags(ctx, repo)
-		if fromCatalog && errors.Is(err, upstream.ErrNotFound) {
-			u.log.Info("oci: a repository of the catalog has gone", "repo", repo)
+		var se *statusError
+		if fromCatalog && errors.As(err, &se) && (se.code == 404 || se.code == 401 || se.code == 403) {
+			// Gone since the catalog, or not ours to pull: a catalog
+			// may list repositories the credentials cannot read.
+			u.log.Info("oci: a repository of the catalog is left out", "repo", repo, "err", err)
 			continue
 		}
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -36,7 +37,8 @@ type fixture struct {
 // pushFixture pushes, into repo vm/disks: tag jammy, an ORAS-style
 // artifact (disk.qcow2 and notes.txt titled, one layer untitled); tag
 // app, a container image; tag multi, an index of two platforms; and into
-// library/hello: tag docker, an image pushed as Docker schema 2.
+// library/hello, as Docker schema 2: tag docker, an image, and tag multi,
+// a manifest list.
 func pushFixture(t *testing.T, r *testregistry.Registry, creds ...string) fixture {
 	t.Helper()
 	f := fixture{
@@ -64,6 +66,7 @@ func pushFixture(t *testing.T, r *testregistry.Registry, creds ...string) fixtur
 		r.Push(l, tag, "vm/disks", extra...)
 	}
 	r.Push(l, "docker", "library/hello", append(extra, "--format", "v2s2")...)
+	r.Push(l, "multi", "library/hello", append(extra, "--format", "v2s2")...) // a Docker manifest list
 	return f
 }
 
@@ -245,8 +248,8 @@ func TestRegistryLayout(t *testing.T) {
 			docker++
 		}
 	}
-	if docker != 1 {
-		t.Errorf("library/hello holds %d Docker manifests, want the registry's one", docker)
+	if docker != 3 {
+		t.Errorf("library/hello holds %d Docker manifests, want the registry's three (an image, the two of the list)", docker)
 	}
 
 	dir := t.TempDir()
@@ -257,12 +260,15 @@ func TestRegistryLayout(t *testing.T) {
 		skopeo(t, "copy", "oci:"+filepath.Join(dir, repo)+":"+tag, "dir:"+out)
 		checkDirCopy(t, out, dir, repo)
 	}
-	// Every platform of the index is in the layout.
-	out := filepath.Join(t.TempDir(), "multi")
-	skopeo(t, "copy", "--all", "oci:"+filepath.Join(dir, "vm/disks")+":multi", "dir:"+out)
-	checkDirCopy(t, out, dir, "vm/disks")
-	if got := skopeo(t, "inspect", "--raw", "oci:"+filepath.Join(dir, "vm/disks")+":multi"); !strings.Contains(got, "arm64") {
-		t.Errorf("skopeo inspect of the index: %s", got)
+	// Every platform of the index (and of the Docker manifest list) is
+	// in the layout.
+	for _, repo := range []string{"vm/disks", "library/hello"} {
+		out := filepath.Join(t.TempDir(), "multi")
+		skopeo(t, "copy", "--all", "oci:"+filepath.Join(dir, repo)+":multi", "dir:"+out)
+		checkDirCopy(t, out, dir, repo)
+		if got := skopeo(t, "inspect", "--raw", "oci:"+filepath.Join(dir, repo)+":multi"); !strings.Contains(got, "arm64") || !strings.Contains(got, ocispec.MediaTypeImageIndex) {
+			t.Errorf("skopeo inspect of %s:multi: %s", repo, got)
+		}
 	}
 	if logs.Len() > 0 {
 		t.Logf("log:\n%s", logs)
@@ -355,4 +361,52 @@ func sameCatalog(a, b []upstream.Entry) bool {
 		return x.Name == y.Name && x.Size == y.Size && x.Digest == y.Digest && x.ByDigest == y.ByDigest &&
 			bytes.Equal(x.Content, y.Content) && (x.Content == nil) == (y.Content == nil)
 	})
+}
+
+// TestRegistryRangesCostTheirBytes: reads of a big blob cost the
+// registry the bytes asked for, no more (what qemu-img info through the
+// mount will need: a few ranges of a disk image, not the image).
+func TestRegistryRangesCostTheirBytes(t *testing.T) {
+	r := testregistry.Start(t, testregistry.Config{})
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	fd, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	pattern := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	for off := int64(0); off < size; off += int64(len(pattern)) {
+		fd.Write(pattern)
+	}
+	fd.Close()
+	l := testregistry.NewLayout(t)
+	l.Tag("v1", l.Artifact(testregistry.File{Title: "disk.raw", Path: disk}))
+	r.Push(l, "v1", "vm/big")
+	u, _ := newRegistryUpstream(t, r, Options{Repos: []string{"vm/big"}})
+	es, err := u.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := entry(t, es, "vm/big/v1/disk.raw")
+	before := r.BlobBytes()
+	var asked int64
+	for _, off := range []int64{0, 1 << 20, size - 65536} {
+		rd, err := u.Fetch(context.Background(), e, off, 65536)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rd)
+		rd.Close()
+		if err != nil || !bytes.Equal(b, pattern[off%int64(len(pattern)):][:65536]) {
+			t.Fatalf("range at %d: %d bytes, %v", off, len(b), err)
+		}
+		asked += 65536
+	}
+	// The registry logs a request once it is over: wait for the three.
+	for deadline := time.Now().Add(10 * time.Second); r.BlobBytes()-before < asked && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := r.BlobBytes() - before; got != asked {
+		t.Errorf("the registry sent %d blob bytes for %d asked", got, asked)
+	}
 }

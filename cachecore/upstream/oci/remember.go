@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -45,18 +46,13 @@ func (u *Upstream) Remember(entries []upstream.Entry) {
 			tagged[repo] = tags
 		}
 	}
+	// New maps, not additions: a List in flight reads the old ones
+	// without the lock.
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for d, m := range manifests {
-		if u.manifests[d] == nil {
-			u.manifests[d] = m
-		}
-	}
-	for repo, tags := range tagged {
-		if u.tagged[repo] == nil {
-			u.tagged[repo] = tags
-		}
-	}
+	maps.Copy(manifests, u.manifests)
+	maps.Copy(tagged, u.tagged)
+	u.manifests, u.tagged = manifests, tagged
 }
 
 func matches(b []byte, digest string) bool {
