@@ -329,8 +329,8 @@ func TestRegistryRefreshCostsNoPull(t *testing.T) {
 	if g := r.Count("GET", "/manifests/"); g != gets {
 		t.Errorf("the refresh sent %d manifest GETs, want none", g-gets)
 	}
-	if h := r.Count("HEAD", "/manifests/") - heads; h != 4 {
-		t.Errorf("the refresh sent %d HEADs, want one per tag (4)", h)
+	if h := r.Count("HEAD", "/manifests/") - heads; h != 5 {
+		t.Errorf("the refresh sent %d HEADs, want one per tag (5)", h)
 	}
 	if !sameCatalog(first, second) {
 		t.Errorf("the refresh of an unchanged registry changed the catalog")
