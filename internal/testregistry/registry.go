@@ -205,7 +205,10 @@ func (r *Registry) Log() string {
 	return string(b)
 }
 
-var completedRE = regexp.MustCompile(`msg="response completed".*http\.request\.method=(\S+) .*http\.request\.uri="?([^" ]+)"? .*http\.response\.status=(\d+) http\.response\.written=(\d+)`)
+// accessRE reads the registry's access log (combined format), which has
+// every request; its "response completed" lines leave out those refused
+// for authentication.
+var accessRE = regexp.MustCompile(`^\S+ - \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" (\d+) (\d+|-) `)
 
 // Request is one request the registry logged as completed.
 type Request struct {
@@ -214,13 +217,14 @@ type Request struct {
 	Written     int64 // body bytes sent
 }
 
-// Requests are the requests the registry completed so far, from its log.
+// Requests are the requests the registry answered so far, from its
+// access log.
 func (r *Registry) Requests() []Request {
 	var out []Request
 	sc := bufio.NewScanner(strings.NewReader(r.Log()))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		m := completedRE.FindStringSubmatch(sc.Text())
+		m := accessRE.FindStringSubmatch(sc.Text())
 		if m == nil {
 			continue
 		}
