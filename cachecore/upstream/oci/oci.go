@@ -138,6 +138,9 @@ func setDefault[T int | int64 | time.Duration](v *T, def T) {
 }
 
 // Upstream is a registry.
+//
+// Locks: Upstream.mu, listing.mu and authTransport.mu are leaves: none is
+// held while another is taken or while a request is made.
 type Upstream struct {
 	base   *url.URL // scheme://host[:port], no user information
 	host   string   // host[:port], as oras-go names a registry
