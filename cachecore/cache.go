@@ -74,8 +74,13 @@ type Config struct {
 	FailureConfig // retries, read timeout (retry.go)
 
 	// InitialListTimeout bounds the first listing of an upstream when the
-	// index has no catalog yet; 0: 30s.
+	// index has no catalog yet (or is rebuilt); 0: 30s.
 	InitialListTimeout time.Duration
+
+	// RebuildIndex, if the index is damaged (ErrIndexDamaged), moves it
+	// aside and rebuilds it from the data files and the upstream's
+	// catalog (rebuild.go). An index that is sound is left alone.
+	RebuildIndex bool
 
 	Logger *slog.Logger // nil: discard
 
@@ -117,8 +122,9 @@ type Cache struct {
 	verifying    chan struct{} // one token per image being hashed
 	stats        Stats
 	tree         atomic.Pointer[tree]
-	spacePending atomic.Int64 // bytes promised to range requests being written (dirsafety.go)
-	serveMode    atomic.Value // ServeMode, set by the mount (servemode.go)
+	spacePending atomic.Int64                // bytes promised to range requests being written (dirsafety.go)
+	serveMode    atomic.Value                // ServeMode, set by the mount (servemode.go)
+	lost         atomic.Pointer[storageLoss] // set once the storage is gone (storage.go)
 	life         lifecycle
 
 	mu        sync.Mutex        // protects the following
@@ -249,12 +255,17 @@ func (c *Cache) openStorage() error {
 	if c.store, err = openStore(c.dir); err != nil {
 		return err // it names the path
 	}
-	if c.idx, err = openIndex(filepath.Join(c.cfg.Dir, "index"), c.log); err != nil {
-		return err
+	l, err := c.openLoadedIndex()
+	if errors.Is(err, ErrIndexDamaged) && c.cfg.RebuildIndex {
+		if err := c.rebuildIndex(err); err != nil { // rebuild.go
+			return err
+		}
+		l, err = c.openLoadedIndex()
+	} else if err == nil && c.cfg.RebuildIndex {
+		c.log.Info("the index is sound: nothing to rebuild")
 	}
-	l, err := c.idx.load()
 	if err != nil {
-		return fmt.Errorf("read index: %w", err)
+		return err
 	}
 	c.catalog = l.catalog
 	var fix batch
@@ -306,11 +317,26 @@ func (c *Cache) openStorage() error {
 			}
 		}
 	}
-	if err := c.idx.write(&fix); err != nil {
+	if err := c.idx.write(&fix); err != nil && !errors.Is(err, ErrIndexHeld) { // held: written later
 		return fmt.Errorf("write index: %w", err)
 	}
 	c.tree.Store(c.buildTree())
 	return nil
+}
+
+// openLoadedIndex opens the index and reads it whole.
+func (c *Cache) openLoadedIndex() (loaded, error) {
+	idx, err := openIndex(filepath.Join(c.cfg.Dir, "index"), c.log)
+	if err != nil {
+		return loaded{}, err
+	}
+	l, err := idx.load()
+	if err != nil {
+		idx.close()
+		return loaded{}, fmt.Errorf("read index: %w", err)
+	}
+	c.idx = idx
+	return l, nil
 }
 
 // Close stops background work, waits for fetches in flight to end, writes

@@ -77,7 +77,8 @@ var ErrNoSpace = errors.New("cache filesystem is full")
 // readsAround says whether a fetch failed for want of space, so that its
 // readers are answered straight from the upstream instead (readDirect).
 func readsAround(err error) bool {
-	return errors.Is(err, ErrNoRoom) || errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC)
+	return errors.Is(err, ErrNoRoom) || errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) ||
+		errors.Is(err, ErrStorageLost)
 }
 
 // claimSpace promises n bytes of the cache filesystem to a range
@@ -86,6 +87,9 @@ func readsAround(err error) bool {
 // the request is done. Requests in flight are counted as if none of their
 // bytes were written yet: that overcounts, which is the safe side.
 func (c *Cache) claimSpace(n int64) (release func(), err error) {
+	if err := c.storageLost(); err != nil { // nothing is stored any more (storage.go)
+		return nil, err
+	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(c.cfg.Dir, &st); err != nil {
 		return func() {}, nil // cannot tell; the write itself will say

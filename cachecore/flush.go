@@ -1,6 +1,7 @@
 package cachecore
 
 import (
+	"errors"
 	"time"
 )
 
@@ -15,9 +16,10 @@ func (c *Cache) flushLoop() {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
+			c.checkStorage() // storage.go
 		case <-c.kick:
 		}
-		if err := c.flush(); err != nil {
+		if err := c.flush(); err != nil && !errors.Is(err, ErrIndexHeld) { // the index said why, once
 			c.log.Warn("writing index", "err", err)
 		}
 		c.measureIndex() // it counts against the size limit (usage.go)
@@ -39,6 +41,9 @@ func (c *Cache) kickFlush() {
 // image whose data was dropped meanwhile (its gen moved on) is stale and
 // is not written: the eviction wrote the image's empty map itself.
 func (c *Cache) flush() error {
+	if c.storageLost() != nil {
+		return nil // nothing can be synced or recorded (storage.go)
+	}
 	imgs := c.imageList()
 
 	type snapshot struct {

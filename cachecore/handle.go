@@ -75,6 +75,12 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 		return Span{File: h.file, Off: off}, nil
 	}
 	n = int(min(int64(n), size-off))
+	if h.file == nil { // the storage is lost and the file with it (storage.go)
+		if img.c.cfg.Verify == VerifyStrict {
+			return Span{}, &Error{Op: "read", Name: img.entry.Name, Err: img.c.storageLost()}
+		}
+		return h.readAroundBounded(ctx, off, n)
+	}
 	first := int(off / img.chunkSize)
 	last := int((off + int64(n) - 1) / img.chunkSize)
 

@@ -174,7 +174,11 @@ func (img *Image) acquireLocked() error {
 	if img.file == nil {
 		f, err := img.c.store.open(img.id, img.entry.Size)
 		if err != nil {
-			return &Error{Op: "open cache file", Name: img.entry.Name, Err: err}
+			lost := img.c.noticeLoss()
+			if lost == nil {
+				return &Error{Op: "open cache file", Name: img.entry.Name, Err: err}
+			}
+			img.fileGoneLocked(lost) // no file: reads go around the cache (storage.go)
 		}
 		img.file = f
 	}

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -69,47 +72,112 @@ type catalogMeta struct {
 	StaleSince time.Time `json:"stale_since,omitzero"`
 }
 
+// index is the badger database. Its writes pass the room checks of
+// indexroom.go: when the filesystem is too full for badger (or the
+// directory is gone) they are held in memory and written later.
 type index struct {
-	db *badger.DB
+	// read only
+	dir     string
+	log     *slog.Logger
+	dirFile *os.File // the index directory: its descriptor shows a removal and gives the free space
+
+	mu       sync.RWMutex // writes and reopening hold it, reads share it; protects the following
+	db       *badger.DB   // nil only after a reopen failed
+	readOnly bool         // opened read-only: too little room to open it for writing
+	held     error        // why writes are held back (ErrIndexHeld); nil while they go through
+	heldAt   time.Time
+	pending  pending // changes held back, written when writes go through again
+}
+
+// Sizes of badger's files. A new memtable log and the table made of it
+// must fit in the free space kept for the index (writeMargin, within
+// DefaultSpaceReserve: indexroom.go), so memtables are small. Values up
+// to valueThreshold (chunk sums of images up to 2048 chunks) stay in the
+// tables; larger ones go to the value log, in files of valueLogFileSize.
+const (
+	memTableSize     = 2 << 20
+	valueLogFileSize = 1 << 20
+	valueThreshold   = 64 << 10
+)
+
+// badgerOptions sizes badger for an index of image records and chunk
+// maps: its defaults take hundreds of MiB.
+func badgerOptions(dir string, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(4).
+		WithValueLogFileSize(valueLogFileSize).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithValueThreshold(valueThreshold).
+		WithNumCompactors(2).
+		WithCompactL0OnClose(true).
+		WithVerifyValueChecksum(true)
 }
 
 func openIndex(dir string, log *slog.Logger) (*index, error) {
 	if err := checkIndexDir(dir); err != nil { // badger opens by path (dirsafety.go)
 		return nil, err
 	}
-	// badger's defaults take hundreds of MiB; an index of image records
-	// and chunk maps is small, so size memtables and caches down.
-	opts := badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{log}).
-		WithMemTableSize(8 << 20).
-		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(4).
-		WithValueLogFileSize(64 << 20).
-		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(4 << 20).
-		WithValueThreshold(1 << 10).
-		WithNumCompactors(2).
-		WithCompactL0OnClose(true)
-	db, err := badger.Open(opts)
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("%w: %v", ErrLocked, err)
-		}
-		return nil, fmt.Errorf("open index %s: %w", dir, err)
+		return nil, fmt.Errorf("open index: %w", err)
 	}
-	x := &index{db: db}
+	x := &index{dir: dir, log: log, dirFile: f}
+	x.mu.Lock()
+	err = x.openLocked()
+	x.mu.Unlock()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	if err := x.checkSchema(); err != nil {
-		db.Close()
+		x.close()
 		return nil, err
 	}
 	return x, nil
 }
 
+// openBadger opens the database, its tables checked first and a panic
+// of badger's recovered (indexdamage.go), turning badger's complaints
+// into errors that say what is wrong.
+func (x *index) openBadger(readOnly bool) (db *badger.DB, err error) {
+	opts := badgerOptions(x.dir, x.log).WithReadOnly(readOnly)
+	if err := checkTables(x.dir, opts); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, damaged(x.dir, p)
+		}
+	}()
+	db, err = badger.Open(opts)
+	switch {
+	case err == nil:
+		return db, nil
+	case strings.Contains(err.Error(), "Cannot acquire directory lock"):
+		return nil, fmt.Errorf("%w: %v", ErrLocked, err)
+	case isDamage(err):
+		return nil, damaged(x.dir, err)
+	default:
+		return nil, fmt.Errorf("open index %s: %w", x.dir, err)
+	}
+}
+
+// checkSchema refuses an index of another schema and marks a new one
+// (when it can write).
 func (x *index) checkSchema() error {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
 	return x.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(schemaKey))
 		if errors.Is(err, badger.ErrKeyNotFound) {
+			if x.readOnly {
+				return nil // marked when it is reopened for writing
+			}
 			return txn.Set([]byte(schemaKey), []byte(schemaValue))
 		}
 		if err != nil {
@@ -123,8 +191,6 @@ func (x *index) checkSchema() error {
 	})
 }
 
-func (x *index) close() error { return x.db.Close() }
-
 // loaded is the whole index, read once at start-up.
 type loaded struct {
 	records []record
@@ -132,10 +198,17 @@ type loaded struct {
 	catalog catalogMeta
 }
 
-func (x *index) load() (loaded, error) {
-	l := loaded{maps: make(map[string][]byte)}
+func (x *index) load() (l loaded, err error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	defer func() { // badger may panic on damage it meets (indexdamage.go)
+		if p := recover(); p != nil {
+			err = damaged(x.dir, p)
+		}
+	}()
+	l = loaded{maps: make(map[string][]byte)}
 	var raws []rawRecord
-	err := x.db.View(func(txn *badger.Txn) error {
+	err = x.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -162,9 +235,12 @@ func (x *index) load() (loaded, error) {
 		return nil
 	})
 	if err != nil {
-		return l, err
+		return l, damaged(x.dir, err)
 	}
 	l.records, err = decodeRecords(raws)
+	if err != nil {
+		err = damaged(x.dir, err)
+	}
 	return l, err
 }
 
@@ -188,12 +264,35 @@ func (b *batch) putMap(id string, m []byte) {
 	b.maps[id] = m
 }
 
+// write writes a batch, or, while writes are held back (indexroom.go),
+// keeps it to write later and returns the reason (ErrIndexHeld).
 func (x *index) write(b *batch) error {
 	if b.empty() {
 		return nil
 	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.pending.add(b)
+	return x.writePendingLocked()
+}
+
+// writeBatch writes b to badger in one batch; x.mu is held.
+func (x *index) writeBatch(b *batch) error {
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
+	// Deletes first: a record set after its image was deleted (the same
+	// ID listed again) must not bring back the old chunk map or sums.
+	for _, id := range b.deletes {
+		if err := wb.Delete([]byte(imgPrefix + id)); err != nil {
+			return err
+		}
+		if err := wb.Delete([]byte(mapPrefix + id)); err != nil {
+			return err
+		}
+		if err := wb.Delete([]byte(sumPrefix + id)); err != nil {
+			return err
+		}
+	}
 	for _, r := range b.records {
 		v, err := json.Marshal(r)
 		if err != nil {
@@ -205,17 +304,6 @@ func (x *index) write(b *batch) error {
 	}
 	for id, m := range b.maps {
 		if err := wb.Set([]byte(mapPrefix+id), m); err != nil {
-			return err
-		}
-	}
-	for _, id := range b.deletes {
-		if err := wb.Delete([]byte(imgPrefix + id)); err != nil {
-			return err
-		}
-		if err := wb.Delete([]byte(mapPrefix + id)); err != nil {
-			return err
-		}
-		if err := wb.Delete([]byte(sumPrefix + id)); err != nil {
 			return err
 		}
 	}
@@ -241,7 +329,11 @@ func (x *index) write(b *batch) error {
 type badgerLogger struct{ log *slog.Logger }
 
 func (l badgerLogger) Errorf(f string, a ...any) {
-	l.log.Error("index: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+	msg := strings.TrimSpace(fmt.Sprintf(f, a...))
+	if strings.HasPrefix(msg, "Received err: ") {
+		return // Open failed: its error says it
+	}
+	l.log.Error("index: " + msg)
 }
 func (l badgerLogger) Warningf(f string, a ...any) {
 	l.log.Warn("index: " + strings.TrimSpace(fmt.Sprintf(f, a...)))

@@ -2,11 +2,7 @@ package cachecore
 
 import (
 	"context"
-	"errors"
-	"path/filepath"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // The pruner keeps usage (the data files and the index, as measured at
@@ -113,19 +109,12 @@ func (c *Cache) PruneNow(ctx context.Context) (Dropped, error) {
 }
 
 func (c *Cache) measureIndex() {
-	c.life.indexBytes.Store(dirAllocated(filepath.Join(c.cfg.Dir, "index")))
+	c.life.indexBytes.Store(c.idx.size())
 }
 
-// indexGC runs badger's value-log GC until it finds nothing to rewrite.
+// indexGC runs badger's value-log GC (indexroom.go).
 func (c *Cache) indexGC() {
-	for c.ctx.Err() == nil {
-		err := c.idx.db.RunValueLogGC(0.5)
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
-			c.log.Warn("index value-log GC", "err", err)
-		}
-		return
+	if err := c.idx.gc(c.ctx); err != nil {
+		c.log.Warn("index value-log GC", "err", err)
 	}
 }

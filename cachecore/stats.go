@@ -1,7 +1,6 @@
 package cachecore
 
 import (
-	"path/filepath"
 	"sync/atomic"
 )
 
@@ -71,6 +70,6 @@ func (c *Cache) Snapshot() Snapshot {
 	s.Queued = len(c.Queued())
 	s.Usage = c.Usage()
 	// The pruner measures the index once a tick; an API caller wants now.
-	s.Usage.IndexBytes = dirAllocated(filepath.Join(c.cfg.Dir, "index"))
+	s.Usage.IndexBytes = c.idx.size()
 	return s
 }

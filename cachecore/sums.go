@@ -26,6 +26,14 @@ var ErrMismatch = errors.New("fetched bytes do not match the verified copy")
 // sums returns the chunk checksums recorded for an image: the sha256 of
 // each chunk, concatenated; nil if none were recorded.
 func (x *index) sums(id string) ([]byte, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if s, ok := x.pending.lookupSums(id); ok { // held back (indexroom.go)
+		return s, nil
+	}
+	if x.db == nil {
+		return nil, x.held
+	}
 	var v []byte
 	err := x.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(sumPrefix + id))

@@ -40,13 +40,17 @@ var imageXattrs = []xattr[cachecore.Info]{
 // rootInfo is what the root directory shows: where the catalog comes from
 // and how fresh it is.
 type rootInfoT struct {
-	source  string
-	catalog cachecore.CatalogStatus
-	mode    cachecore.ServeMode
+	source    string
+	catalog   cachecore.CatalogStatus
+	mode      cachecore.ServeMode
+	storage   error // what keeps the cache from storing or recording, if anything
+	storageAt time.Time
 }
 
 func rootInfo(c *cachecore.Cache) rootInfoT {
-	return rootInfoT{source: c.Source(), catalog: c.CatalogStatus(), mode: c.ServeMode()}
+	r := rootInfoT{source: c.Source(), catalog: c.CatalogStatus(), mode: c.ServeMode()}
+	r.storage, r.storageAt = c.StorageError()
+	return r
 }
 
 var rootXattrs = []xattr[rootInfoT]{
@@ -61,6 +65,12 @@ var rootXattrs = []xattr[rootInfoT]{
 		return errorValue(r.catalog.ErrAt, r.catalog.Err.Error())
 	}},
 	{"serve_mode", func(r rootInfoT) (string, bool) { return string(r.mode), true }},
+	{"cache_error", func(r rootInfoT) (string, bool) {
+		if r.storage == nil {
+			return "", false
+		}
+		return errorValue(r.storageAt, r.storage.Error())
+	}},
 }
 
 func timeValue(t time.Time) (string, bool) {

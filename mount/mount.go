@@ -34,10 +34,12 @@ type Options struct {
 	ChunkSize  int64         // 0: the cache's default
 	CatalogTTL time.Duration // 0: the cache's default
 	AllowOther bool
-	NonEmpty   bool         // mount over a directory that holds files, or over a live imgcache mount
-	Integrity  Integrity    // verification and scrub
-	Debug      bool         // log FUSE requests too
-	Logger     *slog.Logger // nil: discard
+	NonEmpty   bool // mount over a directory that holds files, or over a live imgcache mount
+	// RebuildIndex rebuilds a damaged index (cachecore.Config.RebuildIndex).
+	RebuildIndex bool
+	Integrity    Integrity    // verification and scrub
+	Debug        bool         // log FUSE requests too
+	Logger       *slog.Logger // nil: discard
 	// Ready, if set, is called once the filesystem answers requests.
 	Ready func(Info)
 	// Reload, if set, asks for a reload (reload.go) at each receive.
@@ -98,6 +100,8 @@ func Run(ctx context.Context, o Options) error {
 		Lifecycle:  lifecycle,
 		Logger:     log,
 
+		RebuildIndex: o.RebuildIndex,
+
 		FailureConfig: o.Trust.failureConfig(),
 		FlushInterval: o.Trust.FlushInterval,
 		Verify:        o.Integrity.Verify,
@@ -117,11 +121,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := cache.Close(); err != nil {
-			log.Error("closing cache", "err", err)
-		}
-	}()
+	defer closeCache(cache, log)
 
 	ctl, err := control.Listen(cacheDir, newBackend(cache, mnt, cacheDir), log)
 	if err != nil {
@@ -178,16 +178,28 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
+// unmountPatience is how long files still open may hold up the unmount
+// before the mount is detached.
+const unmountPatience = 2 * time.Second
+
 // unmount unmounts, waiting a little for files that are still open; if
 // they stay open it detaches the mount (it goes once they close) so that
-// a signal always ends the daemon.
+// a signal always ends the daemon soon.
 func unmount(server *fuse.Server, mnt string, done <-chan struct{}, log *slog.Logger) {
-	for range 20 {
+	deadline := time.Now().Add(unmountPatience) // each try of go-fuse's takes 0.3 s when busy
+	for {
 		err := server.Unmount()
 		if err == nil {
 			break
 		}
 		log.Debug("unmount", "err", err)
+		if time.Now().After(deadline) {
+			log.Warn("mount still busy; detaching it", "mountpoint", mnt)
+			if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+				exec.Command("fusermount3", "-u", "-z", mnt).Run()
+			}
+			break
+		}
 		select {
 		case <-done:
 			return
@@ -196,16 +208,26 @@ func unmount(server *fuse.Server, mnt string, done <-chan struct{}, log *slog.Lo
 	}
 	select {
 	case <-done:
-		return
-	default:
+	case <-time.After(time.Second):
 	}
-	log.Warn("mount still busy; detaching it", "mountpoint", mnt)
-	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
-		exec.Command("fusermount3", "-u", "-z", mnt).Run()
-	}
+}
+
+// closeBound bounds closing the cache after the unmount: a signal always
+// ends the daemon, whatever the cache directory has come to.
+const closeBound = 15 * time.Second
+
+// closeCache closes the cache, giving up after closeBound (the index is
+// then replayed at the next start, as after a crash).
+func closeCache(cache *cachecore.Cache, log *slog.Logger) {
+	done := make(chan error, 1)
+	go func() { done <- cache.Close() }()
 	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	case err := <-done:
+		if err != nil {
+			log.Error("closing cache", "err", err)
+		}
+	case <-time.After(closeBound):
+		log.Error("the cache did not close within " + closeBound.String() + "; exiting without it (its index is replayed at the next start)")
 	}
 }
 

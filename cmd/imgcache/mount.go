@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 	nonempty := fs.Bool("nonempty", false, "mount over a directory that holds files (hidden until the unmount) or over a live imgcache mount")
 	allowOther := fs.Bool("allow-other", false, "let users other than the one mounting read the mount (adds default_permissions)")
 	debug := fs.Bool("debug", false, "log debug messages and every FUSE request")
+	rebuild := fs.Bool("rebuild-index", false, "if the cache's index is damaged, move it aside (index.damaged-TIME) and rebuild it from the data files and the upstream's catalog, keeping the cached bytes it can vouch for; a sound index is left alone")
 	tf := addTrustFlags(fs)
 	integrity := integrityFlags(fs)
 	lifecycle := lifecycleFlags(fs)
@@ -71,7 +73,7 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		reload := reloadSignals()
-		return mount.Run(ctx, mount.Options{
+		err = mount.Run(ctx, mount.Options{
 			Upstream:   args[0],
 			Mirrors:    tf.mirrors,
 			Trust:      trust,
@@ -87,7 +89,13 @@ func mountFlags(fs *flag.FlagSet) func([]string) error {
 			Logger:     log,
 			Ready:      func(i mount.Info) { fmt.Fprintln(os.Stderr, i) },
 			Reload:     reload,
+
+			RebuildIndex: *rebuild,
 		})
+		if errors.Is(err, cachecore.ErrIndexDamaged) && !*rebuild {
+			err = fmt.Errorf("%w; start with --rebuild-index to move it aside and rebuild it from the data files and the upstream's catalog", err)
+		}
+		return err
 	}
 }
 
