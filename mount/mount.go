@@ -26,17 +26,16 @@ import (
 
 // Options configure a mount.
 type Options struct {
-	Upstream   string   // URL of the upstream, or several: "URL1,URL2" (failover in order)
-	Mirrors    []string // more upstream URLs, tried after those of Upstream
-	Trust      Trust    // timeouts, retries, TLS, credentials (trust.go)
-	Mountpoint string
-	CacheDir   string
-	ChunkSize  int64         // 0: the cache's default
-	CatalogTTL time.Duration // 0: the cache's default
-	AllowOther bool
-	NonEmpty   bool // mount over a directory that holds files, or over a live imgcache mount
-	// RebuildIndex rebuilds a damaged index (cachecore.Config.RebuildIndex).
-	RebuildIndex bool
+	Upstream     string   // URL of the upstream, or several: "URL1,URL2" (failover in order)
+	Mirrors      []string // more upstream URLs, tried after those of Upstream
+	Trust        Trust    // timeouts, retries, TLS, credentials (trust.go)
+	Mountpoint   string
+	CacheDir     string
+	ChunkSize    int64         // 0: the cache's default
+	CatalogTTL   time.Duration // 0: the cache's default
+	AllowOther   bool
+	NonEmpty     bool         // mount over a directory that holds files, or over a live imgcache mount
+	RebuildIndex bool         // rebuild the index if it is damaged (cachecore.Config.RebuildIndex)
 	Integrity    Integrity    // verification and scrub
 	Debug        bool         // log FUSE requests too
 	Logger       *slog.Logger // nil: discard
