@@ -160,6 +160,8 @@ func (x *index) openBadger(readOnly bool) (db *badger.DB, err error) {
 		return db, nil
 	case strings.Contains(err.Error(), "Cannot acquire directory lock"):
 		return nil, fmt.Errorf("%w: %v", ErrLocked, err)
+	case truncateNeeded.MatchString(err.Error()): // read-only, after a crash (openReadOnly)
+		return nil, fmt.Errorf("open index %s: %w", x.dir, err)
 	case isDamage(err):
 		return nil, damaged(x.dir, err)
 	default:

@@ -105,7 +105,7 @@ func (x *index) openRoom() int64 {
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".mem") {
 			if fi, err := e.Info(); err == nil {
-				n += fi.Size()
+				n += allocated(fi) // what it holds: the table it becomes
 			}
 		}
 	}
@@ -392,12 +392,16 @@ func (x *index) close() error {
 	if x.db == nil {
 		return nil
 	}
-	if err := x.writePendingLocked(); err != nil && !x.readOnly {
-		if errors.Is(err, ErrStorageLost) {
-			return nil // nothing left to close
-		}
+	var lost error
+	switch err := x.writePendingLocked(); {
+	case err == nil:
+	case errors.Is(err, ErrStorageLost):
+		return nil // nothing left to close
+	case !x.readOnly:
 		return fmt.Errorf("index left unclosed, as a crash would leave it (its log is replayed at the next start)%s: %w",
 			x.pending.lost(), err)
+	case !x.pending.empty():
+		lost = fmt.Errorf("index closed read-only%s: %w", x.pending.lost(), err)
 	}
 	db := x.db
 	x.db = nil
@@ -405,7 +409,7 @@ func (x *index) close() error {
 	go func() { done <- db.Close() }()
 	select {
 	case err := <-done:
-		return err
+		return errors.Join(lost, err)
 	case <-time.After(closeTimeout):
 		return fmt.Errorf("closing the index did not finish within %v; its log is replayed at the next start", closeTimeout)
 	}

@@ -68,6 +68,9 @@ func readIndexAt(dir string, readOnly bool) (IndexView, error) {
 		WithIndexCacheSize(4 << 20).
 		WithValueThreshold(1 << 10).
 		WithNumCompactors(2)
+	if err := checkTables(dir, opts); err != nil { // a damaged table panics in badger (indexdamage.go)
+		return IndexView{}, err
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return IndexView{}, err
