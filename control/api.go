@@ -5,9 +5,11 @@
 // remove queued images) plus pins, prune, clean, verify, stats and
 // Prometheus metrics; docs/api.md describes them.
 //
-// The server depends on Backend, a small interface in the terms of the
-// API's own wire types, not on the cache engine: package mount adapts a
-// *cachecore.Cache to it, and the tests use a fake.
+// The server depends on Backend, an interface in the terms of the API's
+// own wire types and error kinds, not on the cache engine: package mount
+// adapts the cache to it (converting its types and marking its errors),
+// and the tests use a fake. The package imports nothing else of
+// imgcache's.
 package control
 
 import (
@@ -19,10 +21,14 @@ import (
 const SocketName = "control.sock"
 
 // Backend is what the server needs from the cache. Names are catalog
-// paths ("ubuntu/jammy.img"). Errors are told apart with errors.Is on
-// cachecore's sentinels: ErrNotFound becomes 404, ErrBusy and ErrPinned
-// 409, ErrNoRoom 507, ErrClosed 503, anything else 500.
+// paths ("ubuntu/jammy.img"). Errors are marked with WithKind
+// (ErrNotFound, ErrConflict, ...); an error of no kind is answered 500.
 type Backend interface {
+	// CheckName says why name could not be the name of an image or
+	// directory of the catalog, as it is, or nil. A route about one name
+	// asks it first and answers 400 with its message, rather than ask
+	// the cache about a path like "../x".
+	CheckName(name string) error
 	Images() []Image
 	Image(name string) (Image, error)
 	Evict(name string) (EvictResult, error)
@@ -118,7 +124,7 @@ type Stats struct {
 	QueueLength int            `json:"queue_length"`
 	CacheBytes  int64          `json:"cache_bytes"`         // disk space of the cached data (allocated blocks)
 	MaxBytes    int64          `json:"max_bytes,omitempty"` // the size limit
-	IndexBytes  int64          `json:"index_bytes"`         // disk space of the index (not part of the limit)
+	IndexBytes  int64          `json:"index_bytes"`         // disk space of the index (taken off the limit)
 
 	Opens           uint64 `json:"opens"`
 	Hits            uint64 `json:"hits"`

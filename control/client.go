@@ -26,6 +26,9 @@ func (e *NotMountedError) Error() string {
 		e.CacheDir, filepath.Join(e.CacheDir, SocketName))
 }
 
+// Is makes a NotMountedError an ErrNotMounted.
+func (e *NotMountedError) Is(target error) bool { return target == ErrNotMounted }
+
 // APIError is an error reply of the daemon.
 type APIError struct {
 	Status  int    // HTTP status: 404 for an unknown image, ...
@@ -34,11 +37,18 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Message }
 
-// NotFound reports whether err is the daemon's answer for an unknown image.
-func NotFound(err error) bool {
-	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
+// Is makes an error reply the kind (ErrNotFound, ...) its status says.
+func (e *APIError) Is(target error) bool {
+	for _, k := range kinds {
+		if k.kind == target {
+			return e.Status == k.status
+		}
+	}
+	return false
 }
+
+// NotFound reports whether err is the daemon's answer for an unknown image.
+func NotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // Client talks to the daemon of one cache directory.
 type Client struct {
@@ -80,27 +90,23 @@ func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
 // Images lists every image of the catalog.
 func (c *Client) Images(ctx context.Context) ([]Image, error) {
-	var v []Image
-	return v, c.do(ctx, "GET", "/v1/images", &v)
+	return call[[]Image](ctx, c, "GET", "/v1/images")
 }
 
 // Image describes one image.
 func (c *Client) Image(ctx context.Context, name string) (Image, error) {
-	var v Image
-	return v, c.do(ctx, "GET", "/v1/images/"+escape(name), &v)
+	return call[Image](ctx, c, "GET", "/v1/images/"+escape(name))
 }
 
 // Evict drops the cached bytes of one image.
 func (c *Client) Evict(ctx context.Context, name string) (EvictResult, error) {
-	var v EvictResult
-	return v, c.do(ctx, "DELETE", "/v1/images/"+escape(name), &v)
+	return call[EvictResult](ctx, c, "DELETE", "/v1/images/"+escape(name))
 }
 
 // EvictAll drops the cached bytes of every image that is neither open nor
 // pinned.
 func (c *Client) EvictAll(ctx context.Context) (EvictResult, error) {
-	var v EvictResult
-	return v, c.do(ctx, "DELETE", "/v1/images", &v)
+	return call[EvictResult](ctx, c, "DELETE", "/v1/images")
 }
 
 // Pin pins (or unpins) an image.
@@ -109,44 +115,37 @@ func (c *Client) Pin(ctx context.Context, name string, pinned bool) (Image, erro
 	if !pinned {
 		method = "DELETE"
 	}
-	var v Image
-	return v, c.do(ctx, method, "/v1/pins/"+escape(name), &v)
+	return call[Image](ctx, c, method, "/v1/pins/"+escape(name))
 }
 
 // Pins lists the pinned images.
 func (c *Client) Pins(ctx context.Context) ([]string, error) {
-	var v []string
-	return v, c.do(ctx, "GET", "/v1/pins", &v)
+	return call[[]string](ctx, c, "GET", "/v1/pins")
 }
 
 // Queue queues an image for prefetch.
 func (c *Client) Queue(ctx context.Context, name string) (Image, error) {
-	var v Image
-	return v, c.do(ctx, "PUT", "/v1/queue/"+escape(name), &v)
+	return call[Image](ctx, c, "PUT", "/v1/queue/"+escape(name))
 }
 
 // Dequeue takes an image off the prefetch queue.
 func (c *Client) Dequeue(ctx context.Context, name string) (Image, error) {
-	var v Image
-	return v, c.do(ctx, "DELETE", "/v1/queue/"+escape(name), &v)
+	return call[Image](ctx, c, "DELETE", "/v1/queue/"+escape(name))
 }
 
 // Queued lists the images queued for prefetch.
 func (c *Client) Queued(ctx context.Context) ([]string, error) {
-	var v []string
-	return v, c.do(ctx, "GET", "/v1/queue", &v)
+	return call[[]string](ctx, c, "GET", "/v1/queue")
 }
 
 // Prune evicts least recently used images now, as the pruner would.
 func (c *Client) Prune(ctx context.Context) (PruneResult, error) {
-	var v PruneResult
-	return v, c.do(ctx, "POST", "/v1/prune", &v)
+	return call[PruneResult](ctx, c, "POST", "/v1/prune")
 }
 
 // Clean reaps stalled and invalid images now, as the cleaner would.
 func (c *Client) Clean(ctx context.Context) (CleanResult, error) {
-	var v CleanResult
-	return v, c.do(ctx, "POST", "/v1/clean", &v)
+	return call[CleanResult](ctx, c, "POST", "/v1/clean")
 }
 
 // Verify checks the cached bytes of one image ("" for all) at rest.
@@ -155,14 +154,12 @@ func (c *Client) Verify(ctx context.Context, name string) (VerifyResult, error) 
 	if name != "" {
 		path += "/" + escape(name)
 	}
-	var v VerifyResult
-	return v, c.do(ctx, "POST", path, &v)
+	return call[VerifyResult](ctx, c, "POST", path)
 }
 
 // Stats returns the daemon's state and counters.
 func (c *Client) Stats(ctx context.Context) (Stats, error) {
-	var v Stats
-	return v, c.do(ctx, "GET", "/v1/stats", &v)
+	return call[Stats](ctx, c, "GET", "/v1/stats")
 }
 
 // Metrics returns the Prometheus metrics text.
@@ -176,16 +173,18 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 	return string(b), err
 }
 
-func (c *Client) do(ctx context.Context, method, path string, v any) error {
+// call sends a request and decodes its JSON reply as a T.
+func call[T any](ctx context.Context, c *Client, method, path string) (T, error) {
+	var v T
 	resp, err := c.request(ctx, method, path)
 	if err != nil {
-		return err
+		return v, err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("%s %s: reading the reply: %w", method, path, err)
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return v, fmt.Errorf("%s %s: reading the reply: %w", method, path, err)
 	}
-	return nil
+	return v, nil
 }
 
 // request sends a request and turns an error reply into an *APIError.

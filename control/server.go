@@ -12,9 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/imgcache/imgcache/cachecore"
-	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // Server serves the API of one cache on its control socket.
@@ -102,7 +99,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) { s.verify(w, r, "") }) // every image
 	mux.HandleFunc("POST /v1/verify/{name...}", s.named(s.verify))
 	mux.HandleFunc("GET /v1/stats", s.stats)
-	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.Handle("GET /metrics", metricsHandler(s.b, s.log))
 	// Go's profiler, for "go tool pprof" through the socket: as private
 	// as the rest of the API.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -114,22 +111,18 @@ func (s *Server) Handler() http.Handler {
 }
 
 // named adapts the handler of a route about one image (or directory):
-// it gets the {name...} of the request if the catalog could hold that
-// name, upstream.CleanName taking it as it is. Anything else ("../x",
-// "a//b", a control character) is answered 400, saying why, rather than
-// ending in a 404 of some other path.
+// it gets the {name...} of the request if the backend says the catalog
+// could hold that name as it is. Anything else ("../x", "a//b", a
+// control character) is answered 400, saying why, rather than ending in
+// a 404 of some other path.
 func (s *Server) named(h func(w http.ResponseWriter, r *http.Request, name string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		raw := r.PathValue("name")
-		clean, err := upstream.CleanName(raw)
-		if err == nil && clean != raw {
-			err = fmt.Errorf("%w %q: its clean form is %q", upstream.ErrUnsafeName, raw, clean)
-		}
-		if err != nil {
-			s.answer(w, r, nil, err)
+		name := r.PathValue("name")
+		if err := s.b.CheckName(name); err != nil {
+			s.answer(w, r, nil, WithKind(err, ErrBadName))
 			return
 		}
-		h(w, r, raw)
+		h(w, r, name)
 	}
 }
 
@@ -209,11 +202,6 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, s.b.Stats())
 }
 
-func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	writeMetrics(w, s.b.Stats())
-}
-
 // answer replies with v, or with err as a JSON error whose status says
 // what kind of failure it is.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error) {
@@ -226,22 +214,6 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error
 		s.log.Warn("control request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	reply(w, code, apiError{Error: err.Error()})
-}
-
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, upstream.ErrUnsafeName):
-		return http.StatusBadRequest
-	case errors.Is(err, cachecore.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, cachecore.ErrBusy), errors.Is(err, cachecore.ErrPinned):
-		return http.StatusConflict
-	case errors.Is(err, cachecore.ErrNoRoom):
-		return http.StatusInsufficientStorage
-	case errors.Is(err, cachecore.ErrClosed):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }
 
 func reply(w http.ResponseWriter, code int, v any) {

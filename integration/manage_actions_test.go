@@ -222,7 +222,7 @@ func TestManageActionsOnRealMount(t *testing.T) {
 		t.Errorf("stats --json: %+v", st)
 	}
 	metrics := run(t, "curl", "-sf", "--unix-socket", filepath.Join(m.cacheDir, "control.sock"), "http://imgcache/metrics")
-	if !strings.Contains(metrics, "\nimgcache_max_bytes 16777216\n") || strings.Contains(metrics, "\nimgcache_evictions_total 0\n") {
+	if !strings.Contains(metrics, "\nimgcache_max_bytes 1.6777216e+07\n") || strings.Contains(metrics, "\nimgcache_evictions_total 0\n") {
 		t.Errorf("/metrics:\n%s", metrics)
 	}
 }

@@ -2,12 +2,20 @@ package mount
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream"
 	"github.com/imgcache/imgcache/control"
 )
+
+// This file is the one place where the engine meets the control API:
+// backend adapts the cache to control.Backend, converting the engine's
+// types to the API's and marking the engine's errors with the API's
+// kinds.
 
 // backend adapts the cache to the control API.
 type backend struct {
@@ -23,11 +31,43 @@ func newBackend(c *cachecore.Cache, mountpoint, cacheDir string) *backend {
 	return &backend{c: c, mountpoint: mountpoint, cacheDir: cacheDir, started: time.Now()}
 }
 
+// apiError marks err with the API's kind for it; its message stays.
+func apiError(err error) error {
+	var kind error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, upstream.ErrUnsafeName):
+		kind = control.ErrBadName
+	case errors.Is(err, cachecore.ErrNotFound):
+		kind = control.ErrNotFound
+	case errors.Is(err, cachecore.ErrBusy), errors.Is(err, cachecore.ErrPinned):
+		kind = control.ErrConflict
+	case errors.Is(err, cachecore.ErrNoRoom):
+		kind = control.ErrNoRoom
+	case errors.Is(err, cachecore.ErrClosed):
+		kind = control.ErrNotMounted
+	default:
+		return err
+	}
+	return control.WithKind(err, kind)
+}
+
+// CheckName takes a name only if the catalog could hold it as it is:
+// upstream.CleanName accepts it and leaves it unchanged.
+func (b *backend) CheckName(name string) error {
+	clean, err := upstream.CleanName(name)
+	if err == nil && clean != name {
+		err = fmt.Errorf("%w %q: its clean form is %q", upstream.ErrUnsafeName, name, clean)
+	}
+	return err
+}
+
 func (b *backend) Images() []control.Image {
 	infos := b.c.Images()
 	imgs := make([]control.Image, len(infos))
 	for i, info := range infos {
-		imgs[i] = control.ImageOf(info)
+		imgs[i] = ImageOf(info)
 	}
 	return imgs
 }
@@ -36,9 +76,9 @@ func (b *backend) Images() []control.Image {
 func (b *backend) Image(name string) (control.Image, error) {
 	img, err := b.c.ImageNamed(name)
 	if err != nil {
-		return control.Image{}, err
+		return control.Image{}, apiError(err)
 	}
-	return control.ImageOf(img.Info()), nil
+	return ImageOf(img.Info()), nil
 }
 
 // names is never null in JSON: an empty list is [].
@@ -56,7 +96,7 @@ func evictResult(d cachecore.Dropped) control.EvictResult {
 func (b *backend) Evict(name string) (control.EvictResult, error) {
 	d, err := b.c.Evict(name)
 	if err != nil {
-		return control.EvictResult{}, err
+		return control.EvictResult{}, apiError(err)
 	}
 	return evictResult(d), nil
 }
@@ -64,28 +104,28 @@ func (b *backend) Evict(name string) (control.EvictResult, error) {
 func (b *backend) EvictAll() (control.EvictResult, error) {
 	d, err := b.c.EvictAll()
 	if err != nil {
-		return control.EvictResult{}, err
+		return control.EvictResult{}, apiError(err)
 	}
 	return evictResult(d), nil
 }
 
 func (b *backend) Pin(name string, pinned bool) (control.Image, error) {
 	if err := b.c.Pin(name, pinned); err != nil {
-		return control.Image{}, err
+		return control.Image{}, apiError(err)
 	}
 	return b.Image(name)
 }
 
 func (b *backend) Queue(name string) (control.Image, error) {
 	if err := b.c.Queue(name); err != nil {
-		return control.Image{}, err
+		return control.Image{}, apiError(err)
 	}
 	return b.Image(name)
 }
 
 func (b *backend) Dequeue(name string) (control.Image, error) {
 	if err := b.c.Dequeue(name); err != nil {
-		return control.Image{}, err
+		return control.Image{}, apiError(err)
 	}
 	return b.Image(name)
 }
@@ -95,7 +135,7 @@ func (b *backend) Queued() []string { return b.c.Queued() }
 func (b *backend) Prune(ctx context.Context) (control.PruneResult, error) {
 	d, err := b.c.PruneNow(ctx)
 	if err != nil {
-		return control.PruneResult{}, err
+		return control.PruneResult{}, apiError(err)
 	}
 	u := b.c.Usage()
 	return control.PruneResult{Evicted: names(d.Evicted), FreedBytes: d.FreedBytes, UsageBytes: u.CacheBytes,
@@ -105,7 +145,7 @@ func (b *backend) Prune(ctx context.Context) (control.PruneResult, error) {
 func (b *backend) Clean(ctx context.Context) (control.CleanResult, error) {
 	d, err := b.c.CleanNow(ctx)
 	if err != nil {
-		return control.CleanResult{}, err
+		return control.CleanResult{}, apiError(err)
 	}
 	return control.CleanResult{Removed: names(d.Evicted), FreedBytes: d.FreedBytes}, nil
 }
@@ -113,9 +153,9 @@ func (b *backend) Clean(ctx context.Context) (control.CleanResult, error) {
 func (b *backend) Verify(ctx context.Context, name string) (control.VerifyResult, error) {
 	r, err := b.c.Check(ctx, name)
 	if err != nil && len(r.Reports) == 0 {
-		return control.VerifyResult{}, err
+		return control.VerifyResult{}, apiError(err)
 	}
-	return control.VerifyResultOf(r), nil // cut short: what was found so far
+	return verifyResultOf(r), nil // cut short: what was found so far
 }
 
 func (b *backend) Stats() control.Stats {
@@ -151,4 +191,34 @@ func (b *backend) Stats() control.Stats {
 		st.ByState[string(state)] = n
 	}
 	return st
+}
+
+// ImageOf describes an image of the cache in the API's terms.
+func ImageOf(i cachecore.Info) control.Image {
+	return control.Image{
+		Name:        i.Name,
+		Size:        i.Size,
+		CachedBytes: i.CachedBytes,
+		State:       string(i.State),
+		Hits:        i.Hits,
+		LastAccess:  i.LastAccess,
+		Digest:      i.Digest,
+		ModTime:     i.ModTime,
+		Source:      i.Source,
+		Error:       i.LastError,
+		ErrorAt:     i.LastErrorAt,
+		Pinned:      i.Pinned,
+		Queued:      i.Queued,
+	}
+}
+
+// verifyResultOf describes a cache check in the API's terms.
+func verifyResultOf(r cachecore.CheckResult) control.VerifyResult {
+	v := control.VerifyResult{Images: r.Images, Chunks: r.Chunks, Bytes: r.Bytes, BadChunks: r.BadChunks,
+		Invalid: r.Invalid, Reports: make([]control.VerifyReport, len(r.Reports))}
+	for i, ir := range r.Reports {
+		v.Reports[i] = control.VerifyReport{Name: ir.Name, State: string(ir.State), Chunks: ir.Chunks,
+			BadChunks: ir.BadChunks, Message: ir.Message}
+	}
+	return v
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/imgcache/imgcache/cachecore"
 	"github.com/imgcache/imgcache/control"
+	"github.com/imgcache/imgcache/mount"
 )
 
 // ls and stat ask the daemon; with no daemon they read the cache's index
@@ -97,7 +98,7 @@ func listImages(o manageOpts) ([]control.Image, error) {
 	}
 	imgs := make([]control.Image, len(v.Images))
 	for i, info := range v.Images {
-		imgs[i] = control.ImageOf(info)
+		imgs[i] = mount.ImageOf(info)
 	}
 	return imgs, nil
 }
@@ -115,7 +116,7 @@ func statImage(o manageOpts, name string) (control.Image, error) {
 	}
 	for _, info := range v.Images {
 		if info.Name == name {
-			return control.ImageOf(info), nil
+			return mount.ImageOf(info), nil
 		}
 	}
 	return control.Image{}, &cachecore.Error{Op: "find", Name: name, Err: cachecore.ErrNotFound}
