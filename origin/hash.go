@@ -10,6 +10,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 )
 
 // errChangedWhileHashing: the file was being written while it was read.
@@ -21,17 +24,20 @@ var errChangedWhileHashing = errors.New("changed while being hashed")
 // `workers` files are hashed at once across all requests.
 type hashCache struct {
 	// read only
-	root   *os.Root
-	sem    chan struct{}   // a slot per file being hashed
-	ctx    context.Context // cancelled by close: flights stop reading
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // flights running
+	root    *os.Root
+	workers int
+	sem     *semaphore.Weighted // a slot per file being hashed
+	ctx     context.Context     // cancelled by close: flights stop reading
+	cancel  context.CancelFunc
+	flights singleflight.Group // keyed by flightKey
 
 	hashed atomic.Int64 // files hashed to the end, for tests and logs
+	flying atomic.Int64 // flights running, for tests
 
 	mu      sync.Mutex // protects the following
 	sums    map[string]hashed
-	flights map[flightKey]*flight
+	closed  bool
+	running sync.WaitGroup // flights; added to only while !closed
 }
 
 type hashed struct {
@@ -39,81 +45,91 @@ type hashed struct {
 	sum string // lowercase hex
 }
 
-type flightKey struct {
-	name string
-	key  fileKey
-}
-
-// flight is one hashing of one version of a file; done is closed when
-// res is set.
-type flight struct {
-	done chan struct{}
-	res  hashed
-	err  error
+// flightKey names the hashing of one version of a file.
+func flightKey(name string, key fileKey) string {
+	return fmt.Sprintf("%d-%d-%d/%s", key.ino, key.size, key.mtime, name)
 }
 
 func newHashCache(root *os.Root, workers int) *hashCache {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &hashCache{
 		root:    root,
-		sem:     make(chan struct{}, workers),
+		workers: workers,
+		sem:     semaphore.NewWeighted(int64(workers)),
 		ctx:     ctx,
 		cancel:  cancel,
 		sums:    map[string]hashed{},
-		flights: map[flightKey]*flight{},
 	}
 }
 
 // close stops the flights and waits for them to end.
 func (c *hashCache) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.cancel()
-	c.wg.Wait()
+	c.running.Wait()
+}
+
+// known returns the digest of the file name if it is of version key.
+func (c *hashCache) known(name string, key fileKey) (hashed, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.sums[name]
+	return h, ok && h.key == key
 }
 
 // sum returns the digest of the file name, whose version the directory
 // walk saw as key. The version hashed may be newer than key (the file
 // changed since the walk): the result says which one it is.
 func (c *hashCache) sum(ctx context.Context, name string, key fileKey) (hashed, error) {
-	fk := flightKey{name, key}
-	c.mu.Lock()
-	if h, ok := c.sums[name]; ok && h.key == key {
-		c.mu.Unlock()
+	if h, ok := c.known(name, key); ok {
 		return h, nil
 	}
-	fl, ok := c.flights[fk]
-	if !ok {
-		fl = &flight{done: make(chan struct{})}
-		c.flights[fk] = fl
-		// The flight runs on its own, not on ctx: one requester going
-		// away must not fail the others waiting for the same file.
-		c.wg.Add(1)
-		go c.fly(fk, fl)
-	}
-	c.mu.Unlock()
+	// The flight runs on its own, not on ctx: one requester going away
+	// must not fail the others waiting for the same file.
+	ch := c.flights.DoChan(flightKey(name, key), func() (any, error) { return c.fly(name, key) })
 	select {
-	case <-fl.done:
-		return fl.res, fl.err
+	case r := <-ch:
+		if r.Err != nil {
+			return hashed{}, r.Err
+		}
+		return r.Val.(hashed), nil
 	case <-ctx.Done():
 		return hashed{}, ctx.Err()
 	}
 }
 
-func (c *hashCache) fly(fk flightKey, fl *flight) {
-	defer c.wg.Done()
-	select {
-	case c.sem <- struct{}{}:
-		fl.res, fl.err = c.hashFile(fk.name)
-		<-c.sem
-	case <-c.ctx.Done():
-		fl.err = c.ctx.Err()
+// fly hashes one version of a file, once a slot is free.
+func (c *hashCache) fly(name string, key fileKey) (hashed, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return hashed{}, c.ctx.Err()
+	}
+	c.running.Add(1)
+	c.mu.Unlock()
+	defer c.running.Done()
+	c.flying.Add(1)
+	defer c.flying.Add(-1)
+
+	// A flight that ended between the caller's look and this one's start
+	// has left the sum.
+	if h, ok := c.known(name, key); ok {
+		return h, nil
+	}
+	if err := c.sem.Acquire(c.ctx, 1); err != nil {
+		return hashed{}, err
+	}
+	h, err := c.hashFile(name)
+	c.sem.Release(1)
+	if err != nil {
+		return hashed{}, err
 	}
 	c.mu.Lock()
-	if fl.err == nil {
-		c.sums[fk.name] = fl.res
-	}
-	delete(c.flights, fk)
+	c.sums[name] = h
 	c.mu.Unlock()
-	close(fl.done)
+	return h, nil
 }
 
 // hashFile hashes the file as it is now; it fails if the file changes

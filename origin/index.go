@@ -10,10 +10,10 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
 	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
+	"golang.org/x/sync/errgroup"
 )
 
 // serveIndex answers with the httpdir.Index of the tree as it is now.
@@ -56,25 +56,18 @@ func (s *Server) buildIndex(ctx context.Context) (httpdir.Index, error) {
 	}
 	images := make([]httpdir.IndexImage, len(files))
 	ok := make([]bool, len(files))
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(cap(s.hashes.sem), len(files)) {
-		wg.Go(func() {
-			for i := range work {
-				images[i], ok[i] = s.indexImage(ctx, files[i])
-			}
+	var g errgroup.Group
+	g.SetLimit(s.hashes.workers) // more would only wait for a hashing slot
+	for i, f := range files {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			images[i], ok[i] = s.indexImage(ctx, f)
+			return nil
 		})
 	}
-feed:
-	for i := range files {
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
+	g.Wait()
 	if err := ctx.Err(); err != nil {
 		return httpdir.Index{}, err
 	}

@@ -185,9 +185,7 @@ func TestCloseStopsHashing(t *testing.T) {
 	go s.buildIndex(context.Background())
 	waitForFlight(t, s)
 	s.Close() // stops the flight and waits for it
-	s.hashes.mu.Lock()
-	defer s.hashes.mu.Unlock()
-	if len(s.hashes.flights) != 0 {
+	if s.hashes.flying.Load() != 0 {
 		t.Error("a flight outlived Close")
 	}
 }
@@ -195,10 +193,7 @@ func TestCloseStopsHashing(t *testing.T) {
 func waitForFlight(t *testing.T, s *Server) {
 	t.Helper()
 	for range 1000 {
-		s.hashes.mu.Lock()
-		n := len(s.hashes.flights)
-		s.hashes.mu.Unlock()
-		if n > 0 {
+		if s.hashes.flying.Load() > 0 {
 			return
 		}
 		time.Sleep(time.Millisecond)
