@@ -29,10 +29,10 @@ type hashCache struct {
 	sem     *semaphore.Weighted // a slot per file being hashed
 	ctx     context.Context     // cancelled by close: flights stop reading
 	cancel  context.CancelFunc
-	flights singleflight.Group // keyed by flightKey
 
-	hashed atomic.Int64 // files hashed to the end, for tests and logs
-	flying atomic.Int64 // flights running, for tests
+	flights singleflight.Group // keyed by flightKey
+	hashed  atomic.Int64       // files hashed to the end, for tests and logs
+	flying  atomic.Int64       // flights running, for tests
 
 	mu      sync.Mutex // protects the following
 	sums    map[string]hashed
