@@ -2,6 +2,9 @@ package control
 
 import (
 	"bufio"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
@@ -138,5 +141,19 @@ func TestMetricsLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+// BenchmarkMetrics is the cost of one scrape of /metrics, without the
+// socket.
+func BenchmarkMetrics(b *testing.B) {
+	h := (&Server{b: limitedBackend{newFakeBackend("a.img")}, log: slog.New(slog.DiscardHandler)}).Handler()
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatal(w.Code)
+		}
 	}
 }
