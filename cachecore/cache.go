@@ -84,24 +84,14 @@ type Config struct {
 
 	Logger *slog.Logger // nil: discard
 
-	// OnChange, if set, is called (from the catalog goroutine) with the
-	// entries that appeared, disappeared or changed identity in a
-	// refresh, so that the kernel's cached lookups can be invalidated.
-	OnChange func([]Change)
-	// OnDrop, if set, is called (from the goroutine that dropped them,
-	// no lock held) with bytes [off, off+n) of an image whose cached copy
-	// was dropped as wrong (failed verification, damage found at rest),
-	// so that the kernel's pages of them can be dropped too.
-	OnDrop func(img *Image, off, n int64)
+	// Notifier is told what changed (notify.go); nil: nobody.
+	Notifier Notifier
 
 	Lifecycle // size limit, pruner, cleaner, prefetcher (lifecycle.go)
 
 	now          func() time.Time // tests
 	abandonAfter time.Duration    // tests; 0: defaultAbandonAfter (request.go)
 }
-
-// Change names a catalog entry that changed: Name in directory Dir.
-type Change struct{ Dir, Name string }
 
 // Cache is a read-through image cache over one upstream.
 type Cache struct {
@@ -123,7 +113,6 @@ type Cache struct {
 	stats        Stats
 	tree         atomic.Pointer[tree]
 	spacePending atomic.Int64                // bytes promised to range requests being written (dirsafety.go)
-	serveMode    atomic.Value                // ServeMode, set by the mount (servemode.go)
 	lost         atomic.Pointer[storageLoss] // set once the storage is gone (storage.go)
 	life         lifecycle
 
@@ -231,6 +220,9 @@ func (cfg *Config) fill() error {
 	cfg.FailureConfig.fill()
 	if cfg.InitialListTimeout <= 0 {
 		cfg.InitialListTimeout = 30 * time.Second
+	}
+	if cfg.Notifier == nil {
+		cfg.Notifier = noNotifier{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

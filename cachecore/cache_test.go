@@ -232,7 +232,7 @@ func TestCatalogRefresh(t *testing.T) {
 	var mu sync.Mutex
 	var changes []Change
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
-		cfg.OnChange = func(ch []Change) { mu.Lock(); changes = append(changes, ch...); mu.Unlock() }
+		cfg.Notifier = changeNotifier(func(ch []Change) { mu.Lock(); changes = append(changes, ch...); mu.Unlock() })
 	})
 	defer c.Close()
 	root := c.Root()
@@ -323,3 +323,10 @@ func openTestEventually(t *testing.T, dir string, up *fakeUpstream) *Cache {
 	})
 	return c
 }
+
+// changeNotifier is a Notifier that hears only catalog changes.
+type changeNotifier func([]Change)
+
+func (f changeNotifier) CatalogChanged(ch []Change)      { f(ch) }
+func (changeNotifier) PagesDropped(*Image, int64, int64) {}
+func (changeNotifier) Evicted([]string)                  {}

@@ -225,9 +225,7 @@ func (c *Cache) refresh(ctx context.Context) error {
 	}
 	if changes := diffTrees(old, t); len(changes) > 0 {
 		c.log.Info("catalog changed", "entries", len(entries), "changes", len(changes))
-		if c.cfg.OnChange != nil {
-			c.cfg.OnChange(changes)
-		}
+		c.cfg.Notifier.CatalogChanged(changes)
 	}
 	return nil
 }

@@ -311,11 +311,9 @@ func damageWhy(readErr error) string {
 	return why
 }
 
-// dropped tells Config.OnDrop that bytes of img were dropped as wrong.
+// dropped tells the Notifier that bytes of img were dropped as wrong.
 func (c *Cache) dropped(img *Image, off, n int64) {
-	if c.cfg.OnDrop != nil {
-		c.cfg.OnDrop(img, off, n)
-	}
+	c.cfg.Notifier.PagesDropped(img, off, n)
 }
 
 // dropLocked forgets every chunk of the image and empties its data file.

@@ -108,8 +108,8 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 		img.mu.Unlock()
 	}
 	c.stats.Evictions.Add(uint64(len(d.Evicted)))
-	if f := c.cfg.OnEvict; f != nil && len(d.Evicted) > 0 {
-		f(d.Evicted)
+	if len(d.Evicted) > 0 {
+		c.cfg.Notifier.Evicted(d.Evicted)
 	}
 	if len(d.Evicted) > 0 {
 		c.log.Debug("evicted", "images", len(d.Evicted), "bytes", d.FreedBytes)

@@ -55,12 +55,7 @@ type Lifecycle struct {
 	// PruneInterval is how often the pruner looks at usage (it is also
 	// kicked when a write passes the high watermark). 0: default.
 	PruneInterval time.Duration
-	// OnEvict, if set, is called with the names of images whose data was
-	// dropped, so that the kernel's cached attributes (st_blocks) can be
-	// invalidated. It may be called inside a read: it must not block.
-	OnEvict func(names []string)
-
-	meter fileMeter // measures data files; tests: a fake filesystem (nil: the real one)
+	meter         fileMeter // measures data files; tests: a fake filesystem (nil: the real one)
 }
 
 func (l *Lifecycle) fill(dir string) error {

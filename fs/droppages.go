@@ -11,8 +11,8 @@ import (
 // still hold pages of them. An open after the drop loses them (images
 // that are not settled are opened without FOPEN_KEEP_CACHE), but a file
 // that is open now would keep reading them from the page cache: the
-// kernel is told to forget them. Only open images can have such readers,
-// so only they are tracked.
+// kernel is told to forget them (Notifier.PagesDropped). Only open
+// images can have such readers, so only they are tracked.
 
 // openImages counts the opens of each image node.
 type openImages struct {
@@ -56,16 +56,6 @@ func (o *openImages) node(img *cachecore.Image) *imageNode {
 		return oc.node
 	}
 	return nil
-}
-
-// DropPages tells the kernel to forget its pages of bytes [off, off+n)
-// of img, if img is open. The notification is sent from a goroutine of
-// its own: the kernel may have to wait for a read of those pages that is
-// in progress, and that read may be waiting for the caller.
-func (r *Root) DropPages(img *cachecore.Image, off, n int64) {
-	if node := r.opens.node(img); node != nil {
-		go node.NotifyContent(off, n)
-	}
 }
 
 // rootNode is the filesystem's Root.

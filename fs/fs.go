@@ -10,7 +10,7 @@
 // read by the kernel straight from the data file (passthrough, when the
 // mount's probe found it works: passthrough.go), or else its pages are
 // kept in the page cache across opens (FOPEN_KEEP_CACHE). Two things do change: the catalog (a refresh gives a
-// changed image a new inode; Invalidate drops the kernel's stale lookups)
+// changed image a new inode; the Notifier drops the kernel's stale lookups)
 // and an incomplete image's cached bytes, which st_blocks reports (so its
 // attributes are cached briefly and dropped when an open that fetched
 // closes). Because the kernel may answer reads itself, hits are counted at
@@ -18,7 +18,7 @@
 package fs
 
 import (
-	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,7 +29,7 @@ import (
 )
 
 const (
-	// longTimeout is for what cannot change without Invalidate telling
+	// longTimeout is for what cannot change without the Notifier telling
 	// the kernel: lookups, and attributes of complete images.
 	longTimeout = time.Hour
 	// shortTimeout is for attributes of incomplete images: st_blocks
@@ -48,7 +48,8 @@ const (
 // Root is the root directory of the filesystem.
 type Root struct {
 	dirNode
-	opens openImages // images open now, for DropPages
+	opens       openImages  // images open now, for Notifier.PagesDropped
+	passthrough atomic.Bool // the mount's probe found passthrough works (passthrough.go)
 }
 
 // NewRoot returns the root node of a filesystem showing c.
@@ -65,25 +66,6 @@ func Options() *gofs.Options {
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &gofs.StableAttr{Ino: 1},
-	}
-}
-
-// Invalidate tells the kernel to forget its cached lookups of entries
-// that changed in a catalog refresh. Only directories the kernel knows
-// have anything to forget.
-func (r *Root) Invalidate(changes []cachecore.Change) {
-	for _, ch := range changes {
-		dir := r.EmbeddedInode()
-		if ch.Dir != "" {
-			for _, name := range strings.Split(ch.Dir, "/") {
-				if dir = dir.GetChild(name); dir == nil {
-					break
-				}
-			}
-		}
-		if dir != nil {
-			dir.NotifyEntry(ch.Name)
-		}
 	}
 }
 

@@ -69,19 +69,15 @@ func (m *memUpstream) URL(name string) string { return "mem://test/" + name }
 // processes (this one serves it).
 func mountTest(t *testing.T, up *memUpstream) (string, *cachecore.Cache) {
 	t.Helper()
-	var root *Root
+	notify := new(Notifier)
 	c, err := cachecore.Open(cachecore.Config{
 		Dir: t.TempDir(), Upstream: up, ChunkSize: 64 << 10, CatalogTTL: 200 * time.Millisecond,
-		OnChange: func(ch []cachecore.Change) {
-			if root != nil {
-				root.Invalidate(ch)
-			}
-		},
+		Notifier: notify,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	root = NewRoot(c)
+	root := NewRoot(c)
 	mnt := t.TempDir()
 	opts := Options()
 	opts.MountOptions.DirectMount = true
@@ -90,6 +86,7 @@ func mountTest(t *testing.T, up *memUpstream) (string, *cachecore.Cache) {
 		c.Close()
 		t.Fatal(err)
 	}
+	notify.Attach(root)
 	t.Cleanup(func() {
 		server.Unmount()
 		c.Close()

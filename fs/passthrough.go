@@ -10,8 +10,6 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/imgcache/imgcache/cachecore"
 )
 
 // Kernel passthrough (Linux 6.9+, CAP_SYS_ADMIN): an open of a settled
@@ -29,18 +27,38 @@ type backingRegistrar interface {
 	UnregisterBackingFd(int32) syscall.Errno
 }
 
+// ServeMode says how the kernel reads images that are settled: straight
+// from the data file (passthrough: the daemon never sees those reads), or
+// through FUSE, keeping the pages cached across opens. The mount decides
+// it once, by probing the kernel (ProbePassthrough); stats and the root's
+// xattrs show it.
+type ServeMode string
+
+const (
+	// ServePassthrough: opens of settled images are handed to the kernel.
+	ServePassthrough ServeMode = "passthrough"
+	// ServePageCache: every read reaches the daemon unless the kernel's
+	// page cache (kept across opens of settled images) has it.
+	ServePageCache ServeMode = "page-cache"
+)
+
+// ServeMode is how this filesystem serves settled images (ServePageCache
+// until a probe found passthrough works).
+func (r *Root) ServeMode() ServeMode {
+	if r.passthrough.Load() {
+		return ServePassthrough
+	}
+	return ServePageCache
+}
+
 // ProbePassthrough checks that the kernel accepts a file in dir (the
 // cache directory: its filesystem is what matters) as a passthrough
-// backing file, and records the outcome as the cache's ServeMode. It
-// returns why passthrough cannot be used, or nil if it is in use.
-func ProbePassthrough(c *cachecore.Cache, server *fuse.Server, dir string) error {
+// backing file, and if so serves settled images by passthrough from now
+// on. It returns why passthrough cannot be used, or nil if it is in use.
+func (r *Root) ProbePassthrough(server *fuse.Server, dir string) error {
 	err := probeBacking(server, dir)
-	if err != nil {
-		c.SetServeMode(cachecore.ServePageCache)
-		return err
-	}
-	c.SetServeMode(cachecore.ServePassthrough)
-	return nil
+	r.passthrough.Store(err == nil)
+	return err
 }
 
 func probeBacking(server backingRegistrar, dir string) error {
@@ -58,13 +76,17 @@ func probeBacking(server backingRegistrar, dir string) error {
 	return nil
 }
 
-// ioModes tracks an image node's opens that are not passthrough. The
-// kernel refuses (EIO) a passthrough open of an inode that has opens in
-// its caching mode, so an image that becomes settled while readers still
-// have it open keeps being served through the daemon until they close.
+// ioModes tracks an image node's opens in each mode. The kernel refuses
+// (EIO) a passthrough open of an inode that has opens in its caching
+// mode, so an image that becomes settled while readers still have it open
+// keeps being served through the daemon until they close. And while an
+// open of the node is passthrough, go-fuse makes every new open of it
+// passthrough too, whatever PassthroughFd says (it asks only when the
+// node has no backing file registered): such an open counts as one.
 type ioModes struct {
 	mu          sync.Mutex // protects the following
 	cachedOpens int        // opens answered without passthrough, not yet released
+	passOpens   int        // passthrough opens, not yet released
 }
 
 // openFlags decides how this open is served: passthrough if the mount
@@ -74,21 +96,31 @@ type ioModes struct {
 // bytes that verification drops).
 func (fh *imageHandle) openFlags() uint32 {
 	n := fh.node
-	passthrough := n.c.ServeMode() == cachecore.ServePassthrough
+	passthrough := n.rootNode().ServeMode() == ServePassthrough
 	if passthrough && n.img.Complete() {
 		n.modes.awaitReleases()
 	}
-	n.modes.mu.Lock()
-	defer n.modes.mu.Unlock()
 	settled := n.img.Complete() // complete and, with a digest, verified
-	fh.passthrough = passthrough && settled && n.modes.cachedOpens == 0
-	if !fh.passthrough {
-		n.modes.cachedOpens++
-	}
+	fh.passthrough = n.modes.open(passthrough && settled)
 	if !settled {
 		return 0
 	}
 	return fuse.FOPEN_KEEP_CACHE // go-fuse drops it when it sets FOPEN_PASSTHROUGH
+}
+
+// open counts an open and says whether it is passthrough: wanted (the
+// mount has passthrough and the image is settled) and no open is in the
+// caching mode, or forced by go-fuse (a passthrough open is alive).
+func (m *ioModes) open(wanted bool) (passthrough bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	passthrough = m.passOpens > 0 || wanted && m.cachedOpens == 0
+	if passthrough {
+		m.passOpens++
+	} else {
+		m.cachedOpens++
+	}
+	return passthrough
 }
 
 // releaseWait bounds how long an open of a settled image waits for the
@@ -117,23 +149,26 @@ func (m *ioModes) awaitReleases() {
 // releaseMode ends this open's part in the node's io mode, and reports
 // whether it was the last open in caching mode.
 //
-// The kernel drops the open's caching mode only when it reads our reply
-// to RELEASE, which go-fuse writes after Release returns: an open of the
-// image that saw the count fall to zero at once could reply passthrough
-// before that, and the kernel would fail it with EIO (seen under load).
-// So the count falls modeSettle later, off the request's goroutine.
+// The kernel drops the open's mode only when it reads our reply to
+// RELEASE, which go-fuse writes after Release returns (and go-fuse lets
+// go of the node's backing file after Release returns too): an open of
+// the image that saw a count fall to zero at once could be answered in
+// the other mode before that, and the kernel would fail it with EIO
+// (seen under load), or go-fuse would make it passthrough unasked. So the
+// count falls modeSettle later, off the request's goroutine.
 func (fh *imageHandle) releaseMode() bool {
+	m := &fh.node.modes
+	count := &m.cachedOpens
 	if fh.passthrough {
-		return false
+		count = &m.passOpens
 	}
-	n := fh.node
-	n.modes.mu.Lock()
-	last := n.modes.cachedOpens == 1
-	n.modes.mu.Unlock()
+	m.mu.Lock()
+	last := !fh.passthrough && m.cachedOpens == 1
+	m.mu.Unlock()
 	time.AfterFunc(modeSettle, func() {
-		n.modes.mu.Lock()
-		n.modes.cachedOpens--
-		n.modes.mu.Unlock()
+		m.mu.Lock()
+		*count--
+		m.mu.Unlock()
 	})
 	return last
 }
@@ -150,7 +185,7 @@ const modeSettle = 10 * time.Millisecond
 // FOPEN_KEEP_CACHE (passthrough ones are) drops them itself, which cost
 // the first warm read of a 1 GiB image a third of its time.
 func (fh *imageHandle) dropPagesAtRelease(lastCached bool) bool {
-	return lastCached && fh.node.c.ServeMode() == cachecore.ServePassthrough && fh.node.img.Complete()
+	return lastCached && fh.node.rootNode().ServeMode() == ServePassthrough && fh.node.img.Complete()
 }
 
 // PassthroughFd offers the data file to the kernel when this open is

@@ -22,11 +22,11 @@ import (
 func TestSettledImagesArePassthrough(t *testing.T) {
 	data := bytes.Repeat([]byte("passthrough!"), 100_000) // 1.2 MB: 19 chunks of 64 KiB
 	up := &memUpstream{images: map[string][]byte{"p.img": data}}
-	mnt, c, server := mountTestServer(t, up)
-	probeErr := ProbePassthrough(c, server, t.TempDir())
-	t.Logf("serve mode %s (probe: %v)", c.ServeMode(), probeErr)
-	if got := sh(t, "getfattr --absolute-names -n user.imgcache.serve_mode --only-values "+mnt); got != string(c.ServeMode()) {
-		t.Fatalf("root serve_mode = %q, cache says %q", got, c.ServeMode())
+	mnt, c, root, server := mountTestServer(t, up)
+	probeErr := root.ProbePassthrough(server, t.TempDir())
+	t.Logf("serve mode %s (probe: %v)", root.ServeMode(), probeErr)
+	if got := sh(t, "getfattr --absolute-names -n user.imgcache.serve_mode --only-values "+mnt); got != string(root.ServeMode()) {
+		t.Fatalf("root serve_mode = %q, the root says %q", got, root.ServeMode())
 	}
 	want := hexSum(data)
 
@@ -50,8 +50,8 @@ func TestSettledImagesArePassthrough(t *testing.T) {
 		t.Fatalf("O_DIRECT read of a settled image: %q", got)
 	}
 	served := c.Stats().BytesServed.Load() - before
-	switch c.ServeMode() {
-	case cachecore.ServePassthrough:
+	switch root.ServeMode() {
+	case ServePassthrough:
 		if served != 0 {
 			t.Errorf("passthrough: the daemon served %d bytes of an O_DIRECT read", served)
 		}
@@ -59,6 +59,33 @@ func TestSettledImagesArePassthrough(t *testing.T) {
 		if served != uint64(len(data)) {
 			t.Errorf("page-cache mode: the daemon served %d bytes of an O_DIRECT read of %d", served, len(data))
 		}
+	}
+}
+
+// TestForcedPassthroughCounts: while an open of an image is passthrough,
+// go-fuse makes every new open of it passthrough too (it hands the
+// kernel the registered backing file without asking), so such an open
+// counts as passthrough, not as one in the caching mode, even when this
+// package would not have chosen passthrough for it (the image is not
+// settled). Counted as caching, it kept later opens of the settled image
+// out of passthrough for as long as it stayed open.
+func TestForcedPassthroughCounts(t *testing.T) {
+	var m ioModes
+	if !m.open(true) {
+		t.Fatal("first open of a settled image in a passthrough mount is not passthrough")
+	}
+	if !m.open(false) {
+		t.Error("an open while a passthrough open is alive is not counted as passthrough")
+	}
+	if m.cachedOpens != 0 || m.passOpens != 2 {
+		t.Errorf("counts: %d caching, %d passthrough; want 0 and 2", m.cachedOpens, m.passOpens)
+	}
+	var c ioModes
+	if c.open(false) || c.open(true) {
+		t.Error("an open while an open in caching mode is alive is passthrough")
+	}
+	if c.cachedOpens != 2 || c.passOpens != 0 {
+		t.Errorf("counts: %d caching, %d passthrough; want 2 and 0", c.cachedOpens, c.passOpens)
 	}
 }
 
@@ -78,8 +105,9 @@ func (refusingRegistrar) RegisterBackingFd(*fuse.BackingMap) (int32, syscall.Err
 }
 func (refusingRegistrar) UnregisterBackingFd(int32) syscall.Errno { return 0 }
 
-// mountTestServer is mountTest that also returns the server, for probes.
-func mountTestServer(t *testing.T, up *memUpstream) (string, *cachecore.Cache, *fuse.Server) {
+// mountTestServer is mountTest that also returns the root and the
+// server, for probes.
+func mountTestServer(t *testing.T, up *memUpstream) (string, *cachecore.Cache, *Root, *fuse.Server) {
 	t.Helper()
 	c, err := cachecore.Open(cachecore.Config{Dir: t.TempDir(), Upstream: up, ChunkSize: 64 << 10})
 	if err != nil {
@@ -88,7 +116,8 @@ func mountTestServer(t *testing.T, up *memUpstream) (string, *cachecore.Cache, *
 	mnt := t.TempDir()
 	opts := Options()
 	opts.MountOptions.DirectMount = true
-	server, err := gofs.Mount(mnt, NewRoot(c), opts)
+	root := NewRoot(c)
+	server, err := gofs.Mount(mnt, root, opts)
 	if err != nil {
 		c.Close()
 		t.Fatal(err)
@@ -104,5 +133,5 @@ func mountTestServer(t *testing.T, up *memUpstream) (string, *cachecore.Cache, *
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return mnt, c, server
+	return mnt, c, root, server
 }

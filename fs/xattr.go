@@ -42,13 +42,14 @@ var imageXattrs = []xattr[cachecore.Info]{
 type rootInfoT struct {
 	source    string
 	catalog   cachecore.CatalogStatus
-	mode      cachecore.ServeMode
+	mode      ServeMode
 	storage   error // what keeps the cache from storing or recording, if anything
 	storageAt time.Time
 }
 
-func rootInfo(c *cachecore.Cache) rootInfoT {
-	r := rootInfoT{source: c.Source(), catalog: c.CatalogStatus(), mode: c.ServeMode()}
+func rootInfo(root *Root) rootInfoT {
+	c := root.c
+	r := rootInfoT{source: c.Source(), catalog: c.CatalogStatus(), mode: root.ServeMode()}
 	r.storage, r.storageAt = c.StorageError()
 	return r
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/imgcache/imgcache/cachecore"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 	"github.com/imgcache/imgcache/control"
+	"github.com/imgcache/imgcache/fs"
 )
 
 // This file is the one place where the engine meets the control API:
@@ -20,6 +21,7 @@ import (
 // backend adapts the cache to the control API.
 type backend struct {
 	c          *cachecore.Cache
+	root       *fs.Root // how it serves settled images
 	mountpoint string
 	cacheDir   string
 	started    time.Time
@@ -27,8 +29,8 @@ type backend struct {
 
 var _ control.Backend = (*backend)(nil)
 
-func newBackend(c *cachecore.Cache, mountpoint, cacheDir string) *backend {
-	return &backend{c: c, mountpoint: mountpoint, cacheDir: cacheDir, started: time.Now()}
+func newBackend(c *cachecore.Cache, root *fs.Root, mountpoint, cacheDir string) *backend {
+	return &backend{c: c, root: root, mountpoint: mountpoint, cacheDir: cacheDir, started: time.Now()}
 }
 
 // apiError marks err with the API's kind for it; its message stays.
@@ -166,7 +168,7 @@ func (b *backend) Stats() control.Stats {
 		CacheDir:   b.cacheDir,
 		PID:        os.Getpid(),
 		Started:    b.started,
-		ServeMode:  string(b.c.ServeMode()),
+		ServeMode:  string(b.root.ServeMode()),
 
 		Images:      s.Images,
 		ByState:     make(map[string]int, len(s.ByState)),

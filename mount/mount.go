@@ -61,7 +61,7 @@ type Info struct {
 	Mountpoint string
 	CacheDir   string
 	Images     int
-	ServeMode  cachecore.ServeMode // how settled images are read: passthrough or page-cache
+	ServeMode  fs.ServeMode // how settled images are read: passthrough or page-cache
 }
 
 func (i Info) String() string {
@@ -87,17 +87,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	var root *fs.Root
-	var evictions evictNotifier
-	lifecycle := o.Lifecycle
-	lifecycle.OnEvict = evictions.evicted
+	notify := new(fs.Notifier) // the cache may call it from Open on; it reaches the kernel once mounted
 	cache, err := cachecore.Open(cachecore.Config{
 		Dir:        cacheDir,
 		Upstream:   up,
 		ChunkSize:  o.ChunkSize,
 		CatalogTTL: o.CatalogTTL,
-		Lifecycle:  lifecycle,
+		Lifecycle:  o.Lifecycle,
 		Logger:     log,
+		Notifier:   notify,
 
 		RebuildIndex: o.RebuildIndex,
 
@@ -106,30 +104,19 @@ func Run(ctx context.Context, o Options) error {
 		Verify:        o.Integrity.Verify,
 		ScrubInterval: o.Integrity.ScrubInterval,
 		ScrubRate:     o.Integrity.ScrubRate,
-		OnChange: func(ch []cachecore.Change) {
-			if root != nil {
-				root.Invalidate(ch)
-			}
-		},
-		OnDrop: func(img *cachecore.Image, off, n int64) {
-			if root != nil {
-				root.DropPages(img, off, n)
-			}
-		},
 	})
 	if err != nil {
 		return err
 	}
 	defer closeCache(cache, log)
 
-	ctl, err := control.Listen(cacheDir, newBackend(cache, mnt, cacheDir), log)
+	root := fs.NewRoot(cache)
+	ctl, err := control.Listen(cacheDir, newBackend(cache, root, mnt, cacheDir), log)
 	if err != nil {
 		return err
 	}
 	defer ctl.Close() // before the cache closes: deferred calls run last first
 
-	root = fs.NewRoot(cache)
-	evictions.root.Store(root)
 	opts := fs.Options()
 	opts.MountOptions = fuse.MountOptions{
 		FsName:      "imgcache",
@@ -151,13 +138,14 @@ func Run(ctx context.Context, o Options) error {
 		server.Unmount()
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
-	tuneMount(cache, server, mnt, cacheDir, log)
+	notify.Attach(root)
+	tuneMount(root, server, mnt, cacheDir, log)
 	memCtx, stopMemory := context.WithCancel(ctx)
 	defer stopMemory()
 	go governMemory(memCtx) // memory.go
 	if o.Ready != nil {
 		o.Ready(Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root()),
-			ServeMode: cache.ServeMode()})
+			ServeMode: root.ServeMode()})
 	}
 
 	done := make(chan struct{})

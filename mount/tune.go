@@ -9,7 +9,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/imgcache/imgcache/cachecore"
 	"github.com/imgcache/imgcache/fs"
 )
 
@@ -68,11 +67,11 @@ func devMinor(dev uint64) uint64 { return dev&0xff | (dev>>12)&^0xff }
 // tuneMount runs once the mount answers: it raises the kernel's
 // read-ahead and probes kernel passthrough, saying once in the log when
 // either is not available.
-func tuneMount(c *cachecore.Cache, server *fuse.Server, mnt, cacheDir string, log *slog.Logger) {
+func tuneMount(root *fs.Root, server *fuse.Server, mnt, cacheDir string, log *slog.Logger) {
 	if bdi, err := raiseReadAhead(mnt); err != nil {
 		log.Info("kernel read-ahead left at its default; cold sequential reads are slower", "bdi", bdi, "err", err)
 	}
-	if err := fs.ProbePassthrough(c, server, cacheDir); err != nil {
+	if err := root.ProbePassthrough(server, cacheDir); err != nil {
 		log.Info("kernel passthrough unavailable; complete images are served through the page cache", "err", err)
 	}
 }

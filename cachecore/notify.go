@@ -1,0 +1,29 @@
+package cachecore
+
+// Notifier is told what changed in the cache, so that the kernel's
+// copies of it (cached lookups, attributes, pages) can be dropped;
+// package fs implements it. It is given in Config, so it is in place
+// before any goroutine of the cache can call it. Its methods are called
+// with no lock of the cache held, sometimes inside a read (an eviction
+// that makes room), so they must not block.
+type Notifier interface {
+	// CatalogChanged: these entries appeared, disappeared or changed
+	// identity in a refresh (called from the catalog goroutine).
+	CatalogChanged(changes []Change)
+	// PagesDropped: bytes [off, off+n) of img were dropped as wrong
+	// (failed verification, damage found at rest).
+	PagesDropped(img *Image, off, n int64)
+	// Evicted: the cached data of the images called names was dropped
+	// (st_blocks is 0 now).
+	Evicted(names []string)
+}
+
+// Change names a catalog entry that changed: Name in directory Dir.
+type Change struct{ Dir, Name string }
+
+// noNotifier is the Notifier of a cache that nobody watches.
+type noNotifier struct{}
+
+func (noNotifier) CatalogChanged([]Change)           {}
+func (noNotifier) PagesDropped(*Image, int64, int64) {}
+func (noNotifier) Evicted([]string)                  {}

@@ -1,0 +1,85 @@
+package fs
+
+import (
+	"strings"
+	"sync/atomic"
+
+	"github.com/imgcache/imgcache/cachecore"
+)
+
+// Notifier passes on to the kernel what the cache changed
+// (cachecore.Notifier): stale lookups, attributes and pages are dropped.
+// It is made before the cache opens, since the cache may call it from
+// then on, and learns the root once the filesystem is mounted (Attach);
+// before that the kernel has cached nothing, and the calls do nothing.
+type Notifier struct{ root atomic.Pointer[Root] }
+
+var _ cachecore.Notifier = (*Notifier)(nil)
+
+// Attach starts passing notifications on to the kernel through root,
+// which must be mounted (a notification needs the server).
+func (n *Notifier) Attach(root *Root) { n.root.Store(root) }
+
+// CatalogChanged tells the kernel to forget its cached lookups of
+// entries that changed in a catalog refresh. Only directories the kernel
+// knows have anything to forget.
+func (n *Notifier) CatalogChanged(changes []cachecore.Change) {
+	r := n.root.Load()
+	if r == nil {
+		return
+	}
+	for _, ch := range changes {
+		dir := r.EmbeddedInode()
+		if ch.Dir != "" {
+			for _, name := range strings.Split(ch.Dir, "/") {
+				if dir = dir.GetChild(name); dir == nil {
+					break
+				}
+			}
+		}
+		if dir != nil {
+			dir.NotifyEntry(ch.Name)
+		}
+	}
+}
+
+// PagesDropped tells the kernel to forget its pages of bytes
+// [off, off+n) of img, if img is open (droppages.go). The notification
+// is sent from a goroutine of its own: the kernel may have to wait for a
+// read of those pages that is in progress, and that read may be waiting
+// for the caller.
+func (n *Notifier) PagesDropped(img *cachecore.Image, off, size int64) {
+	r := n.root.Load()
+	if r == nil {
+		return
+	}
+	if node := r.opens.node(img); node != nil {
+		go node.NotifyContent(off, size)
+	}
+}
+
+// Evicted tells the kernel that the attributes of the images called
+// names changed (their data was dropped: st_blocks is 0 now), since it
+// may keep a complete image's attributes for long. Only inodes the kernel
+// knows have anything to forget. The notifications go from a goroutine of
+// their own: an eviction can happen inside a request (a read that makes
+// room), and a notification must not wait on the request that causes it.
+func (n *Notifier) Evicted(names []string) {
+	r := n.root.Load()
+	if r == nil {
+		return
+	}
+	go func() {
+		for _, name := range names {
+			node := r.EmbeddedInode()
+			for _, part := range strings.Split(name, "/") {
+				if node = node.GetChild(part); node == nil {
+					break
+				}
+			}
+			if node != nil {
+				node.NotifyContent(-1, 0) // attributes only; the pages stay valid
+			}
+		}
+	}()
+}
