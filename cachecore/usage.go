@@ -305,9 +305,16 @@ func (c *Cache) releasedLocked(img *Image, synced bool) {
 }
 
 // forgetUsage takes an image whose file was deleted (it left the catalog)
-// off the books: usage, the LRU list, the prefetch queue.
+// off the books: usage, the LRU list, the prefetch queue. An image opened
+// again since its file was deleted (a file node the kernel still holds)
+// keeps its books: its new user's writes are on them, and its last
+// release deletes it again.
 func (c *Cache) forgetUsage(img *Image) {
 	img.mu.Lock()
+	if img.users > 0 {
+		img.mu.Unlock()
+		return
+	}
 	c.setAllocLocked(img, 0)
 	img.mu.Unlock()
 	c.life.mu.Lock()

@@ -169,3 +169,37 @@ func TestFailedWritesBookedOnce(t *testing.T) {
 	})
 	checkUsage(t, c, dir)
 }
+
+// TestReopenedRetiredImageKeepsItsBooks: a retired image deleted by its
+// last release can be opened again (a file node the kernel still holds)
+// between the removal of its data file and the update of the books. The
+// new user's writes are booked; the deletion must not zero them (its
+// last release deletes the image again).
+func TestReopenedRetiredImageKeepsItsBooks(t *testing.T) {
+	up, _ := lifecycleFake(1, 256*kib)
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "img00")
+	h, err := c.Open(img) // the open that came back between the two steps
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ReadAt(make([]byte, img.Size()), 0); err != nil {
+		t.Fatal(err)
+	}
+	booked := c.Usage().CacheBytes
+	if booked == 0 {
+		t.Fatal("nothing booked after a read")
+	}
+	img.mu.Lock()
+	img.retired = true
+	img.mu.Unlock()
+	c.deleteImage(img) // as the previous last release did
+	if got := c.Usage().CacheBytes; got != booked {
+		t.Errorf("usage after deleting a retired image that is open again: %d, want %d", got, booked)
+	}
+	h.Close() // the last release: deleted for good
+	if got := c.Usage().CacheBytes; got != 0 {
+		t.Errorf("usage after the last release of a retired image: %d, want 0", got)
+	}
+}
