@@ -143,9 +143,14 @@ func Run(ctx context.Context, o Options) error {
 	memCtx, stopMemory := context.WithCancel(ctx)
 	defer stopMemory()
 	go governMemory(memCtx) // memory.go
+	info := func() Info {
+		return Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root()),
+			ServeMode: root.ServeMode()}
+	}
+	manager := serviceNotifier{log} // notify.go: systemd's Type=notify
+	manager.ready(info())
 	if o.Ready != nil {
-		o.Ready(Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root()),
-			ServeMode: root.ServeMode()})
+		o.Ready(info())
 	}
 
 	done := make(chan struct{})
@@ -154,13 +159,15 @@ func Run(ctx context.Context, o Options) error {
 	for {
 		select {
 		case <-done:
+			manager.stopping()
 			log.Info("unmounted from outside", "mountpoint", mnt)
 			return nil
 		case <-ctx.Done():
+			manager.stopping()
 			unmount(server, mnt, done, log)
 			return nil
 		case <-o.Reload:
-			reloads.reload()
+			manager.reload(info, reloads.reload)
 		}
 	}
 }

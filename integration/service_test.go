@@ -1,0 +1,235 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// notifyManager plays systemd's side of sd_notify(3): a datagram socket
+// whose address goes in $NOTIFY_SOCKET, reading each message with the
+// sender's credentials as systemd does (SO_PASSCRED) to check that the
+// main process sent it (NotifyAccess=main).
+type notifyManager struct {
+	addr string // as $NOTIFY_SOCKET spells it: a path, or "@name" for an abstract socket
+	conn *net.UnixConn
+	msgs chan notifyMsg
+}
+
+type notifyMsg struct {
+	fields map[string]string // READY=1, STATUS=..., ...
+	pid    int32             // of the sender, from SCM_CREDENTIALS
+}
+
+func (m notifyMsg) String() string {
+	return fmt.Sprintf("pid %d: %v", m.pid, m.fields)
+}
+
+func newNotifyManager(t *testing.T, abstract bool) *notifyManager {
+	t.Helper()
+	addr := filepath.Join(t.TempDir(), "notify")
+	if abstract {
+		addr = fmt.Sprintf("@imgcache-test-notify-%d-%d", os.Getpid(), time.Now().UnixNano())
+	}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil || serr != nil {
+		t.Fatalf("SO_PASSCRED: %v %v", err, serr)
+	}
+	m := &notifyManager{addr: addr, conn: conn, msgs: make(chan notifyMsg, 100)}
+	go m.read()
+	return m
+}
+
+func (m *notifyManager) read() {
+	defer close(m.msgs)
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	for {
+		n, oobn, _, _, err := m.conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return
+		}
+		msg := notifyMsg{fields: map[string]string{}, pid: -1}
+		for _, l := range strings.Split(string(buf[:n]), "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok {
+				msg.fields[k] = v
+			}
+		}
+		if cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, c := range cmsgs {
+				if cred, err := unix.ParseUnixCredentials(&c); err == nil {
+					msg.pid = cred.Pid
+				}
+			}
+		}
+		m.msgs <- msg
+	}
+}
+
+// next returns the next message (failing the test after 60 s without one).
+func (m *notifyManager) next(t *testing.T, what string) notifyMsg {
+	t.Helper()
+	select {
+	case msg, ok := <-m.msgs:
+		if !ok {
+			t.Fatalf("notify socket closed while waiting for %s", what)
+		}
+		t.Logf("notify: %v", msg)
+		return msg
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no %s on the notify socket within 60s", what)
+	}
+	return notifyMsg{}
+}
+
+// none checks that no message came after those read: it sends a
+// sentinel of its own and reads up to it (datagrams arrive in order).
+func (m *notifyManager) none(t *testing.T, after string) {
+	t.Helper()
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: m.addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("SENTINEL=1")); err != nil {
+		t.Fatal(err)
+	}
+	if msg := m.next(t, "the sentinel"); msg.fields["SENTINEL"] != "1" {
+		t.Fatalf("unexpected notify message after %s: %v", after, msg)
+	}
+}
+
+// monotonicUsec reads CLOCK_MONOTONIC as MONOTONIC_USEC counts it.
+func monotonicUsec(t *testing.T) int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return ts.Nano() / 1000
+}
+
+// TestNotifySocket runs imgcache mount as systemd runs a Type=notify
+// service and plays the manager: READY=1 comes from the main process
+// once the mount answers (a separate ls sees the images when it
+// arrives), a reload (SIGHUP, as ExecReload sends it) is framed by
+// RELOADING=1 with a MONOTONIC_USEC taken during it and READY=1, and
+// SIGTERM (systemctl stop) or an umount from outside sends STOPPING=1
+// before the daemon exits 0 leaving nothing mounted. Both kinds of
+// socket address: a path, and an abstract name ("@...").
+func TestNotifySocket(t *testing.T) {
+	need(t, "ls", "umount")
+	root := t.TempDir()
+	makeImages(t, root, map[string]int64{"a.img": 1 << 20, "sub/b.img": 64 << 10})
+	origin := startOrigin(t, root)
+	for _, tc := range []struct {
+		name     string
+		abstract bool
+		stop     string // "SIGTERM" or "umount"
+	}{
+		{"path socket, systemctl stop", false, "SIGTERM"},
+		{"abstract socket, umount", true, "umount"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mgr := newNotifyManager(t, tc.abstract)
+			mnt := t.TempDir()
+			p := start(t, "", "env", "NOTIFY_SOCKET="+mgr.addr, bin, "mount", "--cache-dir", t.TempDir(), origin.url, mnt)
+			pid := int32(p.cmd.Process.Pid) // env(1) execs imgcache: the same process
+
+			ready := mgr.next(t, "READY=1")
+			if ready.fields["READY"] != "1" {
+				t.Fatalf("first message is not READY=1: %v", ready)
+			}
+			if ready.pid != pid {
+				t.Fatalf("READY=1 sent by pid %d, not the main process %d (NotifyAccess=main drops it)", ready.pid, pid)
+			}
+			if !isMounted(t, mnt) {
+				t.Fatal("READY=1 before the filesystem is mounted")
+			}
+			if got := strings.Fields(run(t, "ls", mnt)); strings.Join(got, " ") != "a.img sub" {
+				t.Fatalf("ls at READY=1: %q", got)
+			}
+			if st := ready.fields["STATUS"]; !strings.Contains(st, "2 images") || !strings.Contains(st, mnt) {
+				t.Fatalf("STATUS at READY=1: %q", st)
+			}
+
+			before := monotonicUsec(t)
+			if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			reloading := mgr.next(t, "RELOADING=1")
+			after := monotonicUsec(t)
+			if reloading.fields["RELOADING"] != "1" || reloading.pid != pid {
+				t.Fatalf("after SIGHUP: %v, want RELOADING=1 from pid %d", reloading, pid)
+			}
+			usec, err := strconv.ParseInt(reloading.fields["MONOTONIC_USEC"], 10, 64)
+			if err != nil || usec < before || usec > after {
+				t.Fatalf("MONOTONIC_USEC=%q, want a CLOCK_MONOTONIC reading between %d and %d", reloading.fields["MONOTONIC_USEC"], before, after)
+			}
+			if r := mgr.next(t, "READY=1 after the reload"); r.fields["READY"] != "1" || r.pid != pid {
+				t.Fatalf("after RELOADING=1: %v, want READY=1 from pid %d", r, pid)
+			}
+			if got := strings.Fields(run(t, "ls", mnt)); len(got) != 2 {
+				t.Fatalf("ls after the reload: %q", got)
+			}
+
+			switch tc.stop {
+			case "SIGTERM":
+				p.cmd.Process.Signal(syscall.SIGTERM)
+			case "umount":
+				run(t, "umount", mnt)
+			}
+			if s := mgr.next(t, "STOPPING=1"); s.fields["STOPPING"] != "1" || s.pid != pid {
+				t.Fatalf("after %s: %v, want STOPPING=1 from pid %d", tc.stop, s, pid)
+			}
+			select {
+			case <-p.done:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("the daemon did not exit within 60s of %s", tc.stop)
+			}
+			if p.err != nil {
+				t.Fatalf("the daemon exited with %v after %s", p.err, tc.stop)
+			}
+			if isMounted(t, mnt) {
+				t.Fatalf("%s still mounted after the daemon exited", mnt)
+			}
+			mgr.none(t, "the daemon exited")
+		})
+	}
+}
+
+// TestNotifySocketFailedStart: a mount that fails never says READY=1;
+// the manager sees the process exit non-zero with the reason on stderr.
+func TestNotifySocketFailedStart(t *testing.T) {
+	root := t.TempDir()
+	makeImages(t, root, map[string]int64{"a.img": 4096})
+	origin := startOrigin(t, root)
+	mgr := newNotifyManager(t, true)
+	missing := filepath.Join(t.TempDir(), "missing")
+	out, err := runErr("env", "NOTIFY_SOCKET="+mgr.addr, bin, "mount", "--cache-dir", t.TempDir(), origin.url, missing)
+	if err == nil {
+		t.Fatalf("mount on a missing mountpoint succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, missing) {
+		t.Fatalf("the error does not name the mountpoint:\n%s", out)
+	}
+	mgr.none(t, "a failed start")
+}
