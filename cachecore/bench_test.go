@@ -4,20 +4,9 @@ import (
 	"context"
 	"fmt"
 	"testing"
-)
 
-func BenchmarkChunkMapNextMissing(b *testing.B) {
-	m := newChunkMap(100_000) // a 100 GiB image in 1 MiB chunks
-	for i := range m.n - 1 {
-		m.set(i)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		if m.nextMissing(0, m.n) != m.n-1 {
-			b.Fatal("wrong")
-		}
-	}
-}
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
+)
 
 // BenchmarkWarmRead is the daemon's work for a read that is cached: find
 // the chunks present and say where the bytes are (4 KiB and 1 MiB reads).
@@ -81,11 +70,11 @@ func BenchmarkIndexBatch(b *testing.B) {
 	}
 	defer x.close()
 	var bt batch
-	m := newChunkMap(1024)
+	m := chunkmap.New(1024)
 	for i := range 1000 {
 		id := fmt.Sprintf("%064x", i)
 		bt.records = append(bt.records, record{ID: id, Name: fmt.Sprintf("img-%d", i), Size: 1 << 30, ChunkSize: 1 << 20, Listed: true, Hits: uint64(i)})
-		bt.putMap(id, m.marshal())
+		bt.putMap(id, m.Marshal())
 	}
 	b.ResetTimer()
 	for b.Loop() {

@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -275,15 +276,15 @@ func (c *Cache) openStorage() error {
 			fix.deletes = append(fix.deletes, r.ID)
 			continue
 		}
-		n := chunkCount(r.Size, r.ChunkSize)
-		present, err := unmarshalChunkMap(l.maps[r.ID], n)
+		n := chunkmap.Chunks(r.Size, r.ChunkSize)
+		present, err := chunkmap.Unmarshal(l.maps[r.ID], n)
 		if err != nil && l.maps[r.ID] != nil {
 			c.log.Warn("chunk map unreadable; image will be fetched again", "image", r.Name, "err", err)
 		}
-		if present.count > 0 && !c.store.exists(r.ID) {
-			present.clear()
+		if present.Count() > 0 && !c.store.exists(r.ID) {
+			present.Clear()
 			r.Verdict = unchecked
-			fix.putMap(r.ID, present.marshal())
+			fix.putMap(r.ID, present.Marshal())
 		}
 		c.images[r.ID] = newImage(c, r, present)
 	}

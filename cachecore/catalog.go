@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -200,7 +201,7 @@ func (c *Cache) refresh(ctx context.Context) error {
 		}
 		r := record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
 			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
-		c.images[id] = newImage(c, r, newChunkMap(chunkCount(e.Size, r.ChunkSize)))
+		c.images[id] = newImage(c, r, chunkmap.New(chunkmap.Chunks(e.Size, r.ChunkSize)))
 		b.records = append(b.records, r)
 	}
 	var retired []*Image

@@ -117,7 +117,7 @@ func (c *Cache) checkImage(ctx context.Context, img *Image, k *checker) (r image
 	r.Name = img.entry.Name
 	defer func() { r.State = img.Info().State }()
 	img.mu.Lock()
-	count, complete := img.present.count, img.present.complete()
+	count, complete := img.present.Count(), img.present.Complete()
 	img.mu.Unlock()
 	switch {
 	case img.nChunks == 0:
@@ -199,7 +199,7 @@ func (c *Cache) compareChunks(ctx context.Context, img *Image, f *checkFile, sum
 				return
 			}
 			img.mu.Lock()
-			has := img.present.has(i)
+			has := img.present.Has(i)
 			img.mu.Unlock()
 			if !has {
 				continue
@@ -320,7 +320,7 @@ func (c *Cache) dropped(img *Image, off, n int64) {
 // The bytes go while img.mu is held (the one disk write under it), so
 // that no fetch can write a chunk that is then punched out.
 func (img *Image) dropLocked() error {
-	img.present.clear()
+	img.present.Clear()
 	img.rest.checked = false
 	img.dirty = true
 	return img.c.store.punch(img.id, img.entry.Size)
@@ -336,7 +336,7 @@ func (img *Image) dropChunksLocked(chunks []int) (int, error) {
 	dropped := 0
 	var err error
 	for _, i := range chunks {
-		if !img.present.unset(i) {
+		if !img.present.Unset(i) {
 			continue
 		}
 		dropped++

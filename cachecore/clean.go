@@ -47,7 +47,7 @@ func (c *Cache) clean() Dropped {
 // stalledLocked: img is partial, not wanted by the prefetcher, and no
 // chunk of it landed since cutoff.
 func (c *Cache) stalledLocked(img *Image, cutoff time.Time) bool {
-	if img.present.count == 0 || img.present.complete() || len(img.flights) > 0 ||
+	if img.present.Count() == 0 || img.present.Complete() || len(img.flights) > 0 ||
 		img.rec.Pinned || !img.rec.QueuedAt.IsZero() {
 		return false
 	}

@@ -64,14 +64,14 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 			img.mu.Unlock()
 			continue
 		}
-		img.present.clear()
+		img.present.Clear()
 		if img.rec.Verdict == invalid { // its bad bytes are gone; LastError keeps the story
 			img.rec.Verdict = unchecked
 		}
 		img.life.gen++
 		img.dirty, img.unsynced = false, false
 		b.records = append(b.records, img.rec)
-		b.putMap(img.id, img.present.marshal())
+		b.putMap(img.id, img.present.Marshal())
 		dropped = append(dropped, img)
 		img.mu.Unlock()
 	}
@@ -91,7 +91,7 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 	}
 	for _, img := range dropped {
 		img.mu.Lock()
-		if img.users == 0 && img.present.count == 0 {
+		if img.users == 0 && img.present.Count() == 0 {
 			if err := c.store.remove(img.id); err != nil {
 				c.log.Warn("evicting: removing cache file", "image", img.entry.Name, "err", err)
 			} else {
@@ -154,7 +154,7 @@ func (c *Cache) EvictAll() (Dropped, error) {
 	var withData []*Image
 	for _, img := range imgs {
 		img.mu.Lock()
-		if img.present.count > 0 || img.life.alloc > 0 {
+		if img.present.Count() > 0 || img.life.alloc > 0 {
 			withData = append(withData, img)
 		}
 		img.mu.Unlock()

@@ -55,7 +55,7 @@ func (img *Image) ensure(ctx context.Context, first, last int) error {
 // was abandoned just as it joined, so it should claim afresh.
 func (img *Image) ensureOnce(ctx context.Context, first, last int, counted *bool) (again bool, err error) {
 	img.mu.Lock()
-	if img.present.nextMissing(first, last+1) > last {
+	if img.present.NextMissing(first, last+1) > last {
 		img.mu.Unlock()
 		if !*counted {
 			img.c.stats.Hits.Add(1)
@@ -103,7 +103,7 @@ func (img *Image) ensureOnce(ctx context.Context, first, last int, counted *bool
 func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run {
 	var runs []run
 	var cur *run
-	for i := img.present.nextMissing(from, to); i < to; i = img.present.nextMissing(i+1, to) {
+	for i := img.present.NextMissing(from, to); i < to; i = img.present.NextMissing(i+1, to) {
 		if f, ok := img.flights[i]; ok {
 			if waits != nil {
 				*waits = append(*waits, f)
@@ -329,11 +329,11 @@ func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r
 // land marks chunk i of run r present and wakes its waiters.
 func (img *Image) land(r run, i int) {
 	img.mu.Lock()
-	img.present.set(i)
+	img.present.Set(i)
 	img.dirty, img.unsynced = true, true
 	f := r.flights[i-r.first]
 	delete(img.flights, i)
-	complete := img.present.complete()
+	complete := img.present.Complete()
 	if complete {
 		img.rec.LastError, img.rec.LastErrorAt = "", time.Time{}
 	}

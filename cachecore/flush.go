@@ -60,7 +60,7 @@ func (c *Cache) flush() error {
 			continue
 		}
 		img.dirty = false
-		s := snapshot{img: img, gen: img.life.gen, rec: img.rec, present: img.present.marshal()}
+		s := snapshot{img: img, gen: img.life.gen, rec: img.rec, present: img.present.Marshal()}
 		unsynced := img.unsynced
 		img.unsynced = false
 		img.mu.Unlock()

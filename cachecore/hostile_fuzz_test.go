@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -34,15 +35,15 @@ func FuzzEntryArithmetic(f *testing.F) {
 			return
 		}
 		for cs := int64(MinChunkSize); cs <= MaxChunkSize; cs *= 2 {
-			n := chunkCount(size, cs)
+			n := chunkmap.Chunks(size, cs)
 			if n < 0 || int64(n) > math.MaxUint32 || int64(n)*cs < size || (n > 0 && int64(n-1)*cs >= size) {
 				t.Fatalf("size %d, chunk size %d: %d chunks", size, cs, n)
 			}
-			m := newChunkMap(n)
+			m := chunkmap.New(n)
 			if n > 0 && n <= 1<<16 { // a large map's round trip costs more than it finds
-				m.set(n - 1)
+				m.Set(n - 1)
 			}
-			if back, err := unmarshalChunkMap(m.marshal(), n); err != nil || back.count != m.count {
+			if back, err := chunkmap.Unmarshal(m.Marshal(), n); err != nil || back.Count() != m.Count() {
 				t.Fatalf("size %d, chunk size %d: chunk map round trip: %v", size, cs, err)
 			}
 		}

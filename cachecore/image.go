@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -33,7 +34,7 @@ type Image struct {
 
 	mu        sync.Mutex // protects the following
 	rec       record     // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed
-	present   chunkMap
+	present   chunkmap.Map
 	flights   map[int]*flight // chunk -> the fetch that will bring it
 	file      *os.File        // open while users > 0
 	users     int             // open handles and running fetches
@@ -55,10 +56,10 @@ type flight struct {
 	req  *request // the run bringing it (request.go)
 }
 
-func newImage(c *Cache, r record, present chunkMap) *Image {
+func newImage(c *Cache, r record, present chunkmap.Map) *Image {
 	n := int((r.Size + r.ChunkSize - 1) / r.ChunkSize)
-	if present.n != n {
-		present = newChunkMap(n)
+	if present.Len() != n {
+		present = chunkmap.New(n)
 	}
 	return &Image{
 		c:  c,
@@ -143,13 +144,13 @@ func (img *Image) stateLocked() State {
 	switch {
 	case img.rec.Verdict == invalid:
 		return StateInvalid
-	case img.present.complete() && img.rec.Verdict == verified:
+	case img.present.Complete() && img.rec.Verdict == verified:
 		return StateVerified
-	case img.present.complete() && img.entry.Digest == "":
+	case img.present.Complete() && img.entry.Digest == "":
 		return StateComplete // nothing to verify against
-	case img.present.complete():
+	case img.present.Complete():
 		return StatePartial // until verified
-	case img.present.count == 0:
+	case img.present.Count() == 0:
 		return StateAbsent
 	default:
 		return StatePartial
@@ -157,8 +158,8 @@ func (img *Image) stateLocked() State {
 }
 
 func (img *Image) cachedBytesLocked() int64 {
-	b := int64(img.present.count) * img.chunkSize
-	if last := img.nChunks - 1; last >= 0 && img.present.has(last) {
+	b := int64(img.present.Count()) * img.chunkSize
+	if last := img.nChunks - 1; last >= 0 && img.present.Has(last) {
 		b -= img.chunkSize - img.chunkLen(last)
 	}
 	return b

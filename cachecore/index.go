@@ -17,7 +17,7 @@ import (
 // The index is a badger database in <cache>/index. Keys:
 //
 //	img/<id>      record (JSON): one image version, its metadata and counters
-//	map/<id>      chunk map (binary, see chunkMap.marshal) of that image
+//	map/<id>      chunk map (binary, see chunkmap.Map.Marshal) of that image
 //	sum/<id>      sha256 of each chunk of that image, concatenated (sums.go)
 //	meta/catalog  catalogMeta (JSON): when the catalog was last refreshed
 //

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
 )
 
 // IndexView is what a cache directory's index says when no daemon serves
@@ -85,8 +87,8 @@ func readIndexAt(dir string, readOnly bool) (IndexView, error) {
 		if !r.Listed || r.check() != nil {
 			continue
 		}
-		n := chunkCount(r.Size, r.ChunkSize)
-		present, _ := unmarshalChunkMap(l.maps[r.ID], n)
+		n := chunkmap.Chunks(r.Size, r.ChunkSize)
+		present, _ := chunkmap.Unmarshal(l.maps[r.ID], n)
 		img := newImage(nil, r, present)
 		v.Images = append(v.Images, Info{
 			Name:        r.Name,

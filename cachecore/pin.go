@@ -25,7 +25,7 @@ func (c *Cache) PinImage(img *Image, on bool) error {
 		img.rec.Pinned = on
 		img.dirty = true
 	}
-	incomplete := !img.present.complete()
+	incomplete := !img.present.Complete()
 	c.life.mu.Lock()
 	if on {
 		c.life.evictable.Remove(img.id)

@@ -36,7 +36,7 @@ func (c *Cache) QueueImage(img *Image) error {
 		img.mu.Unlock()
 		return &Error{Op: "prefetch", Name: img.entry.Name, Err: ErrNotFound}
 	}
-	if img.present.complete() {
+	if img.present.Complete() {
 		img.mu.Unlock()
 		return nil
 	}
@@ -103,7 +103,7 @@ func (img *Image) Queued() bool {
 
 // wantedLocked: img should be fetched completely in the background.
 func (c *Cache) wantedLocked(img *Image) bool {
-	return !img.retired && (img.rec.Pinned || !img.rec.QueuedAt.IsZero()) && !img.present.complete()
+	return !img.retired && (img.rec.Pinned || !img.rec.QueuedAt.IsZero()) && !img.present.Complete()
 }
 
 // loadQueue rebuilds the queue from the records at start-up: pinned
@@ -245,7 +245,7 @@ func (c *Cache) prefetch(img *Image) error {
 	for next := 0; next < img.nChunks; {
 		img.mu.Lock()
 		wanted := c.wantedLocked(img)
-		next = img.present.nextMissing(next, img.nChunks)
+		next = img.present.NextMissing(next, img.nChunks)
 		img.mu.Unlock()
 		if !wanted || next >= img.nChunks {
 			break

@@ -17,6 +17,7 @@ import (
 	"github.com/dgraph-io/badger/v4/y"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -72,21 +73,21 @@ func (c *Cache) rebuildIndex(damage error) error {
 		if c.store.exists(id) {
 			v := c.vouch(e, id, salvaged[id])
 			switch {
-			case v.present.count == 0:
+			case v.present.Count() == 0:
 				if err := c.store.remove(id); err != nil {
 					return err
 				}
 				dropped++
 			default:
 				kept++
-				chunks += v.present.count
+				chunks += v.present.Count()
 				if v.byDigest {
 					byDigest++
 				} else {
 					bySums++
 				}
 				r.ChunkSize, r.Verdict = v.chunkSize, v.verdict
-				b.putMap(id, v.present.marshal())
+				b.putMap(id, v.present.Marshal())
 				if b.sums == nil {
 					b.sums = make(map[string][]byte)
 				}
@@ -108,7 +109,7 @@ func (c *Cache) rebuildIndex(damage error) error {
 // vouched is what a data file keeps in a rebuilt index.
 type vouched struct {
 	chunkSize int64
-	present   chunkMap
+	present   chunkmap.Map
 	sums      []byte
 	verdict   verdict
 	byDigest  bool
@@ -132,7 +133,7 @@ func (c *Cache) vouch(e upstream.Entry, id string, s salvagedImage) vouched {
 			continue // chunk boundaries of another size
 		}
 		v := vouched{chunkSize: cs, present: present, sums: s.sums}
-		if present.complete() && e.Digest != "" {
+		if present.Complete() && e.Digest != "" {
 			v.verdict = verified // sums are recorded when an image is verified
 		}
 		return v
@@ -144,9 +145,9 @@ func (c *Cache) vouch(e upstream.Entry, id string, s salvagedImage) vouched {
 	if err != nil || "sha256:"+got != e.Digest {
 		return vouched{}
 	}
-	present := newChunkMap(chunkCount(e.Size, c.cfg.ChunkSize))
-	for i := range present.n {
-		present.set(i)
+	present := chunkmap.New(chunkmap.Chunks(e.Size, c.cfg.ChunkSize))
+	for i := range present.Len() {
+		present.Set(i)
 	}
 	return vouched{chunkSize: c.cfg.ChunkSize, present: present, sums: sums, verdict: verified, byDigest: true}
 }
@@ -171,7 +172,7 @@ func chunkSizesFor(size int64, n int, recorded, mount int64) []int64 {
 	}
 	var fit []int64
 	for _, cs := range cands {
-		if chunkCount(size, cs) == n {
+		if chunkmap.Chunks(size, cs) == n {
 			fit = append(fit, cs)
 		}
 	}
@@ -181,9 +182,9 @@ func chunkSizesFor(size int64, n int, recorded, mount int64) []int64 {
 // checkChunks hashes each chunk of f that holds data and compares it
 // with its sum; ok is false if none matched though some were hashed (the
 // sums are of another chunk size, or nothing is left to vouch for).
-func checkChunks(f *os.File, size, chunkSize int64, sums []byte) (present chunkMap, ok bool) {
-	n := chunkCount(size, chunkSize)
-	present = newChunkMap(n)
+func checkChunks(f *os.File, size, chunkSize int64, sums []byte) (present chunkmap.Map, ok bool) {
+	n := chunkmap.Chunks(size, chunkSize)
+	present = chunkmap.New(n)
 	buf := make([]byte, min(chunkSize, 1<<20))
 	h := sha256.New()
 	hashed := 0
@@ -199,10 +200,10 @@ func checkChunks(f *os.File, size, chunkSize int64, sums []byte) (present chunkM
 		}
 		hashed++
 		if bytes.Equal(h.Sum(nil), sums[i*sha256.Size:(i+1)*sha256.Size]) {
-			present.set(i)
+			present.Set(i)
 		}
 	}
-	return present, present.count > 0 || hashed == 0
+	return present, present.Count() > 0 || hashed == 0
 }
 
 // whole says whether f has data all through (no hole).
@@ -214,7 +215,7 @@ func whole(f *os.File, size int64) bool {
 // hashFile hashes f whole (hex) and each of its chunks (concatenated).
 func hashFile(f *os.File, size, chunkSize int64) (string, []byte, error) {
 	whole, chunk := sha256.New(), sha256.New()
-	sums := make([]byte, 0, chunkCount(size, chunkSize)*sha256.Size)
+	sums := make([]byte, 0, chunkmap.Chunks(size, chunkSize)*sha256.Size)
 	buf := make([]byte, min(chunkSize, 1<<20))
 	for off := int64(0); off < size; off += chunkSize {
 		chunk.Reset()

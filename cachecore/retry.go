@@ -114,7 +114,7 @@ func (c *Cache) pauseBeforeRetry(ctx context.Context, img *Image, attempt int, e
 func (h *Handle) ensureBounded(ctx context.Context, first, last int) error {
 	img := h.img
 	img.mu.Lock()
-	present := img.present.nextMissing(first, last+1) > last
+	present := img.present.NextMissing(first, last+1) > last
 	img.mu.Unlock()
 	if present { // the warm path (ensure counts the hit): no timer, no held failure
 		return img.ensure(ctx, first, last)
@@ -161,7 +161,7 @@ func (h *Handle) heldFailure(first, last int) error {
 	}
 	img := h.img
 	img.mu.Lock()
-	missing := img.present.nextMissing(first, last+1) <= last
+	missing := img.present.NextMissing(first, last+1) <= last
 	img.mu.Unlock()
 	if !missing {
 		return nil
@@ -205,7 +205,7 @@ func (h *Handle) awaitVerifiedBounded(ctx context.Context) error {
 				return
 			case now := <-tick.C:
 				img.mu.Lock()
-				count, complete := img.present.count, img.present.complete()
+				count, complete := img.present.Count(), img.present.Complete()
 				img.mu.Unlock()
 				if complete || count != last {
 					last, lastAt = count, now

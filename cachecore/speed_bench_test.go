@@ -3,37 +3,16 @@ package cachecore
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
 	"github.com/imgcache/imgcache/origin"
 )
-
-// BenchmarkChunkMapLookup is the question every read asks: is chunk i
-// present? (a 100 GiB image in 1 MiB chunks, half present)
-func BenchmarkChunkMapLookup(b *testing.B) {
-	m := newChunkMap(100_000)
-	for i := 0; i < m.n; i += 2 {
-		m.set(i)
-	}
-	idx := make([]int, 4096)
-	for i := range idx {
-		idx[i] = rand.IntN(m.n)
-	}
-	b.ResetTimer()
-	n := 0
-	for i := 0; b.Loop(); i++ {
-		if m.has(idx[i%len(idx)]) {
-			n++
-		}
-	}
-	_ = n
-}
 
 // BenchmarkColdReadHTTP fetches a 64 MiB image sequentially, 1 MiB reads
 // as the kernel sends them, from an in-process origin server over
@@ -152,12 +131,12 @@ func BenchmarkIndexLoad100k(b *testing.B) {
 
 func recordBatch(from, n int) batch {
 	var bt batch
-	m := newChunkMap(1024)
+	m := chunkmap.New(1024)
 	for i := from; i < from+n; i++ {
 		id := fmt.Sprintf("%064x", i)
 		bt.records = append(bt.records, record{ID: id, Name: fmt.Sprintf("img-%d", i), Size: 1 << 30,
 			ChunkSize: 1 << 20, Listed: true, Hits: uint64(i)})
-		bt.putMap(id, m.marshal())
+		bt.putMap(id, m.Marshal())
 	}
 	return bt
 }

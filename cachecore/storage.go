@@ -84,7 +84,7 @@ func (c *Cache) StorageError() (error, time.Time) {
 // storage lost, into one read around the cache: its cached bytes went
 // with the file. img.mu is held.
 func (img *Image) fileGoneLocked(lost error) {
-	img.present.clear()
+	img.present.Clear()
 	img.recordErrorLocked(&Error{Op: "open cache file", Name: img.entry.Name,
 		Err: fmt.Errorf("%w; its cached bytes went with it: reads are served straight from the upstream", lost)})
 }

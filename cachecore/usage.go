@@ -64,7 +64,7 @@ func (c *Cache) loadUsage() error {
 		if img == nil { // openStorage removed orphans
 			continue
 		}
-		if img.present.count == 0 {
+		if img.present.Count() == 0 {
 			if err := c.store.remove(img.id); err != nil {
 				return err
 			}

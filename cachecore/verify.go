@@ -75,7 +75,7 @@ func (c *Cache) verify(img *Image, run *verifyRun) {
 		run.err = &Error{Op: "verify", Name: img.entry.Name, Err: err}
 		img.mu.Lock()
 		defer img.mu.Unlock()
-		if !img.present.complete() { // evicted or dropped while it waited its turn: nothing to verify
+		if !img.present.Complete() { // evicted or dropped while it waited its turn: nothing to verify
 			return
 		}
 		c.log.Warn("verifying image", "image", img.entry.Name, "err", err)
@@ -92,7 +92,7 @@ func (c *Cache) verify(img *Image, run *verifyRun) {
 		c.log.Warn("recording chunk checksums", "image", img.entry.Name, "err", err)
 	}
 	img.mu.Lock()
-	if img.present.complete() && want != "" {
+	if img.present.Complete() && want != "" {
 		img.rec.Verdict = verified
 		img.dirty = true
 	}
@@ -109,7 +109,7 @@ func (c *Cache) invalidate(img *Image, want, got string) {
 		"%w: upstream digest sha256:%s, fetched bytes hash to sha256:%s; cached copy dropped, the next open fetches it again",
 		ErrInvalid, want, got)}
 	img.mu.Lock()
-	if !img.present.complete() { // dropped meanwhile
+	if !img.present.Complete() { // dropped meanwhile
 		img.mu.Unlock()
 		return
 	}
@@ -167,7 +167,7 @@ func (img *Image) awaitVerified(ctx context.Context) error {
 			err := errors.New(img.rec.LastError)
 			img.mu.Unlock()
 			return &Error{Op: "read", Name: img.entry.Name, Err: fmt.Errorf("%w: %v", ErrInvalid, err)}
-		case !img.present.complete():
+		case !img.present.Complete():
 			img.mu.Unlock()
 			if err := img.ensure(ctx, 0, img.nChunks-1); err != nil {
 				return err
@@ -214,7 +214,7 @@ func awaitRun(ctx context.Context, run *verifyRun) error {
 // its bytes were verified against it. Without a digest there is nothing
 // to check the first fetch against: complete is all it can be.
 func (img *Image) trustedLocked() bool {
-	if !img.present.complete() {
+	if !img.present.Complete() {
 		return false
 	}
 	return img.entry.Digest == "" || img.rec.Verdict == verified
@@ -272,7 +272,7 @@ func (c *Cache) resumeVerification() {
 	defer c.mu.Unlock()
 	for _, img := range c.images {
 		img.mu.Lock()
-		if img.present.complete() && img.nChunks > 0 && img.entry.Digest != "" && img.rec.Verdict == unchecked {
+		if img.present.Complete() && img.nChunks > 0 && img.entry.Digest != "" && img.rec.Verdict == unchecked {
 			img.startVerifyLocked()
 		}
 		img.mu.Unlock()

@@ -1,4 +1,4 @@
-package cachecore
+package chunkmap
 
 import (
 	"math/rand/v2"
@@ -7,7 +7,7 @@ import (
 
 func TestChunkMap(t *testing.T) {
 	for _, n := range []int{0, 1, 63, 64, 65, 200, 1000} {
-		m := newChunkMap(n)
+		m := New(n)
 		ref := make([]bool, n)
 		r := rand.New(rand.NewPCG(uint64(n), 1))
 		for range n * 2 {
@@ -15,11 +15,11 @@ func TestChunkMap(t *testing.T) {
 				break
 			}
 			i := r.IntN(n)
-			if m.set(i) == ref[i] {
+			if m.Set(i) == ref[i] {
 				t.Fatalf("n=%d set(%d) reported wrong previous state", n, i)
 			}
 			ref[i] = true
-			if err := m.checkInvariants(); err != nil {
+			if err := m.CheckInvariants(); err != nil {
 				t.Fatal(err)
 			}
 			from, to := r.IntN(n+1), r.IntN(n+1)
@@ -33,37 +33,37 @@ func TestChunkMap(t *testing.T) {
 					break
 				}
 			}
-			if got := m.nextMissing(from, to); got != want {
+			if got := m.NextMissing(from, to); got != want {
 				t.Fatalf("n=%d nextMissing(%d,%d)=%d want %d", n, from, to, got, want)
 			}
 		}
-		back, err := unmarshalChunkMap(m.marshal(), n)
-		if err != nil || back.count != m.count || back.checkInvariants() != nil {
+		back, err := Unmarshal(m.Marshal(), n)
+		if err != nil || back.count != m.count || back.CheckInvariants() != nil {
 			t.Fatalf("n=%d round trip: %v", n, err)
 		}
 		for i := range n {
-			if back.has(i) != ref[i] {
+			if back.Has(i) != ref[i] {
 				t.Fatalf("n=%d round trip lost chunk %d", n, i)
 			}
 		}
-		if n > 0 && m.complete() != (m.count == n) {
+		if n > 0 && m.Complete() != (m.count == n) {
 			t.Fatal("complete")
 		}
 	}
 }
 
 func TestChunkMapRejectsForeignBytes(t *testing.T) {
-	m := newChunkMap(70)
-	m.set(69)
-	if _, err := unmarshalChunkMap(m.marshal(), 71); err == nil {
+	m := New(70)
+	m.Set(69)
+	if _, err := Unmarshal(m.Marshal(), 71); err == nil {
 		t.Fatal("map of another size accepted")
 	}
-	b := m.marshal()
+	b := m.Marshal()
 	b[len(b)-1] |= 0x80 // a bit past the last chunk
-	if _, err := unmarshalChunkMap(b, 70); err == nil {
+	if _, err := Unmarshal(b, 70); err == nil {
 		t.Fatal("bit past the end accepted")
 	}
-	if _, err := unmarshalChunkMap([]byte{1, 2}, 70); err == nil {
+	if _, err := Unmarshal([]byte{1, 2}, 70); err == nil {
 		t.Fatal("short map accepted")
 	}
 }

@@ -1,4 +1,9 @@
-package cachecore
+// Package chunkmap records which chunks of an image are present in its
+// data file: one bit per chunk, with its invariants, and the encoding the
+// index stores (cachecore/index keeps the bytes, not their meaning).
+// It does no I/O and takes no locks: its owner (the image) serializes
+// calls.
+package chunkmap
 
 import (
 	"encoding/binary"
@@ -7,36 +12,38 @@ import (
 	"slices"
 )
 
-// chunkMap records which chunks of an image are present in its data file.
+// Map records which chunks of an image are present in its data file.
 // Its words are allocated when the first chunk is set: a catalog lists
 // many images of which few are ever read, and an image's map may be large
 // (one bit per chunk, up to 32 MiB for upstream.MaxSize).
 //
 // INVARIANT: count == number of set bits in words, no bit at or past n
-// is set, and words is nil or has a word for every chunk. checkInvariants
+// is set, and words is nil or has a word for every chunk. CheckInvariants
 // verifies these (tests call it).
-type chunkMap struct {
+type Map struct {
 	words []uint64
 	n     int // number of chunks
 	count int // number of present chunks
 }
 
-// chunkCount is the number of chunks of an image of size bytes. size and
+// Chunks is the number of chunks of an image of size bytes. size and
 // chunkSize are bounded (upstream.Entry.Validate, Config): no overflow.
-func chunkCount(size, chunkSize int64) int {
+func Chunks(size, chunkSize int64) int {
 	return int((size + chunkSize - 1) / chunkSize)
 }
 
-func newChunkMap(n int) chunkMap {
-	return chunkMap{n: n}
+// New returns a map of n chunks, none present.
+func New(n int) Map {
+	return Map{n: n}
 }
 
-func (m *chunkMap) has(i int) bool {
+// Has reports whether chunk i is present.
+func (m *Map) Has(i int) bool {
 	return m.words != nil && m.words[i/64]&(1<<(uint(i)%64)) != 0
 }
 
-// set marks chunk i present and reports whether it was missing before.
-func (m *chunkMap) set(i int) bool {
+// Set marks chunk i present and reports whether it was missing before.
+func (m *Map) Set(i int) bool {
 	if m.words == nil {
 		m.words = make([]uint64, (m.n+63)/64)
 	}
@@ -49,8 +56,8 @@ func (m *chunkMap) set(i int) bool {
 	return true
 }
 
-// unset marks chunk i missing and reports whether it was present.
-func (m *chunkMap) unset(i int) bool {
+// Unset marks chunk i missing and reports whether it was present.
+func (m *Map) Unset(i int) bool {
 	if m.words == nil {
 		return false
 	}
@@ -63,15 +70,23 @@ func (m *chunkMap) unset(i int) bool {
 	return true
 }
 
-func (m *chunkMap) clear() {
+// Count is the number of present chunks.
+func (m *Map) Count() int { return m.count }
+
+// Len is the number of chunks.
+func (m *Map) Len() int { return m.n }
+
+// Clear marks every chunk missing.
+func (m *Map) Clear() {
 	clear(m.words)
 	m.count = 0
 }
 
-func (m *chunkMap) complete() bool { return m.count == m.n }
+// Complete reports whether every chunk is present.
+func (m *Map) Complete() bool { return m.count == m.n }
 
-// nextMissing returns the first missing chunk in [from, to), or to.
-func (m *chunkMap) nextMissing(from, to int) int {
+// NextMissing returns the first missing chunk in [from, to), or to.
+func (m *Map) NextMissing(from, to int) int {
 	if m.words == nil {
 		return min(from, to)
 	}
@@ -87,10 +102,10 @@ func (m *chunkMap) nextMissing(from, to int) int {
 	return to
 }
 
-// marshal encodes the map as the chunk count followed by the words,
+// Marshal encodes the map as the chunk count followed by the words,
 // little-endian; trailing all-zero words are left out, so an image with
 // nothing cached costs 4 bytes.
-func (m *chunkMap) marshal() []byte {
+func (m *Map) Marshal() []byte {
 	used := len(m.words)
 	for used > 0 && m.words[used-1] == 0 {
 		used--
@@ -103,12 +118,14 @@ func (m *chunkMap) marshal() []byte {
 	return buf
 }
 
-var errBadChunkMap = errors.New("chunk map does not match its image")
+// ErrMismatch: an encoded map is not one of an image of that many chunks.
+var ErrMismatch = errors.New("chunk map does not match its image")
 
-func unmarshalChunkMap(buf []byte, n int) (chunkMap, error) {
-	m := newChunkMap(n)
+// Unmarshal decodes a map of n chunks encoded by Marshal.
+func Unmarshal(buf []byte, n int) (Map, error) {
+	m := New(n)
 	if len(buf) < 4 || int(binary.LittleEndian.Uint32(buf)) != n || (len(buf)-4)%8 != 0 || (len(buf)-4)/8 > (n+63)/64 {
-		return m, errBadChunkMap
+		return m, ErrMismatch
 	}
 	if len(buf) == 4 {
 		return m, nil
@@ -119,28 +136,30 @@ func unmarshalChunkMap(buf []byte, n int) (chunkMap, error) {
 		m.count += bits.OnesCount64(m.words[i])
 	}
 	if n%64 != 0 && len(m.words) > 0 && m.words[len(m.words)-1]>>(uint(n)%64) != 0 {
-		return newChunkMap(n), errBadChunkMap
+		return New(n), ErrMismatch
 	}
 	return m, nil
 }
 
-func (m *chunkMap) clone() chunkMap {
-	return chunkMap{words: slices.Clone(m.words), n: m.n, count: m.count}
+// Clone returns a copy that shares nothing with m.
+func (m *Map) Clone() Map {
+	return Map{words: slices.Clone(m.words), n: m.n, count: m.count}
 }
 
-func (m *chunkMap) checkInvariants() error {
+// CheckInvariants verifies the invariants above (for tests).
+func (m *Map) CheckInvariants() error {
 	c := 0
 	for _, w := range m.words {
 		c += bits.OnesCount64(w)
 	}
 	if c != m.count {
-		return errors.New("chunkMap: count out of step with bits")
+		return errors.New("chunkmap: count out of step with bits")
 	}
 	if m.n%64 != 0 && len(m.words) > 0 && m.words[len(m.words)-1]>>(uint(m.n)%64) != 0 {
-		return errors.New("chunkMap: bit set past the last chunk")
+		return errors.New("chunkmap: bit set past the last chunk")
 	}
 	if m.words != nil && len(m.words) != (m.n+63)/64 {
-		return errors.New("chunkMap: wrong number of words")
+		return errors.New("chunkmap: wrong number of words")
 	}
 	return nil
 }
