@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -232,4 +233,39 @@ func TestNotifySocketFailedStart(t *testing.T) {
 		t.Fatalf("the error does not name the mountpoint:\n%s", out)
 	}
 	mgr.none(t, "a failed start")
+}
+
+// TestNoFuseDevice starts a mount where /dev has no fuse device, as in a
+// systemd unit with PrivateDevices=yes (a private /dev holding null,
+// zero, random, ... but not fuse) or a container not given it: one line
+// naming /dev/fuse and what to do, exit 1, nothing mounted and the cache
+// directory not even created.
+func TestNoFuseDevice(t *testing.T) {
+	need(t, "unshare", "mount", "mknod")
+	root := t.TempDir()
+	makeImages(t, root, map[string]int64{"a.img": 4096})
+	origin := startOrigin(t, root)
+	mnt := t.TempDir()
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	// A mount namespace of its own, whose /dev is a tmpfs with only null in it.
+	script := `mount -t tmpfs -o mode=755 none /dev && mknod -m 666 /dev/null c 1 3 && exec "$@"`
+	out, err := runErr("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+		bin, "mount", "--cache-dir", cacheDir, origin.url, mnt)
+	if err == nil {
+		t.Fatalf("mount without /dev/fuse succeeded:\n%s", out)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want status 1:\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "imgcache mount: /dev/fuse is missing") {
+		t.Fatalf("want one line naming /dev/fuse, got:\n%s", out)
+	}
+	t.Logf("%s", lines[0])
+	if isMounted(t, mnt) {
+		t.Fatal("something is mounted at the mountpoint")
+	}
+	if _, err := os.Stat(cacheDir); !os.IsNotExist(err) {
+		t.Fatalf("the cache directory was created (%v)", err)
+	}
 }

@@ -83,6 +83,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := checkMountpoint(mnt, o.NonEmpty); err != nil { // mountpoint.go
 		return err
 	}
+	if err := checkFuseDevice(); err != nil { // device.go
+		return err
+	}
 	up, ups, err := openUpstreams(splitUpstreams(o.Upstream, o.Mirrors), o.Trust, log)
 	if err != nil {
 		return err
