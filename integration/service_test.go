@@ -269,3 +269,228 @@ func TestNoFuseDevice(t *testing.T) {
 		t.Fatalf("the cache directory was created (%v)", err)
 	}
 }
+
+// unitFile is a systemd unit: section -> key -> values (a key may repeat).
+type unitFile map[string]map[string][]string
+
+func readUnit(t *testing.T, path string) unitFile {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := unitFile{}
+	section := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "" || l[0] == '#' || l[0] == ';':
+		case l[0] == '[':
+			section = strings.Trim(l, "[]")
+			u[section] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || section == "" {
+				t.Fatalf("%s: not a setting: %q", path, l)
+			}
+			u[section][k] = append(u[section][k], v)
+		}
+	}
+	return u
+}
+
+func (u unitFile) get(section, key string) string {
+	v := u[section][key]
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
+}
+
+// unitPath is the unit the package installs.
+const unitPath = "../packaging/systemd/imgcache@.service"
+
+// namespacing are the settings that give a unit a mount namespace of its
+// own (systemd's exec_needs_mount_namespace): a FUSE mount made in it
+// would be seen by the service only.
+var namespacing = []string{"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateMounts",
+	"ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "ExecPaths", "NoExecPaths", "BindPaths",
+	"BindReadOnlyPaths", "TemporaryFileSystem", "ProtectKernelTunables", "ProtectKernelModules",
+	"ProtectKernelLogs", "ProtectControlGroups", "ProtectProc", "ProcSubset", "PrivateNetwork", "PrivateIPC",
+	"MountFlags", "RootDirectory", "RootImage", "MountImages", "ExtensionImages", "LogNamespace"}
+
+// TestSystemdUnit checks the shipped unit: what it must say (Type=notify
+// from the main process, the reload, /dev/fuse allowed, CAP_SYS_ADMIN
+// kept, no mount namespace of its own), that systemd-analyze verify
+// finds nothing to say about it, and then runs it as systemd would:
+// ExecStart with the environment file's values and the instance name
+// expanded, under the unit's capability bounding set, no_new_privs and
+// umask, with a notify socket; ExecReload as written; SIGTERM to stop.
+func TestSystemdUnit(t *testing.T) {
+	need(t, "setpriv", "sha256sum", "sh")
+	u := readUnit(t, unitPath)
+	svc := u["Service"]
+	for k, want := range map[string]string{
+		"Type": "notify", "NotifyAccess": "main", "EnvironmentFile": "/etc/imgcache/%i.conf",
+		"ExecReload": "/bin/kill -HUP $MAINPID", "DeviceAllow": "/dev/fuse rw", "NoNewPrivileges": "yes",
+	} {
+		if got := u.get("Service", k); got != want {
+			t.Errorf("%s=%q, want %q", k, got, want)
+		}
+	}
+	if !strings.HasPrefix(u.get("Service", "ExecStart"), "/usr/bin/imgcache mount ") {
+		t.Errorf("ExecStart=%q does not run /usr/bin/imgcache mount", u.get("Service", "ExecStart"))
+	}
+	if !strings.Contains(u.get("Service", "CapabilityBoundingSet"), "CAP_SYS_ADMIN") {
+		t.Errorf("CapabilityBoundingSet=%q leaves out CAP_SYS_ADMIN, which mount(2) needs", u.get("Service", "CapabilityBoundingSet"))
+	}
+	for _, k := range namespacing {
+		if v, ok := svc[k]; ok {
+			t.Errorf("%s=%v gives the unit a mount namespace of its own: its mount would be seen by it alone", k, v)
+		}
+	}
+	if u.get("Install", "WantedBy") == "" {
+		t.Error("no WantedBy= in [Install]: systemctl enable would do nothing")
+	}
+	if t.Failed() {
+		return
+	}
+
+	verifyUnit(t)
+
+	// Run it as systemd would.
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"a.img": 3 << 20})
+	origin := startOrigin(t, root)
+	mnt := t.TempDir()
+	instance := fmt.Sprintf("it-%d", os.Getpid())
+	cacheDir := filepath.Join("/var/cache/imgcache", instance) // the unit's default for the instance
+	_, statErr := os.Stat("/var/cache/imgcache")
+	t.Cleanup(func() {
+		os.RemoveAll(cacheDir)
+		if os.IsNotExist(statErr) {
+			os.Remove("/var/cache/imgcache")
+		}
+	})
+	env := map[string]string{"UPSTREAM": origin.url, "MOUNTPOINT": mnt, "FLAGS": "--catalog-ttl 1h --chunk-size 256K"}
+	argv := expandExec(t, u.get("Service", "ExecStart"), instance, env)
+	if argv[0] != "/usr/bin/imgcache" {
+		t.Fatalf("ExecStart runs %s", argv[0])
+	}
+	argv[0] = bin
+	caps := []string{"-all"}
+	for _, c := range strings.Fields(u.get("Service", "CapabilityBoundingSet")) {
+		caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	mgr := newNotifyManager(t, true)
+	script := `umask "$1" && shift && exec setpriv --no-new-privs --bounding-set "$@"`
+	p := start(t, "", "env", append([]string{"NOTIFY_SOCKET=" + mgr.addr, "sh", "-c", script, "sh",
+		u.get("Service", "UMask"), strings.Join(caps, ",")}, argv...)...)
+	pid := int32(p.cmd.Process.Pid) // env, sh and setpriv exec: the same process, as systemd's main PID
+	if r := mgr.next(t, "READY=1"); r.fields["READY"] != "1" || r.pid != pid {
+		t.Fatalf("first message %v, want READY=1 from the main process %d", r, pid)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("daemon: %s", strings.Join(grepLines(string(status), "CapEff", "CapBnd", "NoNewPrivs"), "; "))
+	if got := sha256sum(t, filepath.Join(mnt, "a.img")); got != imgs["a.img"].sha256 {
+		t.Fatal("a.img read through the unit's mount differs from the origin's")
+	}
+	if fi, err := os.Stat(cacheDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("cache directory %s: %v %v, want the unit's default, mode 0700", cacheDir, fi, err)
+	}
+	t.Logf("serve mode under the unit's capabilities: %s", xattrs(t, mnt)["serve_mode"])
+
+	reload := strings.ReplaceAll(u.get("Service", "ExecReload"), "$MAINPID", strconv.Itoa(int(pid)))
+	if out, err := runErr("sh", "-c", reload); err != nil {
+		t.Fatalf("ExecReload %q: %v\n%s", reload, err, out)
+	}
+	if r := mgr.next(t, "RELOADING=1"); r.fields["RELOADING"] != "1" {
+		t.Fatalf("after ExecReload: %v, want RELOADING=1", r)
+	}
+	if r := mgr.next(t, "READY=1 after the reload"); r.fields["READY"] != "1" {
+		t.Fatalf("after RELOADING=1: %v, want READY=1", r)
+	}
+
+	p.cmd.Process.Signal(syscall.SIGTERM) // systemctl stop: KillSignal= defaults to SIGTERM
+	if r := mgr.next(t, "STOPPING=1"); r.fields["STOPPING"] != "1" {
+		t.Fatalf("after SIGTERM: %v, want STOPPING=1", r)
+	}
+	if err := p.stop(); err != nil {
+		t.Fatalf("the daemon exited with %v after SIGTERM", err)
+	}
+	if isMounted(t, mnt) {
+		t.Fatal("still mounted after the service stopped")
+	}
+}
+
+// expandExec turns a unit's command line into argv as systemd does for
+// the forms the unit uses: %i is the instance, ${VAR} one word, $VAR
+// split at white space (none if unset).
+func expandExec(t *testing.T, line, instance string, env map[string]string) []string {
+	t.Helper()
+	var argv []string
+	for _, w := range strings.Fields(strings.ReplaceAll(line, "%i", instance)) {
+		switch {
+		case strings.HasPrefix(w, "${") && strings.HasSuffix(w, "}"):
+			argv = append(argv, env[w[2:len(w)-1]])
+		case strings.HasPrefix(w, "$"):
+			argv = append(argv, strings.Fields(env[w[1:]])...)
+		case strings.ContainsAny(w, `$%"'\`):
+			t.Fatalf("expandExec does not know %q", w)
+		default:
+			argv = append(argv, w)
+		}
+	}
+	return argv
+}
+
+func grepLines(s string, prefixes ...string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l, p) {
+				out = append(out, strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	return out
+}
+
+// verifyUnit runs systemd-analyze verify on the unit installed in a
+// root of its own (with the binary at /usr/bin/imgcache, /bin/kill, an
+// instance's environment file and the host's system units, which verify
+// loads the unit's dependencies from). verify exits 0 even when it
+// ignores a setting it does not know, so any output fails the test.
+// Where systemd-analyze is not installed this check is skipped, said in
+// the log (the unit's content is checked all the same).
+func verifyUnit(t *testing.T) {
+	t.Helper()
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Logf("systemd-analyze is not installed (package systemd): the unit is not verified by it")
+		return
+	}
+	root := t.TempDir()
+	for _, d := range []string{"usr/bin", "bin", "etc/systemd/system", "etc/imgcache", "lib/systemd"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, "cp", bin, filepath.Join(root, "usr/bin/imgcache"))
+	run(t, "cp", "/bin/kill", filepath.Join(root, "bin/kill"))
+	run(t, "cp", unitPath, filepath.Join(root, "etc/systemd/system/"))
+	run(t, "cp", "-a", "/lib/systemd/system", filepath.Join(root, "lib/systemd/"))
+	conf := "UPSTREAM=http://images.example/\nMOUNTPOINT=/mnt/images\nFLAGS=--max-size 20G\n"
+	if err := os.WriteFile(filepath.Join(root, "etc/imgcache/images.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// --man=no: the man page is checked in the package, not installed here.
+	out, err := runErr(analyze, "verify", "--man=no", "--root="+root, "imgcache@images.service")
+	if err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	t.Logf("systemd-analyze verify imgcache@images.service: no complaint")
+}
