@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
@@ -25,25 +26,19 @@ func decodeRecords(raws []rawRecord) ([]record, error) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	recs := make([]record, len(raws))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(raws)/1000))
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
+	var g errgroup.Group
 	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			for i := w; i < len(raws); i += workers {
 				if err := json.Unmarshal(raws[i].value, &recs[i]); err != nil {
-					errs[w] = fmt.Errorf("index key %s: %w", raws[i].key, err)
-					return
+					return fmt.Errorf("index key %s: %w", raws[i].key, err)
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return recs, nil
 }

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/imgcache/imgcache/cachecore/lru"
 )
 
@@ -96,7 +98,7 @@ type lifecycle struct {
 	limit, high, low int64 // bytes
 	pruneKick        chan struct{}
 	prefetchKick     chan struct{}
-	pacer            *bandwidth // nil: prefetch bandwidth not bounded
+	pacer            *rate.Limiter // nil: prefetch bandwidth not bounded (prefetch.go)
 
 	indexBytes atomic.Int64 // allocated bytes of the index directory, as last measured
 
@@ -150,7 +152,7 @@ func (c *Cache) initLifecycle() error {
 	c.life.notBefore = make(map[*Image]time.Time)
 	c.life.prefetchKick = make(chan struct{}, 1)
 	if lc.PrefetchRate > 0 {
-		c.life.pacer = newBandwidth(lc.PrefetchRate)
+		c.life.pacer = newPacer(lc.PrefetchRate)
 	}
 	c.measureIndex()
 	if err := c.loadUsage(); err != nil {

@@ -3,8 +3,9 @@ package cachecore
 import (
 	"context"
 	"slices"
-	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Prefetching: Glance's queue. Queued images, and pinned images that are
@@ -240,7 +241,7 @@ func (c *Cache) prefetch(img *Image) error {
 
 	window := maxRunChunks
 	if p := c.life.pacer; p != nil { // about a second's worth per request
-		window = int(max(1, min(int64(maxRunChunks), p.rate/img.chunkSize)))
+		window = int(max(1, min(int64(maxRunChunks), int64(p.Limit())/img.chunkSize)))
 	}
 	for next := 0; next < img.nChunks; {
 		img.mu.Lock()
@@ -252,7 +253,7 @@ func (c *Cache) prefetch(img *Image) error {
 		}
 		to := min(next+window, img.nChunks)
 		if p := c.life.pacer; p != nil {
-			if err := p.wait(c.ctx, int64(to-next)*img.chunkSize); err != nil {
+			if err := pace(c.ctx, p, int64(to-next)*img.chunkSize); err != nil {
 				return ErrClosed
 			}
 		}
@@ -304,30 +305,26 @@ func (c *Cache) prefetchSlot(img *Image) error {
 	}
 }
 
-// bandwidth spaces requests so that their bytes average to rate per second.
-type bandwidth struct {
-	rate int64 // bytes per second; read only
-
-	mu   sync.Mutex // protects the following
-	next time.Time  // when the next request may start
+// newPacer bounds the prefetchers' bandwidth to bytesPerSec: a token
+// bucket of one second's worth, which starts empty, so that even the
+// first window waits for its bytes and a prefetch averages the rate asked
+// from its start.
+func newPacer(bytesPerSec int64) *rate.Limiter {
+	burst := int(max(1, bytesPerSec))
+	p := rate.NewLimiter(rate.Limit(bytesPerSec), burst)
+	p.AllowN(time.Now(), burst)
+	return p
 }
 
-func newBandwidth(rate int64) *bandwidth { return &bandwidth{rate: rate} }
-
-// wait waits until a request of n bytes may start.
-func (p *bandwidth) wait(ctx context.Context, n int64) error {
-	p.mu.Lock()
-	now := time.Now()
-	start := p.next
-	if start.Before(now) {
-		start = now
+// pace waits until n more bytes may be fetched (in pieces of at most the
+// bucket's size, which a window of large chunks may exceed).
+func pace(ctx context.Context, p *rate.Limiter, n int64) error {
+	for n > 0 {
+		k := min(n, int64(p.Burst()))
+		if err := p.WaitN(ctx, int(k)); err != nil {
+			return err
+		}
+		n -= k
 	}
-	p.next = start.Add(time.Duration(float64(n) / float64(p.rate) * float64(time.Second)))
-	p.mu.Unlock()
-	select {
-	case <-time.After(time.Until(start)):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
