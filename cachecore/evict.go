@@ -2,8 +2,6 @@ package cachecore
 
 import (
 	"errors"
-
-	"github.com/imgcache/imgcache/cachecore/lru"
 )
 
 // Eviction drops an image's cached data: its chunk map is emptied (in
@@ -18,14 +16,6 @@ var (
 	// ErrPinned: the image is pinned; unpin it first.
 	ErrPinned = errors.New("image is pinned")
 )
-
-func imagesOf(es []lru.Entry[string, *Image]) []*Image {
-	imgs := make([]*Image, len(es))
-	for i, e := range es {
-		imgs[i] = e.Value
-	}
-	return imgs
-}
 
 // Dropped says what an eviction, a prune or a clean dropped.
 type Dropped struct {
@@ -99,11 +89,9 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 				c.setAllocLocked(img, 0)
 			}
 		}
-		c.life.mu.Lock()
 		if img.users == 0 && img.life.alloc == 0 {
-			c.life.evictable.Remove(img.id)
+			c.life.space.Keep(img.id)
 		}
-		c.life.mu.Unlock()
 		d.Evicted = append(d.Evicted, img.entry.Name)
 		img.mu.Unlock()
 	}

@@ -3,13 +3,12 @@ package cachecore
 import (
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
 
-	"github.com/imgcache/imgcache/cachecore/lru"
+	"github.com/imgcache/imgcache/cachecore/space"
 )
 
 // The cache's lifecycle: a hard size limit on the data files (usage.go),
@@ -20,9 +19,10 @@ import (
 //
 // # Lock order
 //
-// lifecycle.pruneMu -> Cache.mu -> lifecycle.indexMu -> Image.mu -> Handle.mu -> lifecycle.mu.
-// lifecycle.mu is a leaf: it is taken under an Image.mu (to move the image
-// in the LRU list) but no other lock is ever taken under it. indexMu is
+// lifecycle.pruneMu -> Cache.mu -> lifecycle.indexMu -> Image.mu -> Handle.mu ->
+// space.Ledger.mu, lifecycle.mu. The last two are leaves: they are taken
+// under an Image.mu (to book bytes, move the image in the LRU list or the
+// prefetch queue) but no other lock is ever taken under them. indexMu is
 // never taken together with Cache.mu.
 
 // Defaults for the Lifecycle fields left zero.
@@ -95,12 +95,10 @@ func (l *Lifecycle) fill(dir string) error {
 // lifecycle is the Cache's state for all of the above.
 type lifecycle struct {
 	// read only after Open
-	limit, high, low int64 // bytes
-	pruneKick        chan struct{}
-	prefetchKick     chan struct{}
-	pacer            *rate.Limiter // nil: prefetch bandwidth not bounded (prefetch.go)
-
-	indexBytes atomic.Int64 // allocated bytes of the index directory, as last measured
+	space        *space.Ledger[*Image] // usage against the limit, the LRU list (usage.go)
+	pruneKick    chan struct{}
+	prefetchKick chan struct{}
+	pacer        *rate.Limiter // nil: prefetch bandwidth not bounded (prefetch.go)
 
 	// indexMu orders index writes of chunk maps: the flusher holds it
 	// while it writes its snapshots, and an eviction while it writes the
@@ -112,14 +110,7 @@ type lifecycle struct {
 	// not both evict for the same excess.
 	pruneMu sync.Mutex
 
-	mu       sync.Mutex // protects the following; a leaf lock (see the lock order)
-	used     int64      // allocated bytes of the data files, as last measured
-	reserved int64      // bytes promised to writes in progress
-	freeing  int64      // bytes that reserve or the pruner are evicting now
-	freed    sync.Cond  // on mu: signalled when such an eviction ends
-	// evictable holds the images that may be evicted now: unused, not
-	// pinned, with data. Front: most recently used.
-	evictable *lru.List[string, *Image]
+	mu        sync.Mutex           // protects the following; a leaf lock (see the lock order)
 	queue     []*Image             // prefetch queue, oldest first (pinned images too)
 	inQueue   map[*Image]bool      // the images of queue
 	active    map[*Image]bool      // images a prefetcher works on
@@ -141,12 +132,10 @@ type imageLife struct {
 
 func (c *Cache) initLifecycle() error {
 	lc := c.cfg.Lifecycle
-	c.life.limit = lc.MaxSize
-	c.life.high = int64(float64(lc.MaxSize) * lc.HighWater)
-	c.life.low = int64(float64(lc.MaxSize) * lc.LowWater)
+	// The ledger holds the images that may be evicted now (unused, not
+	// pinned, with data), most recently used first.
+	c.life.space = space.New[*Image](lc.MaxSize, lc.HighWater, lc.LowWater)
 	c.life.pruneKick = make(chan struct{}, 1)
-	c.life.freed.L = &c.life.mu
-	c.life.evictable = lru.New[string, *Image]()
 	c.life.inQueue = make(map[*Image]bool)
 	c.life.active = make(map[*Image]bool)
 	c.life.notBefore = make(map[*Image]time.Time)

@@ -59,6 +59,9 @@ func dataAllocated(t *testing.T, dir string) int64 {
 // disk, by no more than the slack of those writes.
 func checkUsage(t *testing.T, c *Cache, dir string) {
 	t.Helper()
+	if err := c.life.space.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
 	u := c.Usage()
 	var slack int64
 	for _, img := range c.imageList() {
@@ -304,15 +307,9 @@ func TestLRUOrderSurvivesRestart(t *testing.T) {
 	c = openTest(t, dir, up)
 	defer c.Close()
 	var got []string
-	c.life.mu.Lock()
-	for _, id := range c.life.evictable.Keys() {
-		img, _ := c.life.evictable.RemoveOldest() // in the same order as Keys
-		if img.Key != id {
-			t.Errorf("Keys and RemoveOldest disagree")
-		}
-		got = append(got, img.Value.Name())
+	for _, img := range c.life.space.Oldest() {
+		got = append(got, img.Name())
 	}
-	c.life.mu.Unlock()
 	if want := []string{"img02", "img00", "img03", "img01"}; !slices.Equal(got, want) {
 		t.Errorf("LRU order after restart, oldest first: %v, want %v", got, want)
 	}

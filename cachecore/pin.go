@@ -26,13 +26,11 @@ func (c *Cache) PinImage(img *Image, on bool) error {
 		img.dirty = true
 	}
 	incomplete := !img.present.Complete()
-	c.life.mu.Lock()
 	if on {
-		c.life.evictable.Remove(img.id)
+		c.life.space.Keep(img.id)
 	} else if img.users == 0 && img.life.alloc > 0 {
-		c.life.evictable.Touch(img.id, img, img.life.alloc)
+		c.life.space.Evictable(img.id, img, img.life.alloc)
 	}
-	c.life.mu.Unlock()
 	img.mu.Unlock()
 	if on && incomplete {
 		c.enqueue(img)

@@ -29,11 +29,9 @@ func (c *Cache) pruneLoop() {
 		case <-c.life.pruneKick:
 		}
 		c.measureIndex()
-		c.life.mu.Lock()
-		high := c.life.used+c.life.reserved+c.life.indexBytes.Load() > c.life.high
-		c.life.mu.Unlock()
+		high := c.life.space.OverHigh()
 		if high {
-			if d := c.pruneTo(c.life.low); len(d.Evicted) > 0 {
+			if d := c.pruneTo(c.life.space.Low()); len(d.Evicted) > 0 {
 				c.log.Info("pruned", "images", len(d.Evicted), "bytes", d.FreedBytes, "usage", c.Usage().CacheBytes)
 			}
 		}
@@ -54,44 +52,16 @@ func (c *Cache) kickPrune() {
 
 // pruneTo evicts least recently used images until usage (without the
 // reservations of writes in flight) is at most target, or nothing more
-// may be evicted.
+// may be evicted. The ledger shares the evictions with reserve's.
 func (c *Cache) pruneTo(target int64) Dropped {
 	var d Dropped
 	c.life.pruneMu.Lock()
 	defer c.life.pruneMu.Unlock()
-	for c.ctx.Err() == nil {
-		// Reservations are left out: they are short-lived, and counting
-		// them would evict images that the writes in flight leave room for.
-		c.life.mu.Lock()
-		excess := c.life.used + c.life.indexBytes.Load() - target
-		var victims []*Image
-		var sum int64
-		if excess > 0 {
-			for len(victims) < evictBatch {
-				e, ok := c.life.evictable.RemoveOldest()
-				if !ok {
-					break
-				}
-				victims = append(victims, e.Value)
-				sum += e.Size
-				if excess -= e.Size; excess <= 0 {
-					break
-				}
-			}
-		}
-		c.life.freeing += sum // writes that need room wait for these
-		c.life.mu.Unlock()
-		if len(victims) == 0 {
-			return d
-		}
+	c.life.space.Prune(target, evictBatch, func(victims []*Image) {
 		pass := c.dropData(victims)
 		pass.Skipped = nil // not the pruner's concern
 		d.add(pass)
-		c.life.mu.Lock()
-		c.life.freeing -= sum
-		c.life.freed.Broadcast()
-		c.life.mu.Unlock()
-	}
+	}, func() bool { return c.ctx.Err() != nil })
 	return d
 }
 
@@ -105,11 +75,11 @@ func (c *Cache) PruneNow(ctx context.Context) (Dropped, error) {
 	if c.ctx.Err() != nil {
 		return Dropped{}, ErrClosed
 	}
-	return c.pruneTo(c.life.low), nil
+	return c.pruneTo(c.life.space.Low()), nil
 }
 
 func (c *Cache) measureIndex() {
-	c.life.indexBytes.Store(c.idx.size())
+	c.life.space.SetIndex(c.idx.size())
 }
 
 // indexGC runs badger's value-log GC (indexroom.go).

@@ -2,7 +2,6 @@ package cachecore
 
 import (
 	"context"
-	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/space"
 )
 
 // Usage accounting. Usage is what the data files take on disk: their
@@ -31,7 +32,7 @@ import (
 // ErrNoRoom: a chunk cannot be stored because the cache is full of images
 // that are open or pinned. Reads that meet it are served straight from
 // the upstream without storing (Span.Data).
-var ErrNoRoom = errors.New("no room in the cache: every cached image is open or pinned")
+var ErrNoRoom = space.ErrNoRoom
 
 const (
 	blockSize = 4096
@@ -77,11 +78,12 @@ func (c *Cache) loadUsage() error {
 		}
 	}
 	slices.SortFunc(evictable, func(a, b *Image) int { return lastUse(b).Compare(lastUse(a)) })
-	for _, img := range evictable {
-		c.life.evictable.PushOldest(img.id, img, img.life.alloc)
+	ids, sizes := make([]string, len(evictable)), make([]int64, len(evictable))
+	for i, img := range evictable {
+		ids[i], sizes[i] = img.id, img.life.alloc
 	}
-	c.life.used = used
-	if used+c.life.indexBytes.Load() > c.life.high {
+	c.life.space.Load(used, ids, evictable, sizes)
+	if c.life.space.OverHigh() {
 		c.kickPrune()
 	}
 	return nil
@@ -98,62 +100,24 @@ func lastUse(img *Image) time.Time {
 }
 
 // reserve promises n bytes to a write, evicting least recently used
-// images (synchronously, here) until they fit under the limit. It fails
-// with ErrNoRoom when nothing more can be evicted. Writes that need room
-// at the same time share the evictions: bytes being freed by one count
-// for the others, which wait for them rather than evict more.
+// images (synchronously, here) until they fit under the limit; it fails
+// with ErrNoRoom when nothing more can be evicted (space.Ledger.Reserve).
 func (c *Cache) reserve(n int64) error {
-	l := &c.life
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for {
-		over := l.used + l.reserved + n + l.indexBytes.Load() - l.limit
-		if over <= 0 {
-			l.reserved += n
-			if l.used+l.reserved+l.indexBytes.Load() > l.high {
-				c.kickPrune()
-			}
-			return nil
-		}
-		if over <= l.freeing {
-			l.freed.Wait()
-			continue
-		}
-		victims := l.evictable.Evict(over - l.freeing)
-		if len(victims) == 0 {
-			if l.freeing > 0 {
-				l.freed.Wait()
-				continue
-			}
-			return ErrNoRoom
-		}
-		var sum int64
-		for _, v := range victims {
-			sum += v.Size
-		}
-		l.freeing += sum
-		l.mu.Unlock()
-		c.dropData(imagesOf(victims))
-		l.mu.Lock()
-		l.freeing -= sum
-		l.freed.Broadcast()
+	high, err := c.life.space.Reserve(n, func(victims []*Image) { c.dropData(victims) })
+	if high {
+		c.kickPrune()
 	}
+	return err
 }
 
-func (c *Cache) unreserve(n int64) {
-	c.life.mu.Lock()
-	c.life.reserved -= n
-	c.life.mu.Unlock()
-}
+func (c *Cache) unreserve(n int64) { c.life.space.Unreserve(n) }
 
 // setAllocLocked records a final measure of img's data file (or 0: the
 // file is gone); img.mu is held.
 func (c *Cache) setAllocLocked(img *Image, alloc int64) {
 	delta := alloc - img.life.alloc
 	img.life.alloc, img.life.unmeasured, img.life.failed = alloc, false, nil
-	c.life.mu.Lock()
-	c.life.used += delta
-	c.life.mu.Unlock()
+	c.life.space.Measured(delta)
 }
 
 // bookLocked moves n reserved bytes to img's books: a write that may
@@ -162,10 +126,7 @@ func (c *Cache) bookLocked(img *Image, n int64) {
 	img.life.alloc += n
 	img.life.unmeasured = true
 	img.life.writes++
-	c.life.mu.Lock()
-	c.life.used += n
-	c.life.reserved -= n
-	c.life.mu.Unlock()
+	c.life.space.Book(n)
 }
 
 // fileMeter measures and syncs open data files: the filesystem, or in
@@ -295,13 +256,11 @@ func (c *Cache) releasedLocked(img *Image, synced bool) {
 			c.setAllocLocked(img, a)
 		}
 	}
-	c.life.mu.Lock()
 	if img.users == 0 && !img.rec.Pinned && !img.retired && img.life.alloc > 0 {
-		c.life.evictable.Touch(img.id, img, img.life.alloc)
+		c.life.space.Evictable(img.id, img, img.life.alloc)
 	} else {
-		c.life.evictable.Remove(img.id)
+		c.life.space.Keep(img.id)
 	}
-	c.life.mu.Unlock()
 }
 
 // forgetUsage takes an image whose file was deleted (it left the catalog)
@@ -317,18 +276,14 @@ func (c *Cache) forgetUsage(img *Image) {
 	}
 	c.setAllocLocked(img, 0)
 	img.mu.Unlock()
+	c.life.space.Keep(img.id)
 	c.life.mu.Lock()
-	c.life.evictable.Remove(img.id)
 	c.removeFromQueueLocked(img)
 	c.life.mu.Unlock()
 }
 
 // inUseLocked takes an image out of the LRU list: it has a user now.
-func (c *Cache) inUseLocked(img *Image) {
-	c.life.mu.Lock()
-	c.life.evictable.Remove(img.id)
-	c.life.mu.Unlock()
-}
+func (c *Cache) inUseLocked(img *Image) { c.life.space.Keep(img.id) }
 
 // readDirect reads [off, off+n) of img straight from the upstream into
 // memory, storing nothing: the way out when a chunk cannot be stored
@@ -363,17 +318,15 @@ type Usage struct {
 	Limit      int64 // --max-size
 	HighWater  int64 // bytes: the pruner starts above this
 	LowWater   int64 // bytes: the pruner stops below this
-	IndexBytes int64 // allocated bytes of the index directory, not part of the limit
+	IndexBytes int64 // allocated bytes of the index directory, as last measured: counted against the limit
 	Evictable  int64 // bytes of images that may be evicted now
 }
 
 // Usage reports the cache's usage.
 func (c *Cache) Usage() Usage {
-	l := &c.life
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return Usage{CacheBytes: l.used, Reserved: l.reserved, Limit: l.limit,
-		HighWater: l.high, LowWater: l.low, IndexBytes: l.indexBytes.Load(), Evictable: l.evictable.Size()}
+	u := c.life.space.Usage()
+	return Usage{CacheBytes: u.Used, Reserved: u.Reserved, Limit: u.Limit, HighWater: u.High, LowWater: u.Low,
+		IndexBytes: u.Index, Evictable: u.Evictable}
 }
 
 // dirAllocated sums the allocated bytes of the files under dir.

@@ -112,6 +112,15 @@ func (l *List[K, V]) Keys() []K {
 	return keys
 }
 
+// Entries lists the entries from least to most recently used.
+func (l *List[K, V]) Entries() []Entry[K, V] {
+	es := make([]Entry[K, V], 0, l.order.Len())
+	for el := l.order.Back(); el != nil; el = el.Prev() {
+		es = append(es, *el.Value.(*Entry[K, V]))
+	}
+	return es
+}
+
 func (l *List[K, V]) removeElement(el *list.Element) Entry[K, V] {
 	e := l.order.Remove(el).(*Entry[K, V])
 	delete(l.items, e.Key)
