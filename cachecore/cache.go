@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/store"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -53,7 +54,7 @@ const (
 
 // Config configures a Cache.
 type Config struct {
-	Dir      string            // the cache directory; created 0700 if missing; must be safe (safedir.go)
+	Dir      string            // the cache directory; created 0700 if missing; must be safe (store/dir.go)
 	Upstream upstream.Upstream // where images come from
 
 	ChunkSize     int64         // fetch unit for new images; 0: DefaultChunkSize
@@ -97,25 +98,25 @@ type Config struct {
 // Cache is a read-through image cache over one upstream.
 type Cache struct {
 	// read only after Open
-	cfg          Config
-	up           upstream.Upstream
-	log          *slog.Logger
-	idx          *index
-	store        *store
-	dir          *safeDir // the cache directory, checked (safedir.go)
-	lock         *os.File
-	ctx          context.Context // the cache's own: fetches run on it, Close ends it
-	cancel       context.CancelFunc
-	wg           sync.WaitGroup
-	slots        *fetchSlots   // one per range request in flight (slots.go)
-	kick         chan struct{} // asks the flusher to flush now
-	relist       chan struct{} // asks the catalog loop to refresh now
-	verifying    chan struct{} // one token per image being hashed
-	stats        Stats
-	tree         atomic.Pointer[tree]
-	spacePending atomic.Int64                // bytes promised to range requests being written (dirsafety.go)
-	lost         atomic.Pointer[storageLoss] // set once the storage is gone (storage.go)
-	life         lifecycle
+	cfg       Config
+	up        upstream.Upstream
+	log       *slog.Logger
+	idx       *index
+	store     *store.Store     // the data files
+	free      *store.FreeSpace // keeps room on the filesystem for the index
+	dir       *store.Dir       // the cache directory, checked (store/dir.go)
+	lock      *os.File
+	ctx       context.Context // the cache's own: fetches run on it, Close ends it
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	slots     *fetchSlots   // one per range request in flight (slots.go)
+	kick      chan struct{} // asks the flusher to flush now
+	relist    chan struct{} // asks the catalog loop to refresh now
+	verifying chan struct{} // one token per image being hashed
+	stats     Stats
+	tree      atomic.Pointer[tree]
+	lost      atomic.Pointer[storageLoss] // set once the storage is gone (storage.go)
+	life      lifecycle
 
 	mu        sync.Mutex        // protects the following
 	images    map[string]*Image // every image with a record, by ID
@@ -137,7 +138,7 @@ func Open(cfg Config) (*Cache, error) {
 	// files 0666 less the umask) makes them for this user alone: a file
 	// there that others may write is refused at the next start.
 	syscall.Umask(0o077)
-	dir, err := openTrustedDir(cfg.Dir, true)
+	dir, err := store.OpenDir(cfg.Dir, true)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +146,7 @@ func Open(cfg Config) (*Cache, error) {
 		dir.Close()
 		return nil, err
 	}
-	lock, err := lockDir(dir)
+	lock, err := dir.Lock()
 	if err != nil {
 		dir.Close()
 		return nil, err
@@ -156,6 +157,7 @@ func Open(cfg Config) (*Cache, error) {
 		log:       cfg.Logger,
 		dir:       dir,
 		lock:      lock,
+		free:      store.NewFreeSpace(cfg.Dir, cfg.SpaceReserve),
 		slots:     newFetchSlots(cfg.MaxFetches),
 		kick:      make(chan struct{}, 1),
 		relist:    make(chan struct{}, 1),
@@ -245,7 +247,7 @@ func (c *Cache) now() time.Time { return c.cfg.now() }
 // is gone is emptied.
 func (c *Cache) openStorage() error {
 	var err error
-	if c.store, err = openStore(c.dir); err != nil {
+	if c.store, err = store.Open(c.dir); err != nil {
 		return err // it names the path
 	}
 	l, err := c.openLoadedIndex()
@@ -263,7 +265,7 @@ func (c *Cache) openStorage() error {
 	c.catalog = l.catalog
 	var fix batch
 	for _, r := range l.records {
-		if !validID(r.ID) {
+		if !store.ValidID(r.ID) {
 			c.log.Warn("dropping an index record with a malformed ID", "id", r.ID, "image", r.Name)
 			fix.deletes = append(fix.deletes, r.ID)
 			continue
@@ -281,7 +283,7 @@ func (c *Cache) openStorage() error {
 		if err != nil && l.maps[r.ID] != nil {
 			c.log.Warn("chunk map unreadable; image will be fetched again", "image", r.Name, "err", err)
 		}
-		if present.Count() > 0 && !c.store.exists(r.ID) {
+		if present.Count() > 0 && !c.store.Exists(r.ID) {
 			present.Clear()
 			r.Verdict = unchecked
 			fix.putMap(r.ID, present.Marshal())
@@ -289,23 +291,23 @@ func (c *Cache) openStorage() error {
 		c.images[r.ID] = newImage(c, r, present)
 	}
 	for _, id := range fix.deletes {
-		if !validID(id) {
+		if !store.ValidID(id) {
 			continue // no data file has that name
 		}
-		if err := c.store.remove(id); err != nil {
+		if err := c.store.Remove(id); err != nil {
 			return err
 		}
 	}
-	files, err := c.store.scan(func(name string) {
+	files, err := c.store.Scan(func(name string) {
 		c.log.Warn("ignoring a stray entry in the cache directory", "path", filepath.Join(c.cfg.Dir, "data", name))
 	})
 	if err != nil {
 		return err // it names the path
 	}
 	for _, f := range files {
-		if c.images[f.id] == nil {
-			c.log.Info("removing cache file without index record", "id", f.id)
-			if err := c.store.remove(f.id); err != nil {
+		if c.images[f.ID] == nil {
+			c.log.Info("removing cache file without index record", "id", f.ID)
+			if err := c.store.Remove(f.ID); err != nil {
 				return err
 			}
 		}
@@ -350,9 +352,11 @@ func (c *Cache) closeStorage() error {
 		err = c.idx.close()
 	}
 	if c.store != nil {
-		c.store.close()
+		c.store.Close()
 	}
-	unlockDir(c.lock)
+	if c.lock != nil {
+		c.lock.Close() // closing drops the flock
+	}
 	c.dir.Close()
 	return err
 }
@@ -393,7 +397,7 @@ func inoOf(hexID string) uint64 {
 
 // deleteImage drops an image that left the catalog and is unused.
 func (c *Cache) deleteImage(img *Image) {
-	if err := c.store.remove(img.id); err != nil {
+	if err := c.store.Remove(img.id); err != nil {
 		c.log.Warn("removing cache file", "image", img.entry.Name, "err", err)
 	} else {
 		c.forgetUsage(img)

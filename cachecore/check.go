@@ -6,13 +6,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 )
 
 // Checking data at rest. Once an image has been hashed (verify.go), the
@@ -323,7 +321,7 @@ func (img *Image) dropLocked() error {
 	img.present.Clear()
 	img.rest.checked = false
 	img.dirty = true
-	return img.c.store.punch(img.id, img.entry.Size)
+	return img.c.store.Punch(img.id, img.entry.Size)
 }
 
 // dropChunksLocked forgets the given chunks and, if no one has the image
@@ -345,7 +343,7 @@ func (img *Image) dropChunksLocked(chunks []int) (int, error) {
 		if img.users > 0 {
 			continue
 		}
-		if perr := img.c.store.punchRange(img.id, int64(i)*img.chunkSize, img.chunkLen(i)); err == nil {
+		if perr := img.c.store.PunchRange(img.id, int64(i)*img.chunkSize, img.chunkLen(i)); err == nil {
 			err = perr
 		}
 	}
@@ -371,24 +369,3 @@ func chunkList(chunks []int) string {
 	}
 	return "chunks " + b.String()
 }
-
-// punchRange drops bytes [off, off+n) of an image's data file, keeping
-// its size: a hole reads as zeros and takes no space.
-func (s *store) punchRange(id string, off, n int64) error {
-	f, err := s.root.OpenFile(dataName(id), syscall.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	const punchHole, keepSize = 0x02, 0x01 // FALLOC_FL_*
-	err = syscall.Fallocate(int(f.Fd()), punchHole|keepSize, off, n)
-	if errors.Is(err, syscall.EOPNOTSUPP) {
-		// A filesystem without holes: overwrite with zeros.
-		_, err = io.Copy(io.NewOffsetWriter(f, off), io.LimitReader(zeros{}, n))
-	}
-	return err
-}
-
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }

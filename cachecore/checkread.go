@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/time/rate"
+
+	"github.com/imgcache/imgcache/cachecore/store"
 )
 
 // How checks read data files. With O_DIRECT where the filesystem allows
@@ -67,8 +69,8 @@ type checkFile struct {
 // open opens an image's data file for a check, with O_DIRECT if the
 // filesystem takes it (a first read tells: some accept the flag at open
 // and refuse the reads).
-func (k *checker) open(s *store, id string) (*checkFile, error) {
-	f, err := s.root.OpenFile(dataName(id), os.O_RDONLY|syscall.O_DIRECT, 0)
+func (k *checker) open(s *store.Store, id string) (*checkFile, error) {
+	f, err := s.OpenFile(id, os.O_RDONLY|syscall.O_DIRECT)
 	if err == nil {
 		_, err = f.ReadAt(k.bufs[0][:directAlign], 0)
 		if err == nil || err == io.EOF {
@@ -79,7 +81,7 @@ func (k *checker) open(s *store, id string) (*checkFile, error) {
 	if !errors.Is(err, syscall.EINVAL) {
 		return nil, err
 	}
-	f, err = s.root.Open(dataName(id))
+	f, err = s.OpenFile(id, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package cachecore
 import (
 	"errors"
 	"fmt"
+
+	"github.com/imgcache/imgcache/cachecore/store"
 )
 
 var (
@@ -16,7 +18,13 @@ var (
 	// when they were verified.
 	ErrDamaged = errors.New("cached data damaged")
 	// ErrLocked: another process uses the cache directory.
-	ErrLocked = errors.New("cache directory is in use")
+	ErrLocked = store.ErrLocked
+	// ErrNoSpace: storing more would leave too little room on the cache
+	// filesystem for the index.
+	ErrNoSpace = store.ErrNoSpace
+	// ErrStorageLost: the cache directory, or its data or index
+	// directory, was removed or moved away while mounted (storage.go).
+	ErrStorageLost = store.ErrStorageLost
 )
 
 // Error is the failure of one operation on one image. It wraps the cause
@@ -35,3 +43,11 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// UnsafePathError says that a path in (or on the way to) the cache
+// directory is not safe to use (store/dir.go).
+type UnsafePathError = store.UnsafePathError
+
+// DefaultSpaceReserve is the free space on the cache filesystem that data
+// never takes, kept for the index.
+const DefaultSpaceReserve = store.DefaultSpaceReserve

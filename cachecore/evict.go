@@ -82,7 +82,7 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 	for _, img := range dropped {
 		img.mu.Lock()
 		if img.users == 0 && img.present.Count() == 0 {
-			if err := c.store.remove(img.id); err != nil {
+			if err := c.store.Remove(img.id); err != nil {
 				c.log.Warn("evicting: removing cache file", "image", img.entry.Name, "err", err)
 			} else {
 				d.FreedBytes += img.life.alloc

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
@@ -265,7 +266,10 @@ func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r
 	}
 	off := int64(from) * img.chunkSize
 	n := min(int64(r.end)*img.chunkSize, img.entry.Size) - off
-	releaseSpace, err := c.claimSpace(n) // a full disk (dirsafety.go)
+	if err := c.storageLost(); err != nil { // nothing is stored any more (storage.go)
+		return 0, err
+	}
+	releaseSpace, err := c.free.Claim(n) // a full disk
 	if err != nil {
 		return 0, err
 	}
@@ -357,4 +361,11 @@ func (img *Image) failFrom(r run, i int, err error) {
 		f.err = err
 		close(f.done)
 	}
+}
+
+// readsAround says whether a fetch failed for want of space, so that its
+// readers are answered straight from the upstream instead (readDirect).
+func readsAround(err error) bool {
+	return errors.Is(err, ErrNoRoom) || errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) ||
+		errors.Is(err, ErrStorageLost)
 }

@@ -66,7 +66,7 @@ func (c *Cache) flush() error {
 		img.mu.Unlock()
 
 		if unsynced {
-			if err := c.store.sync(img.id); err != nil {
+			if err := c.store.Sync(img.id); err != nil {
 				img.mu.Lock()
 				if img.life.gen == s.gen { // else evicted: nothing left to sync
 					c.log.Warn("syncing cache file; its new chunks stay unrecorded", "image", s.rec.Name, "err", err)

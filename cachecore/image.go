@@ -173,7 +173,7 @@ func (img *Image) chunkLen(i int) int64 {
 // acquireLocked opens the data file for one more user.
 func (img *Image) acquireLocked() error {
 	if img.file == nil {
-		f, err := img.c.store.open(img.id, img.entry.Size)
+		f, err := img.c.store.Open(img.id, img.entry.Size)
 		if err != nil {
 			lost := img.c.noticeLoss()
 			if lost == nil {

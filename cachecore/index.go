@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/imgcache/imgcache/cachecore/store"
 )
 
 // The index is a badger database in <cache>/index. Keys:
@@ -119,7 +121,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 }
 
 func openIndex(dir string, log *slog.Logger) (*index, error) {
-	if err := checkIndexDir(dir); err != nil { // badger opens by path (dirsafety.go)
+	if err := store.CheckIndexDir(dir); err != nil { // badger opens by path
 		return nil, err
 	}
 	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)

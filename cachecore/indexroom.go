@@ -13,6 +13,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
+
+	"github.com/imgcache/imgcache/cachecore/store"
 )
 
 // Room for the index. badger writes its logs (a memtable's .mem file, the
@@ -37,7 +39,7 @@ import (
 //     writes them once there is room again (each write and each flush tick
 //     checks); cached images are served as before and the root's
 //     user.imgcache.cache_error says why. Data is stopped earlier still
-//     (SpaceReserve, dirsafety.go), so it is another program that fills
+//     (SpaceReserve, store/freespace.go), so it is another program that fills
 //     the filesystem this far.
 //   - A start with too little room to open the index for writing (which
 //     creates logs and replays old ones into tables) opens it read-only
@@ -77,23 +79,7 @@ func (x *index) free() (int64, error) {
 // replaced: badger creates its files by path, and they would go nowhere
 // (or elsewhere).
 func (x *index) gone() error {
-	return dirGone(int(x.dirFile.Fd()), x.dir)
-}
-
-// dirGone says, with an error, that the directory open as fd is no
-// longer the one at path: removed, or moved away.
-func dirGone(fd int, path string) error {
-	var held, now unix.Stat_t
-	if err := unix.Fstat(fd, &held); err != nil {
-		return err
-	}
-	if held.Nlink == 0 {
-		return fmt.Errorf("%w: %s was removed", ErrStorageLost, path)
-	}
-	if err := unix.Lstat(path, &now); err != nil || now.Dev != held.Dev || now.Ino != held.Ino {
-		return fmt.Errorf("%w: %s was moved or replaced", ErrStorageLost, path)
-	}
-	return nil
+	return store.DirGone(int(x.dirFile.Fd()), x.dir)
 }
 
 // openRoom is the free space a start needs to open the index for
@@ -105,7 +91,7 @@ func (x *index) openRoom() int64 {
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".mem") {
 			if fi, err := e.Info(); err == nil {
-				n += allocated(fi) // what it holds: the table it becomes
+				n += store.Allocated(fi) // what it holds: the table it becomes
 			}
 		}
 	}
@@ -424,7 +410,7 @@ func (x *index) size() int64 {
 			continue
 		}
 		if fi, err := e.Info(); err == nil {
-			n += allocated(fi)
+			n += store.Allocated(fi)
 		}
 	}
 	return n

@@ -54,7 +54,7 @@ func (c *Cache) rebuildIndex(damage error) error {
 	salvaged := salvage(dir, c.log)
 
 	aside := "index.damaged-" + c.now().UTC().Format("20060102T150405Z")
-	if err := unix.Renameat(c.dir.fd, "index", c.dir.fd, aside); err != nil {
+	if err := c.dir.Rename("index", aside); err != nil {
 		return fmt.Errorf("moving the damaged index aside to %s: %w", aside, err)
 	}
 	idx, err := openIndex(dir, c.log)
@@ -70,11 +70,11 @@ func (c *Cache) rebuildIndex(damage error) error {
 		id := c.imageID(e)
 		r := record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
 			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
-		if c.store.exists(id) {
+		if c.store.Exists(id) {
 			v := c.vouch(e, id, salvaged[id])
 			switch {
 			case v.present.Count() == 0:
-				if err := c.store.remove(id); err != nil {
+				if err := c.store.Remove(id); err != nil {
 					return err
 				}
 				dropped++
@@ -118,7 +118,7 @@ type vouched struct {
 // vouch finds the chunks of an image's data file that can be vouched for
 // (see above); none if nothing can.
 func (c *Cache) vouch(e upstream.Entry, id string, s salvagedImage) vouched {
-	f, err := c.store.root.Open(dataName(id))
+	f, err := c.store.OpenFile(id, os.O_RDONLY)
 	if err != nil {
 		return vouched{}
 	}

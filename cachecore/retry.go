@@ -45,7 +45,7 @@ type FailureConfig struct {
 	LowSpeedLimit int64
 	LowSpeedTime  time.Duration
 	// SpaceReserve is the free space on the cache filesystem that data
-	// never takes, for the index (dirsafety.go); 0: default, <0: none.
+	// never takes, for the index (store/freespace.go); 0: default, <0: none.
 	SpaceReserve int64
 }
 

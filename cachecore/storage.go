@@ -22,10 +22,6 @@ import (
 //     (indexroom.go) and Close does not wait on badger: a remount starts
 //     afresh.
 
-// ErrStorageLost: the cache directory, or its data or index directory,
-// was removed or moved away while mounted.
-var ErrStorageLost = errors.New("cache storage lost")
-
 type storageLoss struct {
 	err error
 	at  time.Time
@@ -53,9 +49,9 @@ func (c *Cache) noticeLoss() error {
 	if err := c.storageLost(); err != nil {
 		return err
 	}
-	err := dirGone(c.dir.fd, c.dir.path)
+	err := c.dir.Gone()
 	if err == nil {
-		err = dirGone(c.store.root.fd, c.store.root.path)
+		err = c.store.Gone()
 	}
 	if err == nil {
 		err = c.idx.gone()

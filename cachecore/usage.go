@@ -3,14 +3,12 @@ package cachecore
 import (
 	"context"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/space"
+	"github.com/imgcache/imgcache/cachecore/store"
 )
 
 // Usage accounting. Usage is what the data files take on disk: their
@@ -41,14 +39,6 @@ const (
 	writeSlack = 2 * blockSize
 )
 
-// allocated is a file's allocated bytes.
-func allocated(fi fs.FileInfo) int64 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return st.Blocks * 512
-	}
-	return fi.Size()
-}
-
 // loadUsage measures every data file at start-up. A file of an image that
 // has no chunk marked present holds nothing anyone can read: it is
 // removed. The images with data that may be evicted fill the LRU list,
@@ -56,22 +46,22 @@ func allocated(fi fs.FileInfo) int64 {
 func (c *Cache) loadUsage() error {
 	var used int64
 	var evictable []*Image
-	files, err := c.store.scan(nil) // openStorage has reported the strays
+	files, err := c.store.Scan(nil) // openStorage has reported the strays
 	if err != nil {
 		return err
 	}
 	for _, f := range files {
-		img := c.images[f.id]
+		img := c.images[f.ID]
 		if img == nil { // openStorage removed orphans
 			continue
 		}
 		if img.present.Count() == 0 {
-			if err := c.store.remove(img.id); err != nil {
+			if err := c.store.Remove(img.id); err != nil {
 				return err
 			}
 			continue
 		}
-		img.life.alloc = f.alloc
+		img.life.alloc = f.Alloc
 		used += img.life.alloc
 		if !img.rec.Pinned {
 			evictable = append(evictable, img)
@@ -143,7 +133,7 @@ func (osMeter) allocated(f *os.File) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return allocated(fi), nil
+	return store.Allocated(fi), nil
 }
 
 func (osMeter) sync(f *os.File) error { return f.Sync() }
@@ -327,18 +317,4 @@ func (c *Cache) Usage() Usage {
 	u := c.life.space.Usage()
 	return Usage{CacheBytes: u.Used, Reserved: u.Reserved, Limit: u.Limit, HighWater: u.High, LowWater: u.Low,
 		IndexBytes: u.Index, Evictable: u.Evictable}
-}
-
-// dirAllocated sums the allocated bytes of the files under dir.
-func dirAllocated(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += allocated(fi)
-			}
-		}
-		return nil
-	})
-	return n
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -129,7 +130,7 @@ func (c *Cache) invalidate(img *Image, want, got string) {
 // sha256 of each chunk, concatenated, and the file's stamp before the
 // read.
 func (c *Cache) hashData(img *Image) (string, []byte, fileStamp, error) {
-	f, err := c.store.root.Open(dataName(img.id))
+	f, err := c.store.OpenFile(img.id, os.O_RDONLY)
 	if err != nil {
 		return "", nil, fileStamp{}, err
 	}

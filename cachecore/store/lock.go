@@ -1,4 +1,4 @@
-package cachecore
+package store
 
 import (
 	"errors"
@@ -9,14 +9,17 @@ import (
 	"syscall"
 )
 
-// lockDir takes an exclusive lock on the cache directory for the life of
-// the process. flock locks die with their process, so a daemon killed with
+// ErrLocked: another process uses the cache directory.
+var ErrLocked = errors.New("cache directory is in use")
+
+// Lock takes an exclusive lock on the cache directory for the life of
+// the process; closing the file it returns lets go. flock locks die with their process, so a daemon killed with
 // -9 never leaves a lock behind.
 //
 // The lock file is opened like every file in the cache directory
-// (safedir.go): a planted link must not make the daemon write its pid
+// (dir.go): a planted link must not make the daemon write its pid
 // into another file.
-func lockDir(dir *safeDir) (*os.File, error) {
+func (dir *Dir) Lock() (*os.File, error) {
 	f, err := dir.OpenFile("lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		var unsafe *UnsafePathError
@@ -40,10 +43,4 @@ func lockDir(dir *safeDir) (*os.File, error) {
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return f, nil
-}
-
-func unlockDir(f *os.File) {
-	if f != nil {
-		f.Close() // closing drops the flock
-	}
 }

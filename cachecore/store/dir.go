@@ -1,4 +1,10 @@
-package cachecore
+// Package store keeps what lies in the cache directory besides the
+// index: the data files (one sparse file per image version, named by its
+// ID), the directory lock, holes punched in files, the guard of free space
+// on the filesystem, and the trust in the directory itself: every path is
+// opened relative to a checked directory handle, never through a link.
+// It knows nothing of images beyond their IDs and sizes.
+package store
 
 import (
 	"errors"
@@ -19,7 +25,7 @@ import (
 // image (a planted `data -> /home/them/data`). Hence:
 //
 //   - The path to the cache directory is walked one component at a time
-//     without following anything blindly (openTrustedDir): each directory
+//     without following anything blindly (OpenDir): each directory
 //     on the way must belong to root or to the daemon's user and be
 //     writable by nobody else unless sticky (like /tmp, where only an
 //     entry's owner may replace it, so the next component must belong to
@@ -54,17 +60,17 @@ func unsafePath(p, format string, a ...any) error {
 // directory, as the kernel does (ELOOP).
 const maxSymlinks = 40
 
-// safeDir is a checked directory: files below it are opened relative to
+// Dir is a checked directory: files below it are opened relative to
 // its descriptor, one component at a time, never through a link.
-type safeDir struct {
+type Dir struct {
 	fd   int
 	path string // as the user named it: for messages
 }
 
-// openTrustedDir opens dir after checking every component of the way to
-// it (see above), creating it and any missing parent (0700) if create
-// is set.
-func openTrustedDir(dir string, create bool) (*safeDir, error) {
+// OpenDir opens dir after checking every component of the way to it
+// (see above), creating it and any missing parent (0700) if create is
+// set.
+func OpenDir(dir string, create bool) (*Dir, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
@@ -157,7 +163,7 @@ func openTrustedDir(dir string, create bool) (*safeDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache directory: %q: %w", abs, err)
 	}
-	return &safeDir{fd: fd, path: abs}, nil
+	return &Dir{fd: fd, path: abs}, nil
 }
 
 // checkWay checks a directory on the way to the cache directory before
@@ -224,9 +230,17 @@ func readlinkFd(fd int) (string, error) {
 	}
 }
 
-func (d *safeDir) Close() error { return unix.Close(d.fd) }
+// Close closes the directory's descriptor.
+func (d *Dir) Close() error { return unix.Close(d.fd) }
 
-func (d *safeDir) join(name string) string { return d.path + "/" + name }
+// Path is the directory's path, as the user named it.
+func (d *Dir) Path() string { return d.path }
+
+// Gone says, with an error (ErrStorageLost), that the directory was
+// removed or moved away since it was opened.
+func (d *Dir) Gone() error { return DirGone(d.fd, d.path) }
+
+func (d *Dir) join(name string) string { return d.path + "/" + name }
 
 // splitName splits a slash-separated name below d into its components,
 // refusing anything that could leave d.
@@ -244,7 +258,7 @@ func splitName(name string) ([]string, bool) {
 // missing ones (0700) if create is set. It returns the descriptor of the
 // last directory (to be closed by the caller if it is not d.fd) and the
 // last component.
-func (d *safeDir) walk(op, name string, create bool) (dirfd int, last string, err error) {
+func (d *Dir) walk(op, name string, create bool) (dirfd int, last string, err error) {
 	parts, ok := splitName(name)
 	if !ok {
 		return -1, "", &fs.PathError{Op: op, Path: d.join(name), Err: fs.ErrInvalid}
@@ -266,7 +280,7 @@ func (d *safeDir) walk(op, name string, create bool) (dirfd int, last string, er
 
 // openDirAt opens and checks directory name in dirfd (sub is its name
 // below d, for messages).
-func (d *safeDir) openDirAt(dirfd int, sub, name string, create bool) (int, error) {
+func (d *Dir) openDirAt(dirfd int, sub, name string, create bool) (int, error) {
 	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	fd, err := unix.Openat(dirfd, name, flags, 0)
 	if err == unix.ENOENT && create {
@@ -293,7 +307,7 @@ func (d *safeDir) openDirAt(dirfd int, sub, name string, create bool) (int, erro
 // (ELOOP), a file where a directory was wanted (ENOTDIR), a directory
 // where a file was (EISDIR), a socket (ENXIO)... is unsafe, not merely
 // an error.
-func (d *safeDir) openError(dirfd int, sub, name string, want uint32, err error) error {
+func (d *Dir) openError(dirfd int, sub, name string, want uint32, err error) error {
 	if err != unix.ENOENT {
 		var st unix.Stat_t
 		if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
@@ -305,8 +319,8 @@ func (d *safeDir) openError(dirfd int, sub, name string, want uint32, err error)
 	return &fs.PathError{Op: "open", Path: d.join(sub), Err: err}
 }
 
-// openDir opens (creating it if asked) a directory below d as a safeDir.
-func (d *safeDir) openDir(name string, create bool) (*safeDir, error) {
+// openDir opens (creating it if asked) a directory below d as a Dir.
+func (d *Dir) openDir(name string, create bool) (*Dir, error) {
 	dirfd, last, err := d.walk("open", name, create)
 	if err != nil {
 		return nil, err
@@ -318,12 +332,12 @@ func (d *safeDir) openDir(name string, create bool) (*safeDir, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &safeDir{fd: fd, path: d.join(name)}, nil
+	return &Dir{fd: fd, path: d.join(name)}, nil
 }
 
 // OpenFile opens a regular file below d (os.OpenFile's flags; no
 // O_TRUNC, which would act before the file is checked).
-func (d *safeDir) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
+func (d *Dir) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	if flag&os.O_TRUNC != 0 {
 		return nil, &fs.PathError{Op: "open", Path: d.join(name), Err: errors.New("O_TRUNC before the check")}
 	}
@@ -357,10 +371,10 @@ func (d *safeDir) OpenFile(name string, flag int, perm os.FileMode) (*os.File, e
 }
 
 // Open opens a regular file below d for reading.
-func (d *safeDir) Open(name string) (*os.File, error) { return d.OpenFile(name, os.O_RDONLY, 0) }
+func (d *Dir) Open(name string) (*os.File, error) { return d.OpenFile(name, os.O_RDONLY, 0) }
 
 // MkdirAll makes the directory name below d and its parents (0700).
-func (d *safeDir) MkdirAll(name string) error {
+func (d *Dir) MkdirAll(name string) error {
 	sub, err := d.openDir(name, true)
 	if err != nil {
 		return err
@@ -370,7 +384,7 @@ func (d *safeDir) MkdirAll(name string) error {
 
 // lstat stats name below d without following it (and checks the
 // directories on the way).
-func (d *safeDir) lstat(name string) (unix.Stat_t, error) {
+func (d *Dir) lstat(name string) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	dirfd, last, err := d.walk("lstat", name, false)
 	if err != nil {
@@ -386,7 +400,7 @@ func (d *safeDir) lstat(name string) (unix.Stat_t, error) {
 }
 
 // Remove removes the file name below d (a link itself, never its target).
-func (d *safeDir) Remove(name string) error {
+func (d *Dir) Remove(name string) error {
 	dirfd, last, err := d.walk("remove", name, false)
 	if err != nil {
 		return err
@@ -400,8 +414,19 @@ func (d *safeDir) Remove(name string) error {
 	return nil
 }
 
+// Rename renames the entry from of d to to (single names, in d).
+func (d *Dir) Rename(from, to string) error {
+	if _, ok := splitName(from); !ok || strings.Contains(from, "/") {
+		return &fs.PathError{Op: "rename", Path: d.join(from), Err: fs.ErrInvalid}
+	}
+	if _, ok := splitName(to); !ok || strings.Contains(to, "/") {
+		return &fs.PathError{Op: "rename", Path: d.join(to), Err: fs.ErrInvalid}
+	}
+	return unix.Renameat(d.fd, from, d.fd, to)
+}
+
 // readDirNames lists d's own entries.
-func (d *safeDir) readDirNames() ([]string, error) {
+func (d *Dir) readDirNames() ([]string, error) {
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: d.path, Err: err}
@@ -409,4 +434,75 @@ func (d *safeDir) readDirNames() ([]string, error) {
 	f := os.NewFile(uintptr(fd), d.path)
 	defer f.Close()
 	return f.Readdirnames(-1)
+}
+
+// CheckIndexDir checks badger's directory before badger opens it, by
+// path: the way to it as for the cache directory, and it and everything
+// in it as for anything in the cache directory (dir.go). Nobody else
+// can change them between the check and badger's opens, since nobody
+// else may write the directories on the way. It creates the directory
+// (0700) if missing.
+func CheckIndexDir(dir string) error {
+	parent, err := OpenDir(filepath.Dir(dir), false)
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	d, err := parent.openDir(filepath.Base(dir), true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.checkTree()
+}
+
+// checkTree checks every entry below d: directories (checked in turn) and
+// regular files only.
+func (d *Dir) checkTree() error {
+	names, err := d.readDirNames()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		st, err := d.lstat(name)
+		if err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if err := checkOwn(d.join(name), &st, unix.S_IFREG); err != nil {
+				return err
+			}
+			continue
+		}
+		sub, err := d.openDir(name, false)
+		if err != nil {
+			return err
+		}
+		err = sub.checkTree()
+		sub.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ErrStorageLost: the cache directory, or its data or index directory,
+// was removed or moved away while mounted.
+var ErrStorageLost = errors.New("cache storage lost")
+
+// DirGone says, with an error (ErrStorageLost), that the directory open
+// as fd is no longer the one at path: removed, or moved away.
+func DirGone(fd int, path string) error {
+	var held, now unix.Stat_t
+	if err := unix.Fstat(fd, &held); err != nil {
+		return err
+	}
+	if held.Nlink == 0 {
+		return fmt.Errorf("%w: %s was removed", ErrStorageLost, path)
+	}
+	if err := unix.Lstat(path, &now); err != nil || now.Dev != held.Dev || now.Ino != held.Ino {
+		return fmt.Errorf("%w: %s was moved or replaced", ErrStorageLost, path)
+	}
+	return nil
 }

@@ -1,0 +1,39 @@
+package cachecore
+
+import (
+	"io/fs"
+	"path/filepath"
+
+	"github.com/imgcache/imgcache/cachecore/store"
+)
+
+// Names in the cache directory, for tests that plant or damage files.
+
+func dataName(id string) string { return store.DataName(id) }
+
+func validID(id string) bool { return store.ValidID(id) }
+
+func isLowerHex(s string) bool {
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allocated(fi fs.FileInfo) int64 { return store.Allocated(fi) }
+
+// dirAllocated sums the allocated bytes of the files under dir.
+func dirAllocated(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += allocated(fi)
+			}
+		}
+		return nil
+	})
+	return n
+}
