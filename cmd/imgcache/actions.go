@@ -2,40 +2,55 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/imgcache/imgcache/control"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // evict, pin, unpin, prune, clean and verify ask the daemon to act; with no
 // daemon they fail, saying that the cache is not mounted.
 
-func init() {
-	manageCommand("evict", "[--cache-dir DIR] [--json] NAME | --all", `
+func evictCmd() *cobra.Command {
+	return manageCommand("evict [--cache-dir DIR] [--json] NAME | --all", "drop cached bytes", `
 Drops the cached bytes of image NAME, or with --all of every image that is
 neither open nor pinned. The images stay listed (state absent); the next
-read fetches them again. An open or pinned image is not evicted.`, evictFlags)
-	manageCommand("pin", "[--cache-dir DIR] [--json] NAME", `
+read fetches them again. An open or pinned image is not evicted.`, 1, evictFlags)
+}
+
+func pinCmd(pin bool) *cobra.Command {
+	if !pin {
+		return manageCommand("unpin [--cache-dir DIR] [--json] NAME", "stop keeping an image cached", `
+Unpins image NAME: it may be evicted again when the cache needs room.`, 1,
+			func(fs *pflag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, false) })
+	}
+	return manageCommand("pin [--cache-dir DIR] [--json] NAME", "keep an image cached", `
 Pins image NAME: it is fetched completely in the background and never
-evicted. Pins survive restarts. Same as setfattr -n user.imgcache.pin -v 1.`,
-		func(fs *flag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, true) })
-	manageCommand("unpin", "[--cache-dir DIR] [--json] NAME", `
-Unpins image NAME: it may be evicted again when the cache needs room.`,
-		func(fs *flag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, false) })
-	manageCommand("prune", "[--cache-dir DIR] [--json]", `
+evicted. Pins survive restarts. Same as setfattr -n user.imgcache.pin -v 1.`, 1,
+		func(fs *pflag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, true) })
+}
+
+func pruneCmd() *cobra.Command {
+	return manageCommand("prune [--cache-dir DIR] [--json]", "run the pruner now", `
 Evicts least recently used images now, as the background pruner does when
-usage passes its high watermark, and prints what it freed.`, pruneFlags)
-	manageCommand("clean", "[--cache-dir DIR] [--json]", `
+usage passes its high watermark, and prints what it freed.`, 0, pruneFlags)
+}
+
+func cleanCmd() *cobra.Command {
+	return manageCommand("clean [--cache-dir DIR] [--json]", "run the cleaner now", `
 Reaps now, as the background cleaner does, partial images whose fetch
 stalled and images whose bytes failed verification, and prints what it
-freed.`, cleanFlags)
-	manageCommand("verify", "[--cache-dir DIR] [--json] [NAME]", `
+freed.`, 0, cleanFlags)
+}
+
+func verifyCmd() *cobra.Command {
+	return manageCommand("verify [--cache-dir DIR] [--json] [NAME]", "check cached bytes at rest", `
 Checks the cached bytes of image NAME, or of every cached image, against
 the checksums recorded when they were verified; chunks that no longer match
-are dropped (fetched again on the next read). Exits 1 if any image failed.`, verifyFlags)
+are dropped (fetched again on the next read). Exits 1 if any image failed.`, 1, verifyFlags)
 }
 
 // withClient runs f with a client of the daemon.
@@ -49,7 +64,7 @@ func withClient(o manageOpts, f func(context.Context, *control.Client) error) er
 	return f(ctx, c)
 }
 
-func evictFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func evictFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	all := fs.Bool("all", false, "evict every image that is neither open nor pinned")
 	return func(args []string) error {
 		var name string
@@ -110,7 +125,7 @@ func pinAction(o manageOpts, pin bool) func([]string) error {
 	}
 }
 
-func pruneFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func pruneFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -133,7 +148,7 @@ func pruneFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 	}
 }
 
-func cleanFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func cleanFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -152,7 +167,7 @@ func cleanFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 	}
 }
 
-func verifyFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func verifyFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	return func(args []string) error {
 		if len(args) > 1 {
 			return usageErr("want at most one image NAME, got %d arguments", len(args))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -15,21 +14,19 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:     "demo",
-		synopsis: "[flags]",
-		summary: `
+func demoCmd() *cobra.Command {
+	return command("demo [flags]", "serve sample images, mount them, show them", `
 Shows imgcache at work on this machine: generates a few sample images,
 serves them with 'imgcache serve' on 127.0.0.1, mounts a cache of them
 with 'imgcache mount', and runs ls, sha256sum, getfattr and du on the
 mount, printing each command and what it printed. Then it unmounts and
 removes what it made (unless --keep). Needs root or fusermount3, and
-getfattr (Debian package attr).`,
-		flags: demoFlags,
-	})
+getfattr (Debian package attr).`, demoFlags)
 }
 
 // demoImages are the sample images: path, size in MiB.
@@ -42,7 +39,7 @@ var demoImages = []struct {
 	{"ubuntu/jammy-server-cloudimg-amd64.img", 128},
 }
 
-func demoFlags(fs *flag.FlagSet) func([]string) error {
+func demoFlags(fs *pflag.FlagSet) func([]string) error {
 	dir := fs.String("dir", "", "work `directory` (default: a new one under $TMPDIR)")
 	keep := fs.Bool("keep", false, "leave the origin and the mount running; print how to stop them")
 	return func(args []string) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 // Flag values check what they are given when they are parsed: a value the
@@ -18,7 +19,8 @@ import (
 // exits 2 with a one-line error naming the flag. Each rule is a plain
 // function of the parsed value (positiveDuration, offOrAtLeast, ...),
 // independent of the flag package. Set's errors do not repeat the value:
-// the flag package's message quotes it already.
+// pflag's message quotes it already. Type names the kind of value in the
+// help where the usage has no `word` in backquotes.
 
 // durationValue is a duration flag whose values pass check.
 type durationValue struct {
@@ -26,13 +28,14 @@ type durationValue struct {
 	check func(time.Duration) error
 }
 
-func durationFlag(fs *flag.FlagSet, name string, def time.Duration, check func(time.Duration) error, usage string) *time.Duration {
+func durationFlag(fs *pflag.FlagSet, name string, def time.Duration, check func(time.Duration) error, usage string) *time.Duration {
 	v := &durationValue{d: def, check: check}
 	fs.Var(v, name, usage)
 	return &v.d
 }
 
 func (v *durationValue) String() string { return v.d.String() }
+func (v *durationValue) Type() string   { return "duration" }
 
 func (v *durationValue) Set(s string) error {
 	d, err := time.ParseDuration(s)
@@ -74,20 +77,21 @@ func offOrAtLeast(min time.Duration) func(time.Duration) error {
 	}
 }
 
-// intValue is a decimal integer flag whose values pass check (flag.Int
-// would read "010" as octal 8).
+// intValue is a decimal integer flag whose values pass check (Go's
+// flag.Int read "010" as octal 8; pflag's takes "0x10").
 type intValue struct {
 	n     int
 	check func(int) error
 }
 
-func intFlag(fs *flag.FlagSet, name string, def int, check func(int) error, usage string) *int {
+func intFlag(fs *pflag.FlagSet, name string, def int, check func(int) error, usage string) *int {
 	v := &intValue{n: def, check: check}
 	fs.Var(v, name, usage)
 	return &v.n
 }
 
 func (v *intValue) String() string { return strconv.Itoa(v.n) }
+func (v *intValue) Type() string   { return "number" }
 
 func (v *intValue) Set(s string) error {
 	n, err := strconv.Atoi(s)
@@ -112,13 +116,14 @@ func nonNegative(n int) error {
 // percentValue is a percentage flag: above 0, at most 100.
 type percentValue float64
 
-func percentFlag(fs *flag.FlagSet, name string, def float64, usage string) *float64 {
+func percentFlag(fs *pflag.FlagSet, name string, def float64, usage string) *float64 {
 	v := percentValue(def)
 	fs.Var(&v, name, usage)
 	return (*float64)(&v)
 }
 
 func (v *percentValue) String() string { return strconv.FormatFloat(float64(*v), 'g', -1, 64) }
+func (v *percentValue) Type() string   { return "percent" }
 
 func (v *percentValue) Set(s string) error {
 	p, err := parsePercent(s)
@@ -154,13 +159,14 @@ type stringValue struct {
 	check func(string) error
 }
 
-func stringFlag(fs *flag.FlagSet, name, def string, check func(string) error, usage string) *string {
+func stringFlag(fs *pflag.FlagSet, name, def string, check func(string) error, usage string) *string {
 	v := &stringValue{s: def, check: check}
 	fs.Var(v, name, usage)
 	return &v.s
 }
 
 func (v *stringValue) String() string { return v.s }
+func (v *stringValue) Type() string   { return "string" }
 
 func (v *stringValue) Set(s string) error {
 	if err := v.check(s); err != nil {
@@ -200,13 +206,14 @@ type byteSize struct {
 	check func(int64) error
 }
 
-func sizeFlag(fs *flag.FlagSet, name string, def int64, check func(int64) error, usage string) *int64 {
+func sizeFlag(fs *pflag.FlagSet, name string, def int64, check func(int64) error, usage string) *int64 {
 	v := &byteSize{n: def, check: check}
 	fs.Var(v, name, usage)
 	return &v.n
 }
 
 func (b *byteSize) String() string { return formatSize(b.n) }
+func (b *byteSize) Type() string   { return "size" }
 
 func (b *byteSize) Set(s string) error {
 	n, err := parseSize(s)

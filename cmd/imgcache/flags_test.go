@@ -2,10 +2,11 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 func TestParseSize(t *testing.T) {
@@ -105,7 +106,7 @@ func TestBadFlagValues(t *testing.T) {
 // TestGoodFlagValues: the values the help offers parse, and the zeros
 // that mean "off" are taken as such.
 func TestGoodFlagValues(t *testing.T) {
-	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	tf := addTrustFlags(fs)
 	integrity := integrityFlags(fs)
@@ -138,11 +139,11 @@ func TestHelpSaysWhatZeroMeans(t *testing.T) {
 	}
 	help := out.String()
 	for _, f := range []string{"max-size", "retry-max", "scrub-interval", "stall-time", "prefetchers", "prefetch-rate"} {
-		i := strings.Index(help, "\n  -"+f+" ")
+		i := strings.Index(help, "  --"+f+" ")
 		if i < 0 {
 			t.Fatalf("help lacks --%s:\n%s", f, help)
 		}
-		entry, _, _ := strings.Cut(help[i+1:], "\n  -")
+		entry, _, _ := strings.Cut(help[i+1:], "  --")
 		if !strings.Contains(entry, "0: ") {
 			t.Errorf("help of --%s does not say what 0 means: %q", f, entry)
 		}

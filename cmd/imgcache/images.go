@@ -3,33 +3,52 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/imgcache/imgcache/cachecore"
 	"github.com/imgcache/imgcache/control"
 	"github.com/imgcache/imgcache/mount"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // ls and stat ask the daemon; with no daemon they read the cache's index
 // (as of the daemon's last flush), so they work on an unmounted cache.
 
-func init() {
-	manageCommand("ls", "[--cache-dir DIR] [--json]", `
+func lsCmd() *cobra.Command {
+	return manageCommand("ls [--cache-dir DIR] [--json]", "list the images and their cache state", `
 Lists every image of the cache's catalog: size, bytes cached, state
 (absent, partial, complete, verified, invalid), hits, pinned, last access.
 With no daemon on the cache directory it reads the cache's index directly
-(read-only) and says so on stderr.`, lsFlags)
-	manageCommand("stat", "[--cache-dir DIR] [--json] NAME", `
+(read-only) and says so on stderr.`, 0, lsFlags)
+}
+
+func statCmd() *cobra.Command {
+	c := manageCommand("stat [--cache-dir DIR] [--json] NAME | PATH", "show one image", `
 Shows one image: size, bytes cached, state, hits, last access, pinned,
 queued, digest, source and the last fetch error. NAME is the image's path
 in the mount ("ubuntu/jammy.img"). With no daemon on the cache directory it
-reads the cache's index directly (read-only).`, statFlags)
+reads the cache's index directly (read-only).
+
+An argument that is an existing file on an imgcache mount (type
+fuse.imgcache: "/mnt/images/ubuntu/jammy.img", or "jammy.img" in
+/mnt/images/ubuntu) is a PATH: its attributes (user.imgcache.*) are read
+instead, so that anyone who may read the mount sees the image's state,
+with no access to the daemon's socket; --cache-dir is not used then.`, 1, statFlags)
+	names := c.ValidArgsFunction
+	c.ValidArgsFunction = func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 0 && toComplete != "" && strings.ContainsRune("/.~", rune(toComplete[0])) { // no name starts so
+			return nil, cobra.ShellCompDirectiveDefault // a path
+		}
+		return names(c, args, toComplete)
+	}
+	return c
 }
 
-func lsFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func lsFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -52,13 +71,18 @@ func lsFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
 	}
 }
 
-func statFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func statFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	return func(args []string) error {
-		name, err := oneName(args)
-		if err != nil {
-			return err
+		if len(args) != 1 {
+			return usageErr("want one image NAME or PATH, got %d arguments", len(args))
 		}
-		img, err := statImage(o, name)
+		img, isPath, err := statPath(args[0])
+		if !isPath && err == nil {
+			var name string
+			if name, err = imageArg(args[0]); err == nil {
+				img, err = statImage(o, name)
+			}
+		}
 		if err != nil {
 			return err
 		}

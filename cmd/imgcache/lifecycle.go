@@ -1,10 +1,10 @@
 package main
 
 import (
-	"flag"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore"
+	"github.com/spf13/pflag"
 )
 
 // minMaxSize is the smallest --max-size taken: a smaller limit (say 20,
@@ -14,7 +14,7 @@ const minMaxSize = 1 << 20
 // lifecycleFlags adds the flags of the size limit, pruner, cleaner and
 // prefetcher to a mount's flag set; the function it returns reads them
 // once the flags are parsed.
-func lifecycleFlags(fs *flag.FlagSet) func() (cachecore.Lifecycle, error) {
+func lifecycleFlags(fs *pflag.FlagSet) func() (cachecore.Lifecycle, error) {
 	maxSize := sizeFlag(fs, "max-size", 0, offOrSizeAtLeast(minMaxSize),
 		"most bytes the cached data may take on disk, a `size` of at least 1M, e.g. 20G; 0: half of the cache directory's filesystem")
 	high := percentFlag(fs, "high-water", 100*cachecore.DefaultHighWater,

@@ -3,19 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
-	"unsafe"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
 	"github.com/imgcache/imgcache/control"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
 )
 
 // The management subcommands talk to the daemon of a cache directory over
@@ -28,9 +28,9 @@ type manageOpts struct {
 	json     *bool
 }
 
-func manageFlags(fs *flag.FlagSet) manageOpts {
+func manageFlags(fs *pflag.FlagSet) manageOpts {
 	return manageOpts{
-		cacheDir: stringFlag(fs, "cache-dir", defaultCacheDir(), nonEmpty, "cache `directory` of the mount to manage"),
+		cacheDir: cacheDirFlag(fs, "cache `directory` of the mount to manage"),
 		json:     fs.Bool("json", false, "print JSON rather than a table"),
 	}
 }
@@ -57,16 +57,25 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// manageCommand registers a subcommand that takes the shared flags.
-func manageCommand(name, synopsis, summary string, flags func(*flag.FlagSet, manageOpts) func([]string) error) {
-	commands = append(commands, &command{
-		name:     name,
-		synopsis: synopsis,
-		summary:  summary,
-		flags: func(fs *flag.FlagSet) func([]string) error {
-			return flags(fs, manageFlags(fs))
-		},
+// manageCommand makes a command that takes the shared flags. names, if
+// above 0, is how many image names it takes: they are completed from the
+// daemon (-1: any number).
+func manageCommand(use, short, long string, names int, flags func(*pflag.FlagSet, manageOpts) func([]string) error) *cobra.Command {
+	var o manageOpts
+	c := command(use, short, long, func(fs *pflag.FlagSet) func([]string) error {
+		o = manageFlags(fs)
+		return flags(fs, o)
 	})
+	c.MarkFlagDirname("cache-dir")
+	switch {
+	case names == 0:
+		c.ValidArgsFunction = cobra.NoFileCompletions
+	case names > 0:
+		c.ValidArgsFunction = completeImages(o, names)
+	default:
+		c.ValidArgsFunction = completeImages(o, 0)
+	}
+	return c
 }
 
 // oneName checks that args is exactly one image name.
@@ -154,9 +163,5 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// isTerminal reports whether f is a terminal (a TCGETS ioctl succeeds).
-func isTerminal(f *os.File) bool {
-	var t syscall.Termios
-	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
-	return errno == 0
-}
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

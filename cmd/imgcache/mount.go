@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,13 +13,12 @@ import (
 
 	"github.com/imgcache/imgcache/cachecore"
 	"github.com/imgcache/imgcache/mount"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:     "mount",
-		synopsis: "[flags] UPSTREAM MOUNTPOINT",
-		summary: `
+func mountCmd() *cobra.Command {
+	c := command("mount [flags] UPSTREAM MOUNTPOINT", "mount a cache of the images at UPSTREAM", `
 Mounts a read-only cache of the images at UPSTREAM (an http:// or https://
 URL of a directory: an imgcache origin, or an nginx, Apache or other server
 with directory listings; several, comma-separated, are mirrors tried in
@@ -31,13 +29,20 @@ the credentials file is read again and the catalog refreshed now.
 
 Reads fault the parts they need in from UPSTREAM into the cache directory;
 later reads are local. getfattr -d shows an image's cache state
-(user.imgcache.*), du shows what is cached.`,
-		flags: mountFlags,
-	})
+(user.imgcache.*), du shows what is cached.`, mountFlags)
+	c.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 1 {
+			return nil, cobra.ShellCompDirectiveFilterDirs // MOUNTPOINT
+		}
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c.MarkFlagDirname("cache-dir")
+	c.RegisterFlagCompletionFunc("verify", cobra.FixedCompletions([]cobra.Completion{"lazy", "strict"}, cobra.ShellCompDirectiveNoFileComp))
+	return c
 }
 
-func mountFlags(fs *flag.FlagSet) func([]string) error {
-	cacheDir := stringFlag(fs, "cache-dir", defaultCacheDir(), nonEmpty, "cache `directory` (index and data)")
+func mountFlags(fs *pflag.FlagSet) func([]string) error {
+	cacheDir := cacheDirFlag(fs, "cache `directory` (index and data)")
 	chunk := sizeFlag(fs, "chunk-size", cachecore.DefaultChunkSize, chunkSize,
 		"fetch unit for new images, a `size` from 64K to 64M, a multiple of 4K (e.g. 1M, 4M)")
 	ttl := durationFlag(fs, "catalog-ttl", cachecore.DefaultCatalogTTL, atLeast(time.Second),
@@ -127,11 +132,19 @@ func reloadSignals() <-chan struct{} {
 	return reload
 }
 
+// rootCacheDir is the default cache directory of root.
+const rootCacheDir = "/var/cache/imgcache"
+
+// cacheDirFlag defines --cache-dir.
+func cacheDirFlag(fs *pflag.FlagSet, usage string) *string {
+	return stringFlag(fs, "cache-dir", defaultCacheDir(), nonEmpty, usage+"; "+rootCacheDir+" for root, else $XDG_CACHE_HOME/imgcache")
+}
+
 // defaultCacheDir is /var/cache/imgcache for root, else the user's cache
 // directory ($XDG_CACHE_HOME or ~/.cache) + /imgcache.
 func defaultCacheDir() string {
 	if os.Geteuid() == 0 {
-		return "/var/cache/imgcache"
+		return rootCacheDir
 	}
 	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "imgcache")

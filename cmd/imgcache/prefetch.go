@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,21 +9,23 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/control"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-func init() {
-	manageCommand("prefetch", "[--cache-dir DIR] [--json] [--wait] NAME...", `
+func prefetchCmd() *cobra.Command {
+	return manageCommand("prefetch [--cache-dir DIR] [--json] [--wait] NAME...", "fetch images in the background", `
 Queues images for prefetch: the daemon fetches them completely in the
 background, with bounded parallelism and behind the reads of running
 programs. With --wait it waits until every image is cached, showing a
 progress bar on a terminal and plain lines otherwise, and exits 1 if one
-cannot be fetched. Same as setfattr -n user.imgcache.prefetch -v 1.`, prefetchFlags)
+cannot be fetched. Same as setfattr -n user.imgcache.prefetch -v 1.`, -1, prefetchFlags)
 }
 
 // pollInterval is how often prefetch --wait asks how far the images are.
 const pollInterval = 200 * time.Millisecond
 
-func prefetchFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func prefetchFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	wait := fs.Bool("wait", false, "wait until the images are cached, showing progress")
 	return func(args []string) error {
 		if len(args) == 0 {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,13 +13,12 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/origin"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:     "serve",
-		synopsis: "[flags] DIR",
-		summary: `
+func serveCmd() *cobra.Command {
+	c := command("serve [flags] DIR", "serve the images in DIR over HTTP (an origin)", `
 Serves the image files below DIR (recursively) over HTTP: an origin for
 imgcache mount, or for anything else that speaks HTTP. Files are served
 with Range, ETag and Last-Modified; directories get an HTML listing; and
@@ -30,12 +28,17 @@ with Range, ETag and Last-Modified; directories get an HTML listing; and
 Dotfiles and names with control characters or invisible ones (bidi
 controls, zero-width characters) are not served. It prints
 "imgcache: serving DIR at URL" to stderr when it is listening, and stops on SIGINT
-or SIGTERM.`,
-		flags: serveFlags,
-	})
+or SIGTERM.`, serveFlags)
+	c.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return nil, cobra.ShellCompDirectiveFilterDirs // DIR
+		}
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return c
 }
 
-func serveFlags(fs *flag.FlagSet) func([]string) error {
+func serveFlags(fs *pflag.FlagSet) func([]string) error {
 	listen := stringFlag(fs, "listen", "127.0.0.1:8080", hostPort, "`address` to listen on, host:port (port 0: any free port)")
 	accessLog := fs.String("access-log", "", "append one JSON line per request to this `file`")
 	return func(args []string) error {

@@ -2,26 +2,27 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 
 	"github.com/imgcache/imgcache/control"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-func init() {
-	manageCommand("stats", "[--cache-dir DIR] [--json]", `
+func statsCmd() *cobra.Command {
+	return manageCommand("stats [--cache-dir DIR] [--json]", "counters and state of the daemon", `
 Shows the daemon's state and counters: the upstream and mountpoint, how
 reads of cached images are served (kernel passthrough or not), images by
 state, bytes cached and the size limit, the index's size, the prefetch
 queue, and counters since the daemon started (opens, hits, misses, bytes
 from the upstream and served, evictions, errors, fetches in flight). The
-same figures are at /metrics on the control socket in Prometheus format.`, statsFlags)
+same figures are at /metrics on the control socket in Prometheus format.`, 0, statsFlags)
 }
 
-func statsFlags(fs *flag.FlagSet, o manageOpts) func([]string) error {
+func statsFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err

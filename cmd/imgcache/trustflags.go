@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"log/slog"
 	"os"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"github.com/imgcache/imgcache/cachecore"
 	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
 	"github.com/imgcache/imgcache/mount"
+	"github.com/spf13/pflag"
 )
 
 // minFlushInterval bounds --flush-interval from below: each flush syncs
@@ -31,7 +31,7 @@ type trustFlags struct {
 	mirrors                      listFlag
 }
 
-func addTrustFlags(fs *flag.FlagSet) *trustFlags {
+func addTrustFlags(fs *pflag.FlagSet) *trustFlags {
 	t := &trustFlags{
 		connect: durationFlag(fs, "connect-timeout", httpdir.DefaultConnectTimeout, positiveDuration,
 			"longest wait for a connection (and TLS handshake) to the upstream, a `duration` above 0"),
@@ -90,6 +90,7 @@ func (t *trustFlags) trust(log *slog.Logger) (mount.Trust, error) {
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Type() string   { return "URL" }
 func (l *listFlag) Set(s string) error {
 	if err := nonEmpty(s); err != nil {
 		return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -10,11 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func parseTrust(t *testing.T, args ...string) (*trustFlags, error) {
 	t.Helper()
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	tf := addTrustFlags(fs)
 	return tf, fs.Parse(args)
