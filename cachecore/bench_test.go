@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 // BenchmarkWarmRead is the daemon's work for a read that is cached: find
@@ -64,21 +65,21 @@ func BenchmarkColdRead(b *testing.B) {
 // BenchmarkIndexBatch writes the records and chunk maps of 1,000 images
 // in one batch, as the flusher does.
 func BenchmarkIndexBatch(b *testing.B) {
-	x, err := openIndex(b.TempDir(), discardLogger())
+	x, err := index.Open(b.TempDir(), discardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer x.close()
-	var bt batch
+	defer x.Close()
+	var bt index.Batch
 	m := chunkmap.New(1024)
 	for i := range 1000 {
 		id := fmt.Sprintf("%064x", i)
-		bt.records = append(bt.records, record{ID: id, Name: fmt.Sprintf("img-%d", i), Size: 1 << 30, ChunkSize: 1 << 20, Listed: true, Hits: uint64(i)})
-		bt.putMap(id, m.Marshal())
+		bt.Records = append(bt.Records, index.Record{ID: id, Name: fmt.Sprintf("img-%d", i), Size: 1 << 30, ChunkSize: 1 << 20, Listed: true, Hits: uint64(i)})
+		bt.PutMap(id, m.Marshal())
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		if err := x.write(&bt); err != nil {
+		if err := x.Write(&bt); err != nil {
 			b.Fatal(err)
 		}
 	}

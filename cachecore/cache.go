@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/store"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
@@ -101,7 +102,7 @@ type Cache struct {
 	cfg       Config
 	up        upstream.Upstream
 	log       *slog.Logger
-	idx       *index
+	idx       *index.Index
 	store     *store.Store     // the data files
 	free      *store.FreeSpace // keeps room on the filesystem for the index
 	dir       *store.Dir       // the cache directory, checked (store/dir.go)
@@ -120,7 +121,7 @@ type Cache struct {
 
 	mu        sync.Mutex        // protects the following
 	images    map[string]*Image // every image with a record, by ID
-	catalog   catalogMeta
+	catalog   index.CatalogMeta
 	listErr   error // the last refresh's error, nil after a success
 	listErrAt time.Time
 }
@@ -262,35 +263,35 @@ func (c *Cache) openStorage() error {
 	if err != nil {
 		return err
 	}
-	c.catalog = l.catalog
-	var fix batch
-	for _, r := range l.records {
+	c.catalog = l.Catalog
+	var fix index.Batch
+	for _, r := range l.Records {
 		if !store.ValidID(r.ID) {
 			c.log.Warn("dropping an index record with a malformed ID", "id", r.ID, "image", r.Name)
-			fix.deletes = append(fix.deletes, r.ID)
+			fix.Deletes = append(fix.Deletes, r.ID)
 			continue
 		}
-		err := r.check()
+		err := checkRecord(&r)
 		if err != nil {
 			c.log.Warn("index record refused; its image and data are dropped", "err", err)
 		}
 		if !r.Listed || err != nil {
-			fix.deletes = append(fix.deletes, r.ID)
+			fix.Deletes = append(fix.Deletes, r.ID)
 			continue
 		}
 		n := chunkmap.Chunks(r.Size, r.ChunkSize)
-		present, err := chunkmap.Unmarshal(l.maps[r.ID], n)
-		if err != nil && l.maps[r.ID] != nil {
+		present, err := chunkmap.Unmarshal(l.Maps[r.ID], n)
+		if err != nil && l.Maps[r.ID] != nil {
 			c.log.Warn("chunk map unreadable; image will be fetched again", "image", r.Name, "err", err)
 		}
 		if present.Count() > 0 && !c.store.Exists(r.ID) {
 			present.Clear()
-			r.Verdict = unchecked
-			fix.putMap(r.ID, present.Marshal())
+			r.Verdict = index.Unchecked
+			fix.PutMap(r.ID, present.Marshal())
 		}
 		c.images[r.ID] = newImage(c, r, present)
 	}
-	for _, id := range fix.deletes {
+	for _, id := range fix.Deletes {
 		if !store.ValidID(id) {
 			continue // no data file has that name
 		}
@@ -312,7 +313,7 @@ func (c *Cache) openStorage() error {
 			}
 		}
 	}
-	if err := c.idx.write(&fix); err != nil && !errors.Is(err, ErrIndexHeld) { // held: written later
+	if err := c.idx.Write(&fix); err != nil && !errors.Is(err, ErrIndexHeld) { // held: written later
 		return fmt.Errorf("write index: %w", err)
 	}
 	c.tree.Store(c.buildTree())
@@ -320,15 +321,15 @@ func (c *Cache) openStorage() error {
 }
 
 // openLoadedIndex opens the index and reads it whole.
-func (c *Cache) openLoadedIndex() (loaded, error) {
-	idx, err := openIndex(filepath.Join(c.cfg.Dir, "index"), c.log)
+func (c *Cache) openLoadedIndex() (index.Loaded, error) {
+	idx, err := index.Open(filepath.Join(c.cfg.Dir, "index"), c.log)
 	if err != nil {
-		return loaded{}, err
+		return index.Loaded{}, err
 	}
-	l, err := idx.load()
+	l, err := idx.Load()
 	if err != nil {
-		idx.close()
-		return loaded{}, fmt.Errorf("read index: %w", err)
+		idx.Close()
+		return index.Loaded{}, fmt.Errorf("read index: %w", err)
 	}
 	c.idx = idx
 	return l, nil
@@ -349,7 +350,7 @@ func (c *Cache) Close() error {
 func (c *Cache) closeStorage() error {
 	var err error
 	if c.idx != nil {
-		err = c.idx.close()
+		err = c.idx.Close()
 	}
 	if c.store != nil {
 		c.store.Close()
@@ -402,7 +403,24 @@ func (c *Cache) deleteImage(img *Image) {
 	} else {
 		c.forgetUsage(img)
 	}
-	if err := c.idx.write(&batch{deletes: []string{img.id}}); err != nil {
+	if err := c.idx.Write(&index.Batch{Deletes: []string{img.id}}); err != nil {
 		c.log.Warn("removing index record", "image", img.entry.Name, "err", err)
 	}
+}
+
+// checkRecord says whether a record can become an image: what a catalog entry
+// must pass (upstream.Entry.Validate) and a chunk size the cache can use.
+// An index written before entries were validated, or damaged, may hold
+// a record that is not; start-up drops it (and its data) instead of
+// building an image from it.
+func checkRecord(r *index.Record) error {
+	e := upstream.Entry{Name: r.Name, Size: r.Size, ModTime: r.ModTime, ETag: r.ETag, Digest: r.Digest}
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	if r.ChunkSize < MinChunkSize || r.ChunkSize > MaxChunkSize {
+		return fmt.Errorf("%w: %q: chunk size %d is outside [%d, %d]", upstream.ErrBadEntry, r.Name,
+			r.ChunkSize, MinChunkSize, MaxChunkSize)
+	}
+	return nil
 }

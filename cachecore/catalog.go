@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -175,22 +176,22 @@ func (c *Cache) refresh(ctx context.Context) error {
 	c.mu.Lock()
 	if err != nil {
 		c.listErr, c.listErrAt = err, now
-		var stale *catalogMeta
+		var stale *index.CatalogMeta
 		if c.catalog.StaleSince.IsZero() {
 			c.catalog.StaleSince = now
-			stale = &catalogMeta{}
+			stale = &index.CatalogMeta{}
 			*stale = c.catalog
 		}
 		c.mu.Unlock()
 		if stale != nil {
-			if werr := c.idx.write(&batch{catalog: stale}); werr != nil {
+			if werr := c.idx.Write(&index.Batch{Catalog: stale}); werr != nil {
 				c.log.Warn("saving catalog", "err", werr)
 			}
 		}
 		return err
 	}
 	c.listErr = nil
-	var b batch
+	var b index.Batch
 	old := c.tree.Load()
 	listed := make(map[string]bool, len(entries))
 	for _, e := range entries {
@@ -199,10 +200,10 @@ func (c *Cache) refresh(ctx context.Context) error {
 		if img := c.images[id]; img != nil {
 			continue
 		}
-		r := record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
+		r := index.Record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
 			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
 		c.images[id] = newImage(c, r, chunkmap.New(chunkmap.Chunks(e.Size, r.ChunkSize)))
-		b.records = append(b.records, r)
+		b.Records = append(b.Records, r)
 	}
 	var retired []*Image
 	for id, img := range c.images {
@@ -211,14 +212,14 @@ func (c *Cache) refresh(ctx context.Context) error {
 			retired = append(retired, img)
 		}
 	}
-	c.catalog = catalogMeta{RefreshedAt: now, Source: c.up.URL("")}
+	c.catalog = index.CatalogMeta{RefreshedAt: now, Source: c.up.URL("")}
 	meta := c.catalog // a copy: the batch is written outside the lock
-	b.catalog = &meta
+	b.Catalog = &meta
 	t := c.buildTree()
 	c.tree.Store(t)
 	c.mu.Unlock()
 
-	if err := c.idx.write(&b); err != nil {
+	if err := c.idx.Write(&b); err != nil {
 		c.log.Warn("saving catalog", "err", err)
 	}
 	for _, img := range retired {

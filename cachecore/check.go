@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 // Checking data at rest. Once an image has been hashed (verify.go), the
@@ -125,7 +127,7 @@ func (c *Cache) checkImage(ctx context.Context, img *Image, k *checker) (r image
 		r.Message = "nothing cached"
 		return r
 	}
-	sums, err := c.idx.sums(img.id)
+	sums, err := c.idx.Sums(img.id)
 	if err != nil {
 		r.Message = "reading its checksums: " + err.Error()
 		return r
@@ -282,8 +284,8 @@ func (c *Cache) quarantine(img *Image, bad []int, readErr error) (dropped int, i
 		inPlace = true
 	}
 	if dropped > 0 {
-		if img.rec.Verdict == verified {
-			img.rec.Verdict = unchecked // verified again once complete
+		if img.rec.Verdict == index.Verified {
+			img.rec.Verdict = index.Unchecked // verified again once complete
 		}
 		img.recordErrorLocked(&Error{Op: "check", Name: img.entry.Name, Err: fmt.Errorf(
 			"%w: %d cached chunks (%s) %s; dropped, they are fetched again when read",

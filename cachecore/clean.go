@@ -3,6 +3,8 @@ package cachecore
 import (
 	"context"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 // The cleaner, like Glance's: it reaps the data of images whose fetch
@@ -35,7 +37,7 @@ func (c *Cache) clean() Dropped {
 	var victims []*Image
 	for _, img := range imgs {
 		img.mu.Lock()
-		if img.users == 0 && !img.retired && (img.rec.Verdict == invalid ||
+		if img.users == 0 && !img.retired && (img.rec.Verdict == index.Invalid ||
 			stall > 0 && c.stalledLocked(img, cutoff)) {
 			victims = append(victims, img)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/store"
 )
 
@@ -25,6 +26,12 @@ var (
 	// ErrStorageLost: the cache directory, or its data or index
 	// directory, was removed or moved away while mounted (storage.go).
 	ErrStorageLost = store.ErrStorageLost
+	// ErrIndexDamaged: the index cannot be read; mount --rebuild-index
+	// rebuilds it (rebuild.go).
+	ErrIndexDamaged = index.ErrDamaged
+	// ErrIndexHeld: index writes are held back (a full filesystem) and
+	// written later.
+	ErrIndexHeld = index.ErrHeld
 )
 
 // Error is the failure of one operation on one image. It wraps the cause

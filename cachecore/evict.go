@@ -2,6 +2,8 @@ package cachecore
 
 import (
 	"errors"
+
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 // Eviction drops an image's cached data: its chunk map is emptied (in
@@ -41,7 +43,7 @@ func (d *Dropped) add(o Dropped) {
 func (c *Cache) dropData(imgs []*Image) Dropped {
 	var d Dropped
 	c.life.indexMu.Lock()
-	var b batch
+	var b index.Batch
 	dropped := make([]*Image, 0, len(imgs))
 	for _, img := range imgs {
 		img.mu.Lock()
@@ -55,17 +57,17 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 			continue
 		}
 		img.present.Clear()
-		if img.rec.Verdict == invalid { // its bad bytes are gone; LastError keeps the story
-			img.rec.Verdict = unchecked
+		if img.rec.Verdict == index.Invalid { // its bad bytes are gone; LastError keeps the story
+			img.rec.Verdict = index.Unchecked
 		}
 		img.life.gen++
 		img.dirty, img.unsynced = false, false
-		b.records = append(b.records, img.rec)
-		b.putMap(img.id, img.present.Marshal())
+		b.Records = append(b.Records, img.rec)
+		b.PutMap(img.id, img.present.Marshal())
 		dropped = append(dropped, img)
 		img.mu.Unlock()
 	}
-	err := c.idx.write(&b)
+	err := c.idx.Write(&b)
 	c.life.indexMu.Unlock()
 	if err != nil {
 		// The index may still say the chunks are there: keep the files

@@ -3,6 +3,8 @@ package cachecore
 import (
 	"errors"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 // flushLoop writes index changes every FlushInterval, or sooner when
@@ -49,7 +51,7 @@ func (c *Cache) flush() error {
 	type snapshot struct {
 		img     *Image
 		gen     uint64
-		rec     record
+		rec     index.Record
 		present []byte
 	}
 	var snaps []snapshot
@@ -81,15 +83,15 @@ func (c *Cache) flush() error {
 
 	c.life.indexMu.Lock()
 	defer c.life.indexMu.Unlock()
-	var b batch
+	var b index.Batch
 	for _, s := range snaps {
 		s.img.mu.Lock()
 		stale := s.img.life.gen != s.gen
 		s.img.mu.Unlock()
 		if !stale {
-			b.records = append(b.records, s.rec)
-			b.putMap(s.img.id, s.present)
+			b.Records = append(b.Records, s.rec)
+			b.PutMap(s.img.id, s.present)
 		}
 	}
-	return c.idx.write(&b)
+	return c.idx.Write(&b)
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 // Handle is one open of an image for reading. It keeps the data file open
@@ -52,8 +54,8 @@ func (c *Cache) Open(img *Image) (*Handle, error) {
 		return nil, err
 	}
 	c.inUseLocked(img)
-	if img.rec.Verdict == invalid { // its chunks were dropped: fetch afresh
-		img.rec.Verdict = unchecked
+	if img.rec.Verdict == index.Invalid { // its chunks were dropped: fetch afresh
+		img.rec.Verdict = index.Unchecked
 	}
 	img.rec.Hits++
 	img.rec.LastAccess = c.now()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -123,7 +124,7 @@ func TestHostileRecordsInIndexDoNotCrashStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bad := []record{
+	bad := []index.Record{
 		{Name: "max.img", Size: math.MaxInt64},
 		{Name: "huge.img", Size: 1 << 62},
 		{Name: "negative.img", Size: -5},
@@ -131,24 +132,24 @@ func TestHostileRecordsInIndexDoNotCrashStart(t *testing.T) {
 		{Name: "nochunks.img", Size: 10, ChunkSize: -1},
 		{Name: "odd/../name.img", Size: 10},
 	}
-	idx, err := openIndex(filepath.Join(dir, "index"), discardLogger())
+	idx, err := index.Open(filepath.Join(dir, "index"), discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b batch
+	var b index.Batch
 	for i, r := range bad {
 		r.ID = fmt.Sprintf("%064x", i+1)
 		r.Listed = true
 		if r.ChunkSize == 0 {
 			r.ChunkSize = 64 << 10
 		}
-		b.records = append(b.records, r)
-		b.putMap(r.ID, []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0})
+		b.Records = append(b.Records, r)
+		b.PutMap(r.ID, []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0})
 	}
-	if err := idx.write(&b); err != nil {
+	if err := idx.Write(&b); err != nil {
 		t.Fatal(err)
 	}
-	if err := idx.close(); err != nil {
+	if err := idx.Close(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -169,16 +170,16 @@ func TestHostileRecordsInIndexDoNotCrashStart(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	idx, err = openIndex(filepath.Join(dir, "index"), discardLogger())
+	idx, err = index.Open(filepath.Join(dir, "index"), discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer idx.close()
-	l, err := idx.load()
+	defer idx.Close()
+	l, err := idx.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l.records) != 1 || l.records[0].Name != "ok.img" {
-		t.Fatalf("index keeps %d records after start-up, want ok.img's alone", len(l.records))
+	if len(l.Records) != 1 || l.Records[0].Name != "ok.img" {
+		t.Fatalf("index keeps %d records after start-up, want ok.img's alone", len(l.Records))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -50,14 +51,14 @@ func FuzzEntryArithmetic(f *testing.F) {
 		if !e.ModTime.IsZero() && !time.Unix(0, e.ModTime.UnixNano()).Equal(e.ModTime) {
 			t.Fatalf("mtime %v does not survive UnixNano", e.ModTime)
 		}
-		r := record{ID: fmt.Sprintf("%064x", 1), Name: e.Name, Size: size, ModTime: e.ModTime, Digest: digest, ChunkSize: MinChunkSize}
+		r := index.Record{ID: fmt.Sprintf("%064x", 1), Name: e.Name, Size: size, ModTime: e.ModTime, Digest: digest, ChunkSize: MinChunkSize}
 		v, err := json.Marshal(r)
 		if err != nil {
 			t.Fatalf("record of an accepted entry cannot be stored: %v", err)
 		}
-		var back record
-		if err := json.Unmarshal(v, &back); err != nil || back.check() != nil || !back.ModTime.Equal(r.ModTime) {
-			t.Fatalf("record round trip: %v, check %v", err, back.check())
+		var back index.Record
+		if err := json.Unmarshal(v, &back); err != nil || checkRecord(&back) != nil || !back.ModTime.Equal(r.ModTime) {
+			t.Fatalf("record round trip: %v, check %v", err, checkRecord(&back))
 		}
 	})
 }
@@ -132,17 +133,17 @@ func FuzzCatalogToIndex(f *testing.F) {
 		}
 
 		// An older daemon kept what it was listed, unchecked.
-		idx, err := openIndex(filepath.Join(dir, "index"), discardLogger())
+		idx, err := index.Open(filepath.Join(dir, "index"), discardLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
-		kept := record{ID: fmt.Sprintf("%064x", uint64(size)), Name: "kept.img", Size: size, ModTime: mtime,
+		kept := index.Record{ID: fmt.Sprintf("%064x", uint64(size)), Name: "kept.img", Size: size, ModTime: mtime,
 			ChunkSize: chunk, Listed: true, Hits: math.MaxUint64}
-		var b batch
-		b.records = []record{kept}
-		b.putMap(kept.ID, []byte{0xff, 0xff, 0xff, 0xff})
-		werr := idx.write(&b) // a time JSON cannot hold is not stored
-		if err := idx.close(); err != nil {
+		var b index.Batch
+		b.Records = []index.Record{kept}
+		b.PutMap(kept.ID, []byte{0xff, 0xff, 0xff, 0xff})
+		werr := idx.Write(&b) // a time JSON cannot hold is not stored
+		if err := idx.Close(); err != nil {
 			t.Fatal(err)
 		}
 		up.entries = append(up.entries, upstream.Entry{Name: "kept.img", Size: size, ModTime: mtime})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
@@ -32,8 +33,8 @@ type Image struct {
 	nChunks   int
 	ino       uint64
 
-	mu        sync.Mutex // protects the following
-	rec       record     // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed
+	mu        sync.Mutex   // protects the following
+	rec       index.Record // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed
 	present   chunkmap.Map
 	flights   map[int]*flight // chunk -> the fetch that will bring it
 	file      *os.File        // open while users > 0
@@ -56,7 +57,7 @@ type flight struct {
 	req  *request // the run bringing it (request.go)
 }
 
-func newImage(c *Cache, r record, present chunkmap.Map) *Image {
+func newImage(c *Cache, r index.Record, present chunkmap.Map) *Image {
 	n := int((r.Size + r.ChunkSize - 1) / r.ChunkSize)
 	if present.Len() != n {
 		present = chunkmap.New(n)
@@ -142,9 +143,9 @@ func (img *Image) Complete() bool {
 
 func (img *Image) stateLocked() State {
 	switch {
-	case img.rec.Verdict == invalid:
+	case img.rec.Verdict == index.Invalid:
 		return StateInvalid
-	case img.present.Complete() && img.rec.Verdict == verified:
+	case img.present.Complete() && img.rec.Verdict == index.Verified:
 		return StateVerified
 	case img.present.Complete() && img.entry.Digest == "":
 		return StateComplete // nothing to verify against

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 const testChunk = 64 << 10 // openTest's chunk size
@@ -126,7 +128,7 @@ func TestCheckQuarantinesDamagedChunks(t *testing.T) {
 			img := mustLookup(t, c, "d/x.img")
 			readAll(t, c, img)
 			readAll(t, c, mustLookup(t, c, "y.img"))
-			waitFor(t, func() bool { s, _ := c.idx.sums(img.id); return len(s) == 5*32 })
+			waitFor(t, func() bool { s, _ := c.idx.Sums(img.id); return len(s) == 5*32 })
 			waitFor(t, func() bool {
 				return img.Info().State == map[bool]State{true: StateVerified, false: StateComplete}[withDigest]
 			})
@@ -174,7 +176,7 @@ func TestCheckVerifiesCompleteImageWithoutSums(t *testing.T) {
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
 	// As if cached before sums were recorded, then damaged.
-	if err := c.idx.db.DropPrefix([]byte(sumPrefix)); err != nil {
+	if err := c.idx.Write(&index.Batch{Sums: map[string][]byte{img.id: {}}}); err != nil {
 		t.Fatal(err)
 	}
 	damage(t, dataPath(c, img), 5)
@@ -197,7 +199,7 @@ func TestScrubFindsDamage(t *testing.T) {
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
-	waitFor(t, func() bool { s, _ := c.idx.sums(img.id); return s != nil })
+	waitFor(t, func() bool { s, _ := c.idx.Sums(img.id); return s != nil })
 	damage(t, dataPath(c, img), testChunk)
 	waitFor(t, func() bool { return strings.Contains(img.Info().LastError, "no longer match") })
 	if s := img.Info().State; s != StatePartial {
@@ -250,7 +252,7 @@ func TestRefetchOfVerifiedImageIsChecked(t *testing.T) {
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
-	waitFor(t, func() bool { s, _ := c.idx.sums(img.id); return s != nil })
+	waitFor(t, func() bool { s, _ := c.idx.Sums(img.id); return s != nil })
 
 	// Chunk 1 is damaged at rest and quarantined; meanwhile the upstream
 	// starts serving a wrong byte in it.

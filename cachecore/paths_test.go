@@ -2,6 +2,7 @@ package cachecore
 
 import (
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/imgcache/imgcache/cachecore/store"
@@ -36,4 +37,25 @@ func dirAllocated(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// copyDir copies the regular files of a flat directory (badger's).
+func copyDir(from, to string) error {
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }

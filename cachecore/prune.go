@@ -79,12 +79,12 @@ func (c *Cache) PruneNow(ctx context.Context) (Dropped, error) {
 }
 
 func (c *Cache) measureIndex() {
-	c.life.space.SetIndex(c.idx.size())
+	c.life.space.SetIndex(c.idx.Size())
 }
 
-// indexGC runs badger's value-log GC (indexroom.go).
+// indexGC runs badger's value-log GC (index/room.go).
 func (c *Cache) indexGC() {
-	if err := c.idx.gc(c.ctx); err != nil {
+	if err := c.idx.GC(c.ctx); err != nil {
 		c.log.Warn("index value-log GC", "err", err)
 	}
 }

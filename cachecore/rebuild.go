@@ -5,24 +5,20 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
-	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/y"
 	"golang.org/x/sys/unix"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // Rebuilding a damaged index (Config.RebuildIndex; mount --rebuild-index).
-// Without it a damaged index stops the start (indexdamage.go) and nothing
+// Without it a damaged index stops the start (index/damage.go) and nothing
 // is touched; with it, and only if the index is damaged:
 //
 //   - The upstream is listed first: without its catalog no data file can
@@ -51,24 +47,24 @@ func (c *Cache) rebuildIndex(damage error) error {
 	}
 	entries = c.acceptable(entries)
 	dir := filepath.Join(c.cfg.Dir, "index")
-	salvaged := salvage(dir, c.log)
+	salvaged := index.Salvage(dir, c.log)
 
 	aside := "index.damaged-" + c.now().UTC().Format("20060102T150405Z")
 	if err := c.dir.Rename("index", aside); err != nil {
 		return fmt.Errorf("moving the damaged index aside to %s: %w", aside, err)
 	}
-	idx, err := openIndex(dir, c.log)
+	idx, err := index.Open(dir, c.log)
 	if err != nil {
 		return err
 	}
-	defer idx.close()
+	defer idx.Close()
 
 	now := c.now()
-	var b batch
+	var b index.Batch
 	var kept, bySums, byDigest, dropped, chunks int
 	for _, e := range entries {
 		id := c.imageID(e)
-		r := record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
+		r := index.Record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
 			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
 		if c.store.Exists(id) {
 			v := c.vouch(e, id, salvaged[id])
@@ -87,17 +83,17 @@ func (c *Cache) rebuildIndex(damage error) error {
 					bySums++
 				}
 				r.ChunkSize, r.Verdict = v.chunkSize, v.verdict
-				b.putMap(id, v.present.Marshal())
-				if b.sums == nil {
-					b.sums = make(map[string][]byte)
+				b.PutMap(id, v.present.Marshal())
+				if b.Sums == nil {
+					b.Sums = make(map[string][]byte)
 				}
-				b.sums[id] = v.sums
+				b.Sums[id] = v.sums
 			}
 		}
-		b.records = append(b.records, r)
+		b.Records = append(b.Records, r)
 	}
-	b.catalog = &catalogMeta{RefreshedAt: now, Source: c.up.URL("")}
-	if err := idx.write(&b); err != nil {
+	b.Catalog = &index.CatalogMeta{RefreshedAt: now, Source: c.up.URL("")}
+	if err := idx.Write(&b); err != nil {
 		return fmt.Errorf("writing the rebuilt index: %w", err)
 	}
 	c.log.Warn("index rebuilt", "damage", damage, "moved_to", filepath.Join(c.cfg.Dir, aside),
@@ -111,13 +107,13 @@ type vouched struct {
 	chunkSize int64
 	present   chunkmap.Map
 	sums      []byte
-	verdict   verdict
+	verdict   index.Verdict
 	byDigest  bool
 }
 
 // vouch finds the chunks of an image's data file that can be vouched for
 // (see above); none if nothing can.
-func (c *Cache) vouch(e upstream.Entry, id string, s salvagedImage) vouched {
+func (c *Cache) vouch(e upstream.Entry, id string, s index.Salvaged) vouched {
 	f, err := c.store.OpenFile(id, os.O_RDONLY)
 	if err != nil {
 		return vouched{}
@@ -126,15 +122,15 @@ func (c *Cache) vouch(e upstream.Entry, id string, s salvagedImage) vouched {
 	if fi, err := f.Stat(); err != nil || fi.Size() != e.Size {
 		return vouched{} // not this version's file
 	}
-	n := len(s.sums) / sha256.Size
-	for _, cs := range chunkSizesFor(e.Size, n, s.chunkSize, c.cfg.ChunkSize) {
-		present, ok := checkChunks(f, e.Size, cs, s.sums)
+	n := len(s.Sums) / sha256.Size
+	for _, cs := range chunkSizesFor(e.Size, n, s.ChunkSize, c.cfg.ChunkSize) {
+		present, ok := checkChunks(f, e.Size, cs, s.Sums)
 		if !ok {
 			continue // chunk boundaries of another size
 		}
-		v := vouched{chunkSize: cs, present: present, sums: s.sums}
+		v := vouched{chunkSize: cs, present: present, sums: s.Sums}
 		if present.Complete() && e.Digest != "" {
-			v.verdict = verified // sums are recorded when an image is verified
+			v.verdict = index.Verified // sums are recorded when an image is verified
 		}
 		return v
 	}
@@ -149,7 +145,7 @@ func (c *Cache) vouch(e upstream.Entry, id string, s salvagedImage) vouched {
 	for i := range present.Len() {
 		present.Set(i)
 	}
-	return vouched{chunkSize: c.cfg.ChunkSize, present: present, sums: sums, verdict: verified, byDigest: true}
+	return vouched{chunkSize: c.cfg.ChunkSize, present: present, sums: sums, verdict: index.Verified, byDigest: true}
 }
 
 // chunkSizesFor lists the chunk sizes n sums of an image of size bytes
@@ -160,7 +156,7 @@ func chunkSizesFor(size int64, n int, recorded, mount int64) []int64 {
 		return nil
 	}
 	var cands []int64
-	if recorded > 0 {
+	if MinChunkSize <= recorded && recorded <= MaxChunkSize { // a recorded size is salvaged as it was
 		cands = []int64{recorded}
 	} else {
 		cands = []int64{mount}
@@ -225,153 +221,4 @@ func hashFile(f *os.File, size, chunkSize int64) (string, []byte, error) {
 		sums = chunk.Sum(sums)
 	}
 	return hex.EncodeToString(whole.Sum(nil)), sums, nil
-}
-
-// salvagedImage is what is kept of an image from a damaged index.
-type salvagedImage struct {
-	sums      []byte
-	chunkSize int64 // from its record; 0 if that was not readable
-}
-
-// salvage reads what it can of the damaged index in dir: the latest
-// version of each image's chunk sums and record, from the tables that
-// pass their checksums and from its logs, replayed on a copy. What cannot
-// be read is not there; the damaged index is not changed.
-func salvage(dir string, log *slog.Logger) map[string]salvagedImage {
-	s := salvager{latest: make(map[string]salvagedValue)}
-	opt := badgerOptions(dir, log)
-	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	for _, t := range tables {
-		if err := s.table(t, opt); err != nil {
-			log.Warn("salvaging the damaged index: a table is unreadable", "table", t, "err", oneLine(err))
-		}
-	}
-	if err := s.logs(dir); err != nil {
-		log.Warn("salvaging the damaged index: its logs are unreadable", "err", oneLine(err))
-	}
-	out := make(map[string]salvagedImage)
-	for k, v := range s.latest {
-		if v.value == nil {
-			continue // deleted, or in the value log (unreadable without the tables)
-		}
-		if id, ok := strings.CutPrefix(k, sumPrefix); ok && len(v.value)%sha256.Size == 0 {
-			si := out[id]
-			si.sums = v.value
-			out[id] = si
-		}
-		if id, ok := strings.CutPrefix(k, imgPrefix); ok {
-			var r record
-			if json.Unmarshal(v.value, &r) == nil && r.ChunkSize >= MinChunkSize && r.ChunkSize <= MaxChunkSize {
-				si := out[id]
-				si.chunkSize = r.ChunkSize
-				out[id] = si
-			}
-		}
-	}
-	return out
-}
-
-// Flags of badger's value meta (badger's value.go), which its table
-// iterators hand out as they are.
-const (
-	badgerBitDelete       = 1 << 0
-	badgerBitValuePointer = 1 << 1
-)
-
-type salvager struct {
-	latest map[string]salvagedValue // by key: sum/ and img/ keys only
-}
-
-type salvagedValue struct {
-	version uint64
-	value   []byte // nil: deleted, or unreadable
-}
-
-// keep keeps a version of a key if it is the latest seen.
-func (s *salvager) keep(key []byte, version uint64, value []byte) {
-	k := string(key)
-	if !strings.HasPrefix(k, sumPrefix) && !strings.HasPrefix(k, imgPrefix) {
-		return
-	}
-	if cur, ok := s.latest[k]; ok && cur.version >= version {
-		return
-	}
-	s.latest[k] = salvagedValue{version: version, value: bytes.Clone(value)}
-}
-
-// table salvages one table, if it passes its checksums.
-func (s *salvager) table(path string, opt badger.Options) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%v", p)
-		}
-	}()
-	t, err := openTable(path, opt)
-	if err != nil {
-		return err
-	}
-	defer t.Close(-1)
-	it := t.NewIterator(0)
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		k := it.Key()
-		vs := it.Value()
-		value := vs.Value
-		if vs.Meta&(badgerBitDelete|badgerBitValuePointer) != 0 {
-			value = nil
-		}
-		s.keep(y.ParseKey(k), y.ParseTs(k), value)
-	}
-	return nil
-}
-
-// logs salvages the memtable and value logs: badger replays a copy of
-// them (no tables, no manifest) in a temporary directory.
-func (s *salvager) logs(dir string) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%v", p)
-		}
-	}()
-	tmp, err := os.MkdirTemp("", "imgcache-salvage-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	copied := 0
-	for _, e := range ents {
-		if n := e.Name(); e.Type().IsRegular() && (strings.HasSuffix(n, ".mem") || strings.HasSuffix(n, ".vlog")) {
-			if err := copyFile(filepath.Join(dir, n), filepath.Join(tmp, n)); err != nil {
-				return err
-			}
-			copied++
-		}
-	}
-	if copied == 0 {
-		return nil
-	}
-	db, err := badger.Open(badgerOptions(tmp, slog.New(slog.DiscardHandler)))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{AllVersions: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			var v []byte
-			if !item.IsDeletedOrExpired() {
-				if v, err = item.ValueCopy(nil); err != nil {
-					v = nil
-				}
-			}
-			s.keep(item.Key(), item.Version(), v)
-		}
-		return nil
-	})
 }

@@ -50,7 +50,7 @@ func newRebuildFixture(t *testing.T, crashed bool) *rebuildFixture {
 		}
 		waitFor(t, func() bool { return img.Info().State == want })
 		waitFor(t, func() bool { // recorded after the state shows (for an image without digest)
-			s, _ := c.idx.sums(img.id)
+			s, _ := c.idx.Sums(img.id)
 			return s != nil
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
 	"github.com/imgcache/imgcache/origin"
 )
@@ -88,15 +89,15 @@ func serveRandomImage(b *testing.B, size int) string {
 func BenchmarkIndexBatchSizes(b *testing.B) {
 	for _, n := range []int{1, 100, 10_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			x, err := openIndex(b.TempDir(), discardLogger())
+			x, err := index.Open(b.TempDir(), discardLogger())
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer x.close()
+			defer x.Close()
 			bt := recordBatch(0, n)
 			b.ResetTimer()
 			for b.Loop() {
-				if err := x.write(&bt); err != nil {
+				if err := x.Write(&bt); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -108,35 +109,35 @@ func BenchmarkIndexBatchSizes(b *testing.B) {
 // does before the mount answers.
 func BenchmarkIndexLoad100k(b *testing.B) {
 	dir := b.TempDir()
-	x, err := openIndex(dir, discardLogger())
+	x, err := index.Open(dir, discardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
 	for i := 0; i < 100_000; i += 10_000 {
 		bt := recordBatch(i, 10_000)
-		if err := x.write(&bt); err != nil {
+		if err := x.Write(&bt); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		l, err := x.load()
-		if err != nil || len(l.records) != 100_000 {
-			b.Fatalf("load: %d records, %v", len(l.records), err)
+		l, err := x.Load()
+		if err != nil || len(l.Records) != 100_000 {
+			b.Fatalf("load: %d records, %v", len(l.Records), err)
 		}
 	}
 	b.StopTimer()
-	x.close()
+	x.Close()
 }
 
-func recordBatch(from, n int) batch {
-	var bt batch
+func recordBatch(from, n int) index.Batch {
+	var bt index.Batch
 	m := chunkmap.New(1024)
 	for i := from; i < from+n; i++ {
 		id := fmt.Sprintf("%064x", i)
-		bt.records = append(bt.records, record{ID: id, Name: fmt.Sprintf("img-%d", i), Size: 1 << 30,
+		bt.Records = append(bt.Records, index.Record{ID: id, Name: fmt.Sprintf("img-%d", i), Size: 1 << 30,
 			ChunkSize: 1 << 20, Listed: true, Hits: uint64(i)})
-		bt.putMap(id, m.Marshal())
+		bt.PutMap(id, m.Marshal())
 	}
 	return bt
 }

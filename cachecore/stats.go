@@ -70,6 +70,6 @@ func (c *Cache) Snapshot() Snapshot {
 	s.Queued = len(c.Queued())
 	s.Usage = c.Usage()
 	// The pruner measures the index once a tick; an API caller wants now.
-	s.Usage.IndexBytes = c.idx.size()
+	s.Usage.IndexBytes = c.idx.Size()
 	return s
 }

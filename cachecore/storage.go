@@ -19,7 +19,7 @@ import (
 //     upstream (as when the size limit leaves no room), and an image
 //     whose file is gone says so in user.imgcache.error;
 //   - nothing is fetched into the cache or flushed, index writes are held
-//     (indexroom.go) and Close does not wait on badger: a remount starts
+//     (index/room.go) and Close does not wait on badger: a remount starts
 //     afresh.
 
 type storageLoss struct {
@@ -37,10 +37,10 @@ func (c *Cache) storageLost() error {
 }
 
 // checkStorage notices a lost storage, and lets the index write what it
-// holds back once it can (indexroom.go). The flusher calls it each tick.
+// holds back once it can (index/room.go). The flusher calls it each tick.
 func (c *Cache) checkStorage() {
 	c.noticeLoss()
-	c.idx.retry()
+	c.idx.Retry()
 }
 
 // noticeLoss checks the cache, data and index directories, and returns
@@ -54,7 +54,7 @@ func (c *Cache) noticeLoss() error {
 		err = c.store.Gone()
 	}
 	if err == nil {
-		err = c.idx.gone()
+		err = c.idx.Gone()
 	}
 	if !errors.Is(err, ErrStorageLost) {
 		return nil
@@ -73,7 +73,7 @@ func (c *Cache) StorageError() (error, time.Time) {
 	if l := c.lost.Load(); l != nil {
 		return l.err, l.at
 	}
-	return c.idx.heldErr()
+	return c.idx.HeldErr()
 }
 
 // fileGone turns an image whose data file could not be opened, with the

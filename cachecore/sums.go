@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Chunk sums. Verification records the sha256 of each chunk of an image
@@ -23,32 +21,6 @@ import (
 // when the image was verified.
 var ErrMismatch = errors.New("fetched bytes do not match the verified copy")
 
-// sums returns the chunk checksums recorded for an image: the sha256 of
-// each chunk, concatenated; nil if none were recorded.
-func (x *index) sums(id string) ([]byte, error) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	if s, ok := x.pending.lookupSums(id); ok { // held back (indexroom.go)
-		return s, nil
-	}
-	if x.db == nil {
-		return nil, x.held
-	}
-	var v []byte
-	err := x.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(sumPrefix + id))
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, nil
-	}
-	return v, err
-}
-
 // verifiedSums returns the chunk sums of an image with a digest whose
 // copy was verified, read from the index once; nil if there are none.
 func (img *Image) verifiedSums() []byte {
@@ -61,7 +33,7 @@ func (img *Image) verifiedSums() []byte {
 	if read {
 		return s
 	}
-	s, err := img.c.idx.sums(img.id)
+	s, err := img.c.idx.Sums(img.id)
 	if err != nil || len(s) != img.nChunks*sha256.Size {
 		s = nil
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/imgcache/imgcache/cachecore/index"
 )
 
 // Verification. When an image's last chunk lands, its whole data file is
@@ -89,12 +91,12 @@ func (c *Cache) verify(img *Image, run *verifyRun) {
 		return
 	}
 	// Sums before the verdict: a verified image always has its sums.
-	if err := c.idx.write(&batch{sums: map[string][]byte{img.id: sums}}); err != nil {
+	if err := c.idx.Write(&index.Batch{Sums: map[string][]byte{img.id: sums}}); err != nil {
 		c.log.Warn("recording chunk checksums", "image", img.entry.Name, "err", err)
 	}
 	img.mu.Lock()
 	if img.present.Complete() && want != "" {
-		img.rec.Verdict = verified
+		img.rec.Verdict = index.Verified
 		img.dirty = true
 	}
 	img.markCheckedLocked(stamp) // the hash was a check of every chunk
@@ -114,7 +116,7 @@ func (c *Cache) invalidate(img *Image, want, got string) {
 		img.mu.Unlock()
 		return
 	}
-	img.rec.Verdict = invalid
+	img.rec.Verdict = index.Invalid
 	img.recordErrorLocked(err)
 	dropErr := img.dropLocked()
 	img.mu.Unlock()
@@ -164,7 +166,7 @@ func (img *Image) awaitVerified(ctx context.Context) error {
 	for {
 		img.mu.Lock()
 		switch {
-		case img.rec.Verdict == invalid:
+		case img.rec.Verdict == index.Invalid:
 			err := errors.New(img.rec.LastError)
 			img.mu.Unlock()
 			return &Error{Op: "read", Name: img.entry.Name, Err: fmt.Errorf("%w: %v", ErrInvalid, err)}
@@ -218,7 +220,7 @@ func (img *Image) trustedLocked() bool {
 	if !img.present.Complete() {
 		return false
 	}
-	return img.entry.Digest == "" || img.rec.Verdict == verified
+	return img.entry.Digest == "" || img.rec.Verdict == index.Verified
 }
 
 // ctxReader stops a long read when the cache closes.
@@ -273,7 +275,7 @@ func (c *Cache) resumeVerification() {
 	defer c.mu.Unlock()
 	for _, img := range c.images {
 		img.mu.Lock()
-		if img.present.Complete() && img.nChunks > 0 && img.entry.Digest != "" && img.rec.Verdict == unchecked {
+		if img.present.Complete() && img.nChunks > 0 && img.entry.Digest != "" && img.rec.Verdict == index.Unchecked {
 			img.startVerifyLocked()
 		}
 		img.mu.Unlock()

@@ -1,4 +1,24 @@
-package cachecore
+// Package index is the cache's index: a badger database in
+// <cache>/index holding a record per image version, its chunk map and its
+// chunk sums, and the catalog's metadata. It keeps bytes and records; what
+// they mean (images, chunks present) is cachecore's. Writes pass the room
+// checks of room.go: when the filesystem is too full for badger (or the
+// directory is gone) they are held in memory and written later; damage is
+// found before badger meets it (damage.go) and what can be read of a
+// damaged index is salvaged for a rebuild (salvage.go).
+//
+// Keys:
+//
+//	meta/schema   "1"; an index of another schema is refused
+//	meta/catalog  CatalogMeta (JSON): when the catalog was last refreshed
+//	img/<id>      Record (JSON): one image version, its metadata and counters
+//	map/<id>      chunk map (binary, chunkmap.Map.Marshal) of that image
+//	sum/<id>      sha256 of each chunk of that image, concatenated
+//
+// Records of images in the current catalog have Listed set; the catalog is
+// rebuilt from them at start-up, so ls works before the upstream answers.
+// docs/design.md shows the same table; a test holds the two together.
+package index
 
 import (
 	"encoding/json"
@@ -16,15 +36,7 @@ import (
 	"github.com/imgcache/imgcache/cachecore/store"
 )
 
-// The index is a badger database in <cache>/index. Keys:
-//
-//	img/<id>      record (JSON): one image version, its metadata and counters
-//	map/<id>      chunk map (binary, see chunkmap.Map.Marshal) of that image
-//	sum/<id>      sha256 of each chunk of that image, concatenated (sums.go)
-//	meta/catalog  catalogMeta (JSON): when the catalog was last refreshed
-//
-// Records of images in the current catalog have Listed set; the catalog is
-// rebuilt from them at start-up, so ls works before the upstream answers.
+// Keys (see the package comment).
 const (
 	imgPrefix   = "img/"
 	mapPrefix   = "map/"
@@ -34,8 +46,8 @@ const (
 	schemaValue = "1"
 )
 
-// record is what the index keeps of one image version.
-type record struct {
+// Record is what the index keeps of one image version.
+type Record struct {
 	ID          string    `json:"id"`
 	Name        string    `json:"name"`
 	Size        int64     `json:"size"`
@@ -44,28 +56,28 @@ type record struct {
 	Digest      string    `json:"digest,omitempty"`
 	ChunkSize   int64     `json:"chunk_size"`
 	Listed      bool      `json:"listed"`
-	Verdict     verdict   `json:"verdict,omitempty"`
+	Verdict     Verdict   `json:"verdict,omitempty"`
 	Hits        uint64    `json:"hits"`
 	LastAccess  time.Time `json:"last_access,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Added       time.Time `json:"added"`
-	// lifecycle (pin.go, prefetch.go, clean.go)
+	// lifecycle (cachecore: pin.go, prefetch.go, clean.go)
 	Pinned    bool      `json:"pinned,omitempty"`
 	QueuedAt  time.Time `json:"queued_at,omitzero"`  // in the prefetch queue since
 	LastFetch time.Time `json:"last_fetch,omitzero"` // when a chunk last landed
 }
 
-// verdict is the outcome of checking a complete image against its digest.
-type verdict string
+// Verdict is the outcome of checking a complete image against its digest.
+type Verdict string
 
 const (
-	unchecked verdict = ""
-	verified  verdict = "verified"
-	invalid   verdict = "invalid"
+	Unchecked Verdict = ""
+	Verified  Verdict = "verified"
+	Invalid   Verdict = "invalid"
 )
 
-type catalogMeta struct {
+type CatalogMeta struct {
 	RefreshedAt time.Time `json:"refreshed_at,omitzero"`
 	Source      string    `json:"source"`
 	// StaleSince is when refreshes started failing (zero after a
@@ -75,9 +87,9 @@ type catalogMeta struct {
 }
 
 // index is the badger database. Its writes pass the room checks of
-// indexroom.go: when the filesystem is too full for badger (or the
+// room.go: when the filesystem is too full for badger (or the
 // directory is gone) they are held in memory and written later.
-type index struct {
+type Index struct {
 	// read only
 	dir     string
 	log     *slog.Logger
@@ -86,14 +98,14 @@ type index struct {
 	mu       sync.RWMutex // writes and reopening hold it, reads share it; protects the following
 	db       *badger.DB   // nil only after a reopen failed
 	readOnly bool         // opened read-only: too little room to open it for writing
-	held     error        // why writes are held back (ErrIndexHeld); nil while they go through
+	held     error        // why writes are held back (ErrHeld); nil while they go through
 	heldAt   time.Time
 	pending  pending // changes held back, written when writes go through again
 }
 
 // Sizes of badger's files. A new memtable log and the table made of it
 // must fit in the free space kept for the index (writeMargin, within
-// DefaultSpaceReserve: indexroom.go), so memtables are small. Values up
+// DefaultSpaceReserve: room.go), so memtables are small. Values up
 // to valueThreshold (chunk sums of images up to 2048 chunks) stay in the
 // tables; larger ones go to the value log, in files of valueLogFileSize.
 const (
@@ -120,7 +132,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithVerifyValueChecksum(true)
 }
 
-func openIndex(dir string, log *slog.Logger) (*index, error) {
+func Open(dir string, log *slog.Logger) (*Index, error) {
 	if err := store.CheckIndexDir(dir); err != nil { // badger opens by path
 		return nil, err
 	}
@@ -128,7 +140,7 @@ func openIndex(dir string, log *slog.Logger) (*index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index: %w", err)
 	}
-	x := &index{dir: dir, log: log, dirFile: f}
+	x := &Index{dir: dir, log: log, dirFile: f}
 	x.mu.Lock()
 	err = x.openLocked()
 	x.mu.Unlock()
@@ -137,16 +149,16 @@ func openIndex(dir string, log *slog.Logger) (*index, error) {
 		return nil, err
 	}
 	if err := x.checkSchema(); err != nil {
-		x.close()
+		x.Close()
 		return nil, err
 	}
 	return x, nil
 }
 
 // openBadger opens the database, its tables checked first and a panic
-// of badger's recovered (indexdamage.go), turning badger's complaints
+// of badger's recovered (damage.go), turning badger's complaints
 // into errors that say what is wrong.
-func (x *index) openBadger(readOnly bool) (db *badger.DB, err error) {
+func (x *Index) openBadger(readOnly bool) (db *badger.DB, err error) {
 	opts := badgerOptions(x.dir, x.log).WithReadOnly(readOnly)
 	if err := checkTables(x.dir, opts); err != nil {
 		return nil, err
@@ -161,7 +173,7 @@ func (x *index) openBadger(readOnly bool) (db *badger.DB, err error) {
 	case err == nil:
 		return db, nil
 	case strings.Contains(err.Error(), "Cannot acquire directory lock"):
-		return nil, fmt.Errorf("%w: %v", ErrLocked, err)
+		return nil, fmt.Errorf("%w: %v", store.ErrLocked, err)
 	case truncateNeeded.MatchString(err.Error()): // read-only, after a crash (openReadOnly)
 		return nil, fmt.Errorf("open index %s: %w", x.dir, err)
 	case isDamage(err):
@@ -173,7 +185,7 @@ func (x *index) openBadger(readOnly bool) (db *badger.DB, err error) {
 
 // checkSchema refuses an index of another schema and marks a new one
 // (when it can write).
-func (x *index) checkSchema() error {
+func (x *Index) checkSchema() error {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.db.Update(func(txn *badger.Txn) error {
@@ -195,22 +207,22 @@ func (x *index) checkSchema() error {
 	})
 }
 
-// loaded is the whole index, read once at start-up.
-type loaded struct {
-	records []record
-	maps    map[string][]byte
-	catalog catalogMeta
+// Loaded is the whole index, read once at start-up.
+type Loaded struct {
+	Records []Record
+	Maps    map[string][]byte // chunk maps by image ID
+	Catalog CatalogMeta
 }
 
-func (x *index) load() (l loaded, err error) {
+func (x *Index) Load() (l Loaded, err error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	defer func() { // badger may panic on damage it meets (indexdamage.go)
+	defer func() { // badger may panic on damage it meets (damage.go)
 		if p := recover(); p != nil {
 			err = damaged(x.dir, p)
 		}
 	}()
-	l = loaded{maps: make(map[string][]byte)}
+	l = Loaded{Maps: make(map[string][]byte)}
 	var raws []rawRecord
 	err = x.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
@@ -226,9 +238,9 @@ func (x *index) load() (l loaded, err error) {
 				case strings.HasPrefix(key, imgPrefix):
 					raws = append(raws, rawRecord{key, append([]byte(nil), v...)}) // decoded below
 				case strings.HasPrefix(key, mapPrefix):
-					l.maps[key[len(mapPrefix):]] = append([]byte(nil), v...)
+					l.Maps[key[len(mapPrefix):]] = append([]byte(nil), v...)
 				case key == catalogKey:
-					return json.Unmarshal(v, &l.catalog)
+					return json.Unmarshal(v, &l.Catalog)
 				}
 				return nil
 			})
@@ -241,37 +253,37 @@ func (x *index) load() (l loaded, err error) {
 	if err != nil {
 		return l, damaged(x.dir, err)
 	}
-	l.records, err = decodeRecords(raws)
+	l.Records, err = decodeRecords(raws)
 	if err != nil {
 		err = damaged(x.dir, err)
 	}
 	return l, err
 }
 
-// batch collects index changes to write together.
-type batch struct {
-	records []record
-	maps    map[string][]byte
-	deletes []string
-	sums    map[string][]byte // chunk checksums to record, by image ID
-	catalog *catalogMeta
+// Batch collects index changes to write together.
+type Batch struct {
+	Records []Record
+	Maps    map[string][]byte // chunk maps by image ID
+	Deletes []string          // image IDs: their record, chunk map and sums go
+	Sums    map[string][]byte // chunk checksums to record, by image ID
+	Catalog *CatalogMeta
 }
 
-func (b *batch) empty() bool {
-	return len(b.records) == 0 && len(b.maps) == 0 && len(b.deletes) == 0 && len(b.sums) == 0 && b.catalog == nil
+func (b *Batch) Empty() bool {
+	return len(b.Records) == 0 && len(b.Maps) == 0 && len(b.Deletes) == 0 && len(b.Sums) == 0 && b.Catalog == nil
 }
 
-func (b *batch) putMap(id string, m []byte) {
-	if b.maps == nil {
-		b.maps = make(map[string][]byte)
+func (b *Batch) PutMap(id string, m []byte) {
+	if b.Maps == nil {
+		b.Maps = make(map[string][]byte)
 	}
-	b.maps[id] = m
+	b.Maps[id] = m
 }
 
-// write writes a batch, or, while writes are held back (indexroom.go),
-// keeps it to write later and returns the reason (ErrIndexHeld).
-func (x *index) write(b *batch) error {
-	if b.empty() {
+// Write writes a Batch, or, while writes are held back (room.go),
+// keeps it to write later and returns the reason (ErrHeld).
+func (x *Index) Write(b *Batch) error {
+	if b.Empty() {
 		return nil
 	}
 	x.mu.Lock()
@@ -281,12 +293,12 @@ func (x *index) write(b *batch) error {
 }
 
 // writeBatch writes b to badger in one batch; x.mu is held.
-func (x *index) writeBatch(b *batch) error {
+func (x *Index) writeBatch(b *Batch) error {
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
 	// Deletes first: a record set after its image was deleted (the same
 	// ID listed again) must not bring back the old chunk map or sums.
-	for _, id := range b.deletes {
+	for _, id := range b.Deletes {
 		if err := wb.Delete([]byte(imgPrefix + id)); err != nil {
 			return err
 		}
@@ -297,7 +309,7 @@ func (x *index) writeBatch(b *batch) error {
 			return err
 		}
 	}
-	for _, r := range b.records {
+	for _, r := range b.Records {
 		v, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -306,18 +318,18 @@ func (x *index) writeBatch(b *batch) error {
 			return err
 		}
 	}
-	for id, m := range b.maps {
+	for id, m := range b.Maps {
 		if err := wb.Set([]byte(mapPrefix+id), m); err != nil {
 			return err
 		}
 	}
-	for id, s := range b.sums {
+	for id, s := range b.Sums {
 		if err := wb.Set([]byte(sumPrefix+id), s); err != nil {
 			return err
 		}
 	}
-	if b.catalog != nil {
-		v, err := json.Marshal(b.catalog)
+	if b.Catalog != nil {
+		v, err := json.Marshal(b.Catalog)
 		if err != nil {
 			return err
 		}

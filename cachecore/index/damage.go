@@ -1,4 +1,4 @@
-package cachecore
+package index
 
 import (
 	"errors"
@@ -21,15 +21,15 @@ import (
 // recover reaches (it opens tables in parallel). So before badger opens
 // the index every table is opened here, its blocks' checksums verified,
 // with panics recovered; badger's own open and the first read of the
-// index run with panics recovered too. Anything found is ErrIndexDamaged;
-// the mount then says to start with --rebuild-index (rebuild.go).
+// index run with panics recovered too. Anything found is ErrDamaged;
+// the mount then says to start with --rebuild-index (cachecore/rebuild.go).
 
-// ErrIndexDamaged: the index cannot be read as it is.
-var ErrIndexDamaged = errors.New("cache index is damaged")
+// ErrDamaged: the index cannot be read as it is.
+var ErrDamaged = errors.New("cache index is damaged")
 
-// damaged makes the ErrIndexDamaged of the index in dir.
+// damaged makes the ErrDamaged of the index in dir.
 func damaged(dir string, cause any) error {
-	return fmt.Errorf("%w: %s: %s", ErrIndexDamaged, dir, oneLine(cause))
+	return fmt.Errorf("%w: %s: %s", ErrDamaged, dir, oneLine(cause))
 }
 
 // oneLine cuts what badger said (an error, a panic) to one line.

@@ -1,4 +1,4 @@
-package cachecore
+package index
 
 import (
 	"context"
@@ -34,7 +34,7 @@ import (
 //   - A write goes through only while writeMargin plus what it writes is
 //     free: within it badger may start a new memtable log (whose first
 //     write is the only one not allocated ahead) and write a table.
-//   - Otherwise writes are held back (ErrIndexHeld): the index keeps what
+//   - Otherwise writes are held back (ErrHeld): the index keeps what
 //     it has, keeps the changes in memory (the latest of each key) and
 //     writes them once there is room again (each write and each flush tick
 //     checks); cached images are served as before and the root's
@@ -51,10 +51,10 @@ import (
 // What is left: a new log or table badger starts within the margin at
 // the moment another program takes the last of it.
 
-// ErrIndexHeld: index writes are held back in memory (the filesystem is
+// ErrHeld: index writes are held back in memory (the filesystem is
 // too full, or the index directory is gone); they are written when there
 // is room again.
-var ErrIndexHeld = errors.New("index writes are held back")
+var ErrHeld = errors.New("index writes are held back")
 
 // writeMargin is the free space a write leaves at least: room for badger
 // to start a new memtable log and to write a table of the old one.
@@ -67,7 +67,7 @@ const aheadSlack = 16 << 10
 const closeTimeout = 10 * time.Second
 
 // free is the space left on the index's filesystem for this user.
-func (x *index) free() (int64, error) {
+func (x *Index) free() (int64, error) {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(int(x.dirFile.Fd()), &st); err != nil {
 		return 0, err
@@ -75,17 +75,17 @@ func (x *index) free() (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// gone says, with an error, that the index directory was removed or
+// Gone says, with an error, that the index directory was removed or
 // replaced: badger creates its files by path, and they would go nowhere
 // (or elsewhere).
-func (x *index) gone() error {
+func (x *Index) Gone() error {
 	return store.DirGone(int(x.dirFile.Fd()), x.dir)
 }
 
 // openRoom is the free space a start needs to open the index for
 // writing: a new memtable log and value log, the tables of the logs it
 // replays, and a MiB to spare.
-func (x *index) openRoom() int64 {
+func (x *Index) openRoom() int64 {
 	n := int64(2*memTableSize + 2<<20)
 	ents, _ := os.ReadDir(x.dir)
 	for _, e := range ents {
@@ -100,7 +100,7 @@ func (x *index) openRoom() int64 {
 
 // openLocked opens badger: for writing if there is room, else read-only
 // with writes held back.
-func (x *index) openLocked() error {
+func (x *Index) openLocked() error {
 	need := x.openRoom()
 	free, err := x.free()
 	if err != nil || free >= need {
@@ -112,7 +112,7 @@ func (x *index) openLocked() error {
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(x.dir, "MANIFEST")); err != nil {
-		return fmt.Errorf("%w: %d MiB free in %s; creating the index needs %d MiB", ErrNoSpace, free>>20, x.dir, mib(need))
+		return fmt.Errorf("%w: %d MiB free in %s; creating the index needs %d MiB", store.ErrNoSpace, free>>20, x.dir, mib(need))
 	}
 	db, err := x.openReadOnly()
 	if err != nil {
@@ -120,7 +120,7 @@ func (x *index) openLocked() error {
 	}
 	x.db, x.readOnly = db, true
 	x.holdLocked(fmt.Errorf("%w: %d MiB free, %d MiB needed to open the index for writing; it is open read-only",
-		ErrNoSpace, free>>20, mib(need)))
+		store.ErrNoSpace, free>>20, mib(need)))
 	return nil
 }
 
@@ -130,7 +130,7 @@ func (x *index) openLocked() error {
 // last whole transaction, which a daemon that did not close them leaves
 // and read-only badger refuses ("log truncate required"), as badger
 // itself does when it opens them for writing. Shrinking needs no room.
-func (x *index) openReadOnly() (*badger.DB, error) {
+func (x *Index) openReadOnly() (*badger.DB, error) {
 	ents, err := os.ReadDir(x.dir)
 	if err != nil {
 		return nil, err
@@ -187,7 +187,7 @@ func truncateToData(path string) error {
 // next: need bytes (and aheadSlack) in the newest memtable log, and as
 // much in the newest value log as the values it takes (over
 // valueThreshold) need.
-func (x *index) preallocate(need, big int64) error {
+func (x *Index) preallocate(need, big int64) error {
 	ents, err := os.ReadDir(x.dir)
 	if err != nil {
 		return err
@@ -263,8 +263,8 @@ func dataEnd(fd int, off int64) (int64, error) {
 }
 
 // writePendingLocked writes the held-back changes if the index may
-// write; else it says why not (ErrIndexHeld). x.mu is held.
-func (x *index) writePendingLocked() error {
+// write; else it says why not (ErrHeld). x.mu is held.
+func (x *Index) writePendingLocked() error {
 	if err := x.admitLocked(x.pending.bytes, x.pending.big); err != nil {
 		return err
 	}
@@ -282,8 +282,8 @@ func (x *index) writePendingLocked() error {
 // large values) may go to badger now, holding writes back (and saying so,
 // once) when not, and letting them through again (and saying so) when
 // there is room once more.
-func (x *index) admitLocked(need, big int64) error {
-	if err := x.gone(); err != nil {
+func (x *Index) admitLocked(need, big int64) error {
+	if err := x.Gone(); err != nil {
 		return x.holdLocked(err)
 	}
 	free, err := x.free()
@@ -293,7 +293,7 @@ func (x *index) admitLocked(need, big int64) error {
 	if x.readOnly || x.db == nil {
 		if open := x.openRoom(); free < open {
 			return x.holdLocked(fmt.Errorf("%w: %d MiB free, %d MiB needed to open the index for writing; it is open read-only",
-				ErrNoSpace, free>>20, mib(open)))
+				store.ErrNoSpace, free>>20, mib(open)))
 		}
 		if err := x.reopenLocked(); err != nil {
 			return x.holdLocked(err)
@@ -301,10 +301,10 @@ func (x *index) admitLocked(need, big int64) error {
 	}
 	if want := writeMargin + need; free < want {
 		return x.holdLocked(fmt.Errorf("%w: %d MiB free, %d MiB needed to write the index",
-			ErrNoSpace, free>>20, mib(want)))
+			store.ErrNoSpace, free>>20, mib(want)))
 	}
 	if err := x.preallocate(need, big); err != nil {
-		return x.holdLocked(fmt.Errorf("%w: allocating room in the index's logs: %v", ErrNoSpace, err))
+		return x.holdLocked(fmt.Errorf("%w: allocating room in the index's logs: %v", store.ErrNoSpace, err))
 	}
 	if x.held != nil {
 		x.log.Info("index writes go through again", "held_since", x.heldAt.Format(time.RFC3339))
@@ -315,8 +315,8 @@ func (x *index) admitLocked(need, big int64) error {
 
 // holdLocked holds writes back for reason, logging it when the reason
 // changes, and returns the error writes get meanwhile.
-func (x *index) holdLocked(reason error) error {
-	err := fmt.Errorf("%w: %w; changes are kept in memory and written when it can write again", ErrIndexHeld, reason)
+func (x *Index) holdLocked(reason error) error {
+	err := fmt.Errorf("%w: %w; changes are kept in memory and written when it can write again", ErrHeld, reason)
 	if x.held == nil || x.held.Error() != err.Error() {
 		x.log.Warn("index: " + err.Error())
 	}
@@ -329,7 +329,7 @@ func (x *index) holdLocked(reason error) error {
 
 // reopenLocked reopens a read-only database for writing; if that fails
 // it goes back to read-only.
-func (x *index) reopenLocked() error {
+func (x *Index) reopenLocked() error {
 	if x.db != nil {
 		if err := x.db.Close(); err != nil {
 			return err
@@ -348,9 +348,9 @@ func (x *index) reopenLocked() error {
 	return nil
 }
 
-// retry writes the held-back changes if it can now, so that they land
+// Retry writes the held-back changes if it can now, so that they land
 // (and the hold ends) without waiting for the next change.
-func (x *index) retry() {
+func (x *Index) Retry() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.held != nil {
@@ -358,20 +358,20 @@ func (x *index) retry() {
 	}
 }
 
-// heldErr says why writes are held back, and since when; nil if they
+// HeldErr says why writes are held back, and since when; nil if they
 // are not.
-func (x *index) heldErr() (error, time.Time) {
+func (x *Index) HeldErr() (error, time.Time) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.held, x.heldAt
 }
 
-// close writes what is held back if it can and closes badger, within
+// Close writes what is held back if it can and closes badger, within
 // closeTimeout. If it cannot write, it leaves badger as a crash would:
 // its log holds everything written and is replayed at the next start,
 // while closing would flush the memtable into a new table, which needs
 // room (or a directory) there is not.
-func (x *index) close() error {
+func (x *Index) Close() error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	defer x.dirFile.Close()
@@ -381,7 +381,7 @@ func (x *index) close() error {
 	var lost error
 	switch err := x.writePendingLocked(); {
 	case err == nil:
-	case errors.Is(err, ErrStorageLost):
+	case errors.Is(err, store.ErrStorageLost):
 		return nil // nothing left to close
 	case !x.readOnly:
 		return fmt.Errorf("index left unclosed, as a crash would leave it (its log is replayed at the next start)%s: %w",
@@ -401,8 +401,8 @@ func (x *index) close() error {
 	}
 }
 
-// size is the disk space of the index: its files' allocated bytes.
-func (x *index) size() int64 {
+// Size is the disk space of the index: its files' allocated bytes.
+func (x *Index) Size() int64 {
 	var n int64
 	ents, _ := os.ReadDir(x.dir)
 	for _, e := range ents {
@@ -416,9 +416,9 @@ func (x *index) size() int64 {
 	return n
 }
 
-// gc runs badger's value-log GC until it finds nothing to rewrite, while
+// GC runs badger's value-log GC until it finds nothing to rewrite, while
 // the index may write (GC rewrites values into the value log).
-func (x *index) gc(ctx context.Context) error {
+func (x *Index) GC(ctx context.Context) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for ctx.Err() == nil {
@@ -439,13 +439,13 @@ func (x *index) gc(ctx context.Context) error {
 func mib(n int64) int64 { return (n + 1<<20 - 1) >> 20 }
 
 // pending is index changes held back: the latest of each key, and the
-// images deleted (applied before the rest, as in one batch).
+// images deleted (applied before the rest, as in one Batch).
 type pending struct {
-	records map[string]record
+	records map[string]Record
 	maps    map[string][]byte
 	sums    map[string][]byte
 	deletes map[string]bool
-	catalog *catalogMeta
+	catalog *CatalogMeta
 	bytes   int64 // about what writing them takes
 	big     int64 // of which in values that go to the value log
 }
@@ -454,28 +454,28 @@ func (p *pending) empty() bool {
 	return len(p.records) == 0 && len(p.maps) == 0 && len(p.sums) == 0 && len(p.deletes) == 0 && p.catalog == nil
 }
 
-// add takes in a batch written after everything already pending.
-func (p *pending) add(b *batch) {
+// add takes in a Batch written after everything already pending.
+func (p *pending) add(b *Batch) {
 	if p.records == nil {
-		p.records, p.maps, p.sums, p.deletes = map[string]record{}, map[string][]byte{}, map[string][]byte{}, map[string]bool{}
+		p.records, p.maps, p.sums, p.deletes = map[string]Record{}, map[string][]byte{}, map[string][]byte{}, map[string]bool{}
 	}
-	for _, id := range b.deletes { // in a batch deletes come first (writeBatch)
+	for _, id := range b.Deletes { // in a Batch deletes come first (writeBatch)
 		delete(p.records, id)
 		delete(p.maps, id)
 		delete(p.sums, id)
 		p.deletes[id] = true
 	}
-	for _, r := range b.records {
+	for _, r := range b.Records {
 		p.records[r.ID] = r
 	}
-	for id, m := range b.maps {
+	for id, m := range b.Maps {
 		p.maps[id] = m
 	}
-	for id, s := range b.sums {
+	for id, s := range b.Sums {
 		p.sums[id] = s
 	}
-	if b.catalog != nil {
-		p.catalog = b.catalog
+	if b.Catalog != nil {
+		p.catalog = b.Catalog
 	}
 	p.bytes, p.big = 0, 0
 	for _, vs := range []map[string][]byte{p.maps, p.sums} {
@@ -492,13 +492,13 @@ func (p *pending) add(b *batch) {
 	p.bytes += int64(len(p.deletes))*256 + 1024
 }
 
-func (p *pending) batch() *batch {
-	b := &batch{maps: p.maps, sums: p.sums, catalog: p.catalog}
+func (p *pending) batch() *Batch {
+	b := &Batch{Maps: p.maps, Sums: p.sums, Catalog: p.catalog}
 	for id := range p.deletes {
-		b.deletes = append(b.deletes, id)
+		b.Deletes = append(b.Deletes, id)
 	}
 	for _, r := range p.records {
-		b.records = append(b.records, r)
+		b.Records = append(b.Records, r)
 	}
 	return b
 }

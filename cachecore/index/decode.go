@@ -1,4 +1,4 @@
-package cachecore
+package index
 
 import (
 	"encoding/json"
@@ -7,8 +7,6 @@ import (
 	"runtime/debug"
 
 	"golang.org/x/sync/errgroup"
-
-	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // rawRecord is a record as stored, read from the index at start-up.
@@ -22,9 +20,9 @@ type rawRecord struct {
 // that work (an index of 100,000 images took 1.5 s on one CPU); the
 // garbage collector is held back meanwhile, since everything decoded is
 // kept.
-func decodeRecords(raws []rawRecord) ([]record, error) {
+func decodeRecords(raws []rawRecord) ([]Record, error) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	recs := make([]record, len(raws))
+	recs := make([]Record, len(raws))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(raws)/1000))
 	var g errgroup.Group
 	for w := range workers {
@@ -41,21 +39,4 @@ func decodeRecords(raws []rawRecord) ([]record, error) {
 		return nil, err
 	}
 	return recs, nil
-}
-
-// check says whether a record can become an image: what a catalog entry
-// must pass (upstream.Entry.Validate) and a chunk size the cache can use.
-// An index written before entries were validated, or damaged, may hold
-// a record that is not; start-up drops it (and its data) instead of
-// building an image from it.
-func (r *record) check() error {
-	e := upstream.Entry{Name: r.Name, Size: r.Size, ModTime: r.ModTime, ETag: r.ETag, Digest: r.Digest}
-	if err := e.Validate(); err != nil {
-		return err
-	}
-	if r.ChunkSize < MinChunkSize || r.ChunkSize > MaxChunkSize {
-		return fmt.Errorf("%w: %q: chunk size %d is outside [%d, %d]", upstream.ErrBadEntry, r.Name,
-			r.ChunkSize, MinChunkSize, MaxChunkSize)
-	}
-	return nil
 }
