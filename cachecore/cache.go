@@ -1,21 +1,3 @@
-// Package cachecore is imgcache's cache engine: a read-through cache of
-// images from an upstream, kept as sparse files plus a badger index in one
-// directory. It knows nothing of FUSE; package fs adapts it.
-//
-// # Data flow
-//
-// Cache.Lookup/ReadDir answer from the catalog (an immutable tree, swapped
-// whole when the upstream's listing is refreshed). Cache.Open counts a hit
-// and returns a Handle; Handle.Read makes a byte range present, fetching
-// missing chunks (fetch.go), and says where the bytes are in the data file.
-// A flusher (flush.go) persists chunk maps and counters in batches, after
-// syncing the data they describe.
-//
-// # Lock order
-//
-// Cache.mu before Image.mu before Handle.mu. No lock is held across
-// network or disk I/O, except that Image.mu covers opening an image's data
-// file on its first use.
 package cachecore
 
 import (

@@ -2,6 +2,8 @@ package cachecore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -22,10 +24,10 @@ type Handle struct {
 	seqEnd int64      // end of the sequential stream being read, -1 before the first read
 	seqLen int64      // how many bytes that stream has covered
 	raEnd  int        // read-ahead has been started for chunks below this
-	raWant int        // read-ahead should reach this chunk (readahead.go)
+	raWant int        // read-ahead should reach this chunk (plan)
 	closed bool
 
-	held      error // a recent read failure, repeated until heldUntil (retry.go)
+	held      error // a recent read failure, repeated until heldUntil (holdFailure)
 	heldUntil time.Time
 }
 
@@ -138,3 +140,222 @@ func (h *Handle) Close() error {
 
 // Fd is the data file's descriptor, valid until Close.
 func (h *Handle) Fd() uintptr { return h.file.Fd() }
+
+// CheckAtOpen is called when an image is opened, before the open is
+// answered, since the answer may hand the data file to the kernel. It
+// checks a settled image's chunks against their sums, waiting for the
+// check, when strict mode has not checked them since the mount or when
+// its data file changed since it was last checked or opened. A chunk
+// that does not match is dropped (check.go) and, since this open has
+// the image open, fetched again at once. It fails if the check could not
+// be made, if damage found in the file could not be fetched again while
+// others have the image open, or with ctx's error (the check goes on for
+// the next open).
+//
+// Why damage left in the file matters: while one open of an image is
+// passthrough, go-fuse makes every new open of it passthrough too (it
+// reuses the node's backing file), whatever the daemon answers, so a new
+// open reads the data file itself.
+func (h *Handle) CheckAtOpen(ctx context.Context) error {
+	return h.img.checkAtOpen(ctx, h.file)
+}
+
+// Read-ahead. A handle watches its reads for a sequential stream; once the
+// stream has covered readAheadStart, it wants the chunks up to a window
+// ahead of the stream (twice what the stream covered, up to
+// Config.ReadAhead) and pumps range requests for them, a whole run at a
+// time, into the free fetch slots. A read-ahead run that ends pumps again,
+// so the slots stay busy while the reader is blocked in the kernel, not
+// only when its next READ arrives.
+
+// readAheadStart is how much a sequential stream must cover before
+// read-ahead starts. The kernel's own read-ahead of a file's start turns
+// one 1 MiB read into 2 MiB of READs; starting beyond that keeps a reader
+// of a small part of an image from fetching more than the kernel asked.
+const readAheadStart = 4 << 20
+
+// plan notes a read of [off, off+n) (its last chunk is last) and reports
+// whether read-ahead is wanted. Reads a little out of order, as the
+// kernel's concurrent read-ahead sends them, still count as sequential.
+func (h *Handle) plan(off int64, n int, last int) bool {
+	img := h.img
+	cs := img.chunkSize
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	end := off + int64(n)
+	if h.seqEnd >= 0 && off <= h.seqEnd+cs && end >= h.seqEnd-2*cs {
+		h.seqLen += max(0, end-h.seqEnd)
+		h.seqEnd = max(h.seqEnd, end)
+	} else {
+		h.seqEnd, h.seqLen, h.raEnd, h.raWant = end, int64(n), 0, 0
+	}
+	maxWindow := img.c.cfg.ReadAhead
+	if h.seqLen < max(readAheadStart, 2*cs) || maxWindow <= 0 {
+		return false
+	}
+	window := min(2*h.seqLen, maxWindow)
+	h.raEnd = max(h.raEnd, last+1)
+	h.raWant = max(h.raWant, min(img.nChunks, int((h.seqEnd+window+cs-1)/cs)))
+	// Whole runs only, while read-ahead is ahead of the reader: one long
+	// range request costs less than many short ones.
+	return h.raWant-h.raEnd >= maxRunChunks || h.raWant == img.nChunks || h.raEnd == last+1
+}
+
+// pump starts read-ahead runs toward raWant while fetch slots are free.
+func (h *Handle) pump() {
+	h.mu.Lock()
+	from, to, closed := h.raEnd, h.raWant, h.closed
+	h.mu.Unlock()
+	if closed || from >= to {
+		return
+	}
+	img := h.img
+	img.mu.Lock()
+	if img.file == nil { // every user gone: nothing to read ahead for
+		img.mu.Unlock()
+		return
+	}
+	img.users++ // keeps the data file open while runs start
+	img.mu.Unlock()
+	defer img.release()
+	got := img.c.readAhead(img, from, to, h.pump)
+	h.mu.Lock()
+	h.raEnd = max(h.raEnd, got)
+	h.mu.Unlock()
+}
+
+// Read deadlines. A reader waits at most ReadTimeout for its bytes,
+// whatever the fetch is doing (retries: retry.go), and then gets an error
+// (EIO) that is also recorded on the image. A handle whose read failed
+// answers further reads of missing bytes with the same error for
+// FailHold, so a reader that retries at once does not hammer an upstream
+// that has just failed.
+
+// ensureBounded is ensure for a reader: it gives up after ReadTimeout
+// (recording why on the image), and repeats a recent failure of this
+// handle instead of asking the upstream again.
+func (h *Handle) ensureBounded(ctx context.Context, first, last int) error {
+	img := h.img
+	img.mu.Lock()
+	present := img.present.NextMissing(first, last+1) > last
+	img.mu.Unlock()
+	if present { // the warm path (ensure counts the hit): no timer, no held failure
+		return img.ensure(ctx, first, last)
+	}
+	if err := h.heldFailure(first, last); err != nil {
+		return err
+	}
+	timeout := img.c.cfg.ReadTimeout
+	tctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrReadTimeout)
+	defer cancel()
+	return h.boundedResult(ctx, tctx, img.ensure(tctx, first, last), "no bytes within the read timeout")
+}
+
+// boundedResult finishes a bounded wait that ended with err: a timeout
+// (the cause of bctx) becomes an error naming the bound, recorded on the
+// image; a failure is held on the handle. A reader that gave up (ctx) gets
+// its own error back untouched.
+func (h *Handle) boundedResult(ctx, bctx context.Context, err error, what string) error {
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	img := h.img
+	if errors.Is(context.Cause(bctx), ErrReadTimeout) {
+		err = &Error{Op: "read", Name: img.entry.Name,
+			Err: fmt.Errorf("%w: %s of %v", ErrReadTimeout, what, img.c.cfg.ReadTimeout)}
+		img.mu.Lock()
+		img.recordErrorLocked(err)
+		img.mu.Unlock()
+	}
+	if !errors.Is(err, ErrClosed) {
+		h.holdFailure(err)
+	}
+	return err
+}
+
+// heldFailure is the failure this handle repeats, if it is recent and
+// chunks [first, last] are not all present.
+func (h *Handle) heldFailure(first, last int) error {
+	h.mu.Lock()
+	err, until := h.held, h.heldUntil
+	h.mu.Unlock()
+	if err == nil || !time.Now().Before(until) {
+		return nil
+	}
+	img := h.img
+	img.mu.Lock()
+	missing := img.present.NextMissing(first, last+1) <= last
+	img.mu.Unlock()
+	if !missing {
+		return nil
+	}
+	return err
+}
+
+func (h *Handle) holdFailure(err error) {
+	hold := h.img.c.cfg.FailHold
+	if hold <= 0 {
+		return
+	}
+	h.mu.Lock()
+	h.held, h.heldUntil = err, time.Now().Add(hold)
+	h.mu.Unlock()
+}
+
+// awaitVerifiedBounded is awaitVerified (strict mode: the whole image
+// before any byte) for a reader: it gives up when no chunk has arrived
+// for ReadTimeout while the image is incomplete. A strict read of a large
+// image may take long, but not without progress.
+func (h *Handle) awaitVerifiedBounded(ctx context.Context) error {
+	img := h.img
+	if err := h.heldFailure(0, img.nChunks-1); err != nil {
+		return err
+	}
+	timeout := img.c.cfg.ReadTimeout
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(max(timeout/8, time.Millisecond))
+		defer tick.Stop()
+		last, lastAt := -1, time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-wctx.Done():
+				return
+			case now := <-tick.C:
+				img.mu.Lock()
+				count, complete := img.present.Count(), img.present.Complete()
+				img.mu.Unlock()
+				if complete || count != last {
+					last, lastAt = count, now
+					continue
+				}
+				if now.Sub(lastAt) >= timeout {
+					cancel(ErrReadTimeout)
+					return
+				}
+			}
+		}
+	}()
+	return h.boundedResult(ctx, wctx, img.awaitVerified(wctx), "no bytes for the read timeout")
+}
+
+// readAroundBounded is readDirect (a read served straight from the
+// upstream when the cache has no room) within ReadTimeout: waiting for a
+// fetch slot that stalled fetches hold counts too.
+func (h *Handle) readAroundBounded(ctx context.Context, off int64, n int) (Span, error) {
+	img := h.img
+	timeout := img.c.cfg.ReadTimeout
+	tctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrReadTimeout)
+	defer cancel()
+	sp, err := img.c.readDirect(tctx, img, off, n)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(tctx), ErrReadTimeout) {
+		err = &Error{Op: "read", Name: img.entry.Name,
+			Err: fmt.Errorf("%w: no bytes within the read timeout of %v", ErrReadTimeout, timeout)}
+	}
+	return sp, err
+}

@@ -15,15 +15,8 @@ import (
 // kept by synchronous eviction before each write and by a background
 // pruner with high and low watermarks (prune.go); pins (pin.go), a
 // prefetch queue (prefetch.go) and a cleaner of stalled and invalid
-// images (clean.go). docs/lifecycle.md explains the decisions.
-//
-// # Lock order
-//
-// lifecycle.pruneMu -> Cache.mu -> lifecycle.indexMu -> Image.mu -> Handle.mu ->
-// space.Ledger.mu, lifecycle.mu. The last two are leaves: they are taken
-// under an Image.mu (to book bytes, move the image in the LRU list or the
-// prefetch queue) but no other lock is ever taken under them. indexMu is
-// never taken together with Cache.mu.
+// images (clean.go). docs/lifecycle.md explains the decisions; their
+// locks are in the lock order of doc.go.
 
 // Defaults for the Lifecycle fields left zero.
 const (

@@ -67,31 +67,16 @@ func (img *Image) markCheckedLocked(stamp fileStamp) {
 	}
 }
 
-// CheckAtOpen is called when an image is opened, before the open is
-// answered, since the answer may hand the data file to the kernel. It
-// checks a settled image's chunks against their sums, waiting for the
-// check, when strict mode has not checked them since the mount or when
-// its data file changed since it was last checked or opened. A chunk
-// that does not match is dropped (check.go) and, since this open has
-// the image open, fetched again at once. It fails if the check could not
-// be made, if damage found in the file could not be fetched again while
-// others have the image open, or with ctx's error (the check goes on for
-// the next open).
-//
-// Why damage left in the file matters: while one open of an image is
-// passthrough, go-fuse makes every new open of it passthrough too (it
-// reuses the node's backing file), whatever the daemon answers, so a new
-// open reads the data file itself.
-func (h *Handle) CheckAtOpen(ctx context.Context) error {
-	img := h.img
-	if h.file == nil || img.c.storageLost() != nil {
+// checkAtOpen is Handle.CheckAtOpen; file is the handle's data file.
+func (img *Image) checkAtOpen(ctx context.Context, file *os.File) error {
+	if file == nil || img.c.storageLost() != nil {
 		// The storage is lost (storage.go): with no data file reads go
 		// around the cache; an open one was unlinked with its directory
 		// (a new ctime, not new bytes), and no one can reach it by name
 		// to change it, nor can it be checked by name.
 		return nil
 	}
-	stamp, err := stampOf(h.file)
+	stamp, err := stampOf(file)
 	if err != nil {
 		return &Error{Op: "open", Name: img.entry.Name, Err: err}
 	}

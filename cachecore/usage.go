@@ -1,8 +1,6 @@
 package cachecore
 
 import (
-	"context"
-	"io"
 	"os"
 	"slices"
 	"time"
@@ -274,32 +272,6 @@ func (c *Cache) forgetUsage(img *Image) {
 
 // inUseLocked takes an image out of the LRU list: it has a user now.
 func (c *Cache) inUseLocked(img *Image) { c.life.space.Keep(img.id) }
-
-// readDirect reads [off, off+n) of img straight from the upstream into
-// memory, storing nothing: the way out when a chunk cannot be stored
-// (ErrNoRoom, or a full disk). It takes a fetch slot like any fetch.
-func (c *Cache) readDirect(ctx context.Context, img *Image, off int64, n int) (Span, error) {
-	if err := c.slots.acquire(ctx, img); err != nil {
-		return Span{}, err
-	}
-	defer c.slots.release(img)
-	body, err := c.up.Fetch(ctx, img.entry, off, int64(n))
-	if err != nil {
-		c.stats.FetchErrors.Add(1)
-		return Span{}, &Error{Op: "fetch", Name: img.entry.Name, Err: err}
-	}
-	defer body.Close()
-	buf := make([]byte, n)
-	got, err := io.ReadFull(body, buf)
-	c.stats.BytesFetched.Add(uint64(got))
-	if err != nil {
-		c.stats.FetchErrors.Add(1)
-		return Span{}, &Error{Op: "fetch", Name: img.entry.Name, Err: err}
-	}
-	c.stats.DirectReads.Add(1)
-	c.stats.BytesServed.Add(uint64(n))
-	return Span{Off: off, Len: n, Data: buf}, nil
-}
 
 // Usage is how much of its limit the cache uses.
 type Usage struct {
