@@ -60,6 +60,9 @@ func TestDebianPackage(t *testing.T) {
 		"/etc/imgcache/":                               "drwxr-xr-x root/root",
 	}
 	pages, _ := filepath.Glob("../docs/man/*.1")
+	if len(pages) == 0 {
+		t.Fatal("no man pages in docs/man")
+	}
 	for _, p := range pages {
 		want["/usr/share/man/man1/"+filepath.Base(p)+".gz"] = "-rw-r--r-- root/root"
 	}
@@ -100,9 +103,12 @@ func TestDebianPackage(t *testing.T) {
 		target != filepath.Join(x, "usr/bin/imgcache") {
 		t.Errorf("usr/sbin/mount.imgcache resolves to %q (%v)", target, err)
 	}
-	help := run(t, filepath.Join(x, "usr/bin/imgcache"), "--help")
-	if !strings.Contains(help, "imgcache mount") {
-		t.Errorf("the packaged binary's --help:\n%s", help)
+	if v := run(t, filepath.Join(x, "usr/bin/imgcache"), "version"); !strings.HasPrefix(v, "imgcache "+version+"\n") {
+		t.Errorf("the packaged binary's version does not say %s:\n%s", version, v)
+	}
+	completion, err := os.ReadFile(filepath.Join(x, "usr/share/bash-completion/completions/imgcache"))
+	if err != nil || !bytes.Contains(completion, []byte("imgcache")) {
+		t.Errorf("bash completion: %v\n%.200s", err, completion)
 	}
 	t.Logf("%s: %s", filepath.Base(deb), strings.TrimSpace(run(t, "du", "-h", deb)))
 
