@@ -136,3 +136,13 @@ func TestVersion(t *testing.T) {
 		t.Errorf("a build with -X main.packageVersion=1.2.3~test says:\n%s", out)
 	}
 }
+
+// TestNoTemplateExecution: imgcache executes no text/template (cobra's
+// help, usage and version templates): the reflection it does keeps every
+// exported method of every type in the binary, 5 MB more.
+func TestNoTemplateExecution(t *testing.T) {
+	syms := run(t, "go", "tool", "nm", bin)
+	if strings.Contains(syms, "text/template.(*state).walk") {
+		t.Fatal("the binary executes text templates: a cobra Set*Template call? (see cmd/imgcache/root.go)")
+	}
+}

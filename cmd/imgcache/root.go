@@ -43,6 +43,7 @@ Run 'imgcache COMMAND --help' for the flags of a command.
 
 // newRoot builds the command tree.
 func newRoot() *cobra.Command {
+	var showVersion bool
 	root := &cobra.Command{
 		Use:   "imgcache COMMAND [flags] [ARGS]",
 		Short: "a read-through FUSE cache for VM, OS and container images",
@@ -54,14 +55,17 @@ shows each image's cache state (user.imgcache.*), du shows the bytes
 cached, and the management commands (ls, stat, evict, pin, prefetch, ...)
 talk to the daemon of a cache directory. Each command is explained by
 imgcache help COMMAND, and in its own page, imgcache-COMMAND(1).`,
-		Version: version(),
 		// Not cobra's check ("unknown command" with suggestions on
 		// several lines): RunE says it in one. The fstab form that
 		// mount.fuse3 runs, imgcache SOURCE MOUNTPOINT -o OPTIONS, is
 		// to come in here too.
 		Args: cobra.ArbitraryArgs,
-		RunE: func(_ *cobra.Command, args []string) error {
-			if len(args) == 0 {
+		RunE: func(c *cobra.Command, args []string) error {
+			switch {
+			case showVersion && len(args) == 0:
+				fmt.Fprint(c.OutOrStdout(), version())
+				return nil
+			case len(args) == 0:
 				return errNoCommand
 			}
 			return usageErr("unknown command %q", args[0])
@@ -74,8 +78,9 @@ imgcache help COMMAND, and in its own page, imgcache-COMMAND(1).`,
 		lsCmd(), statCmd(), evictCmd(), pinCmd(true), pinCmd(false), prefetchCmd(),
 		pruneCmd(), cleanCmd(), verifyCmd(), statsCmd(), genManCmd())
 	root.SetHelpCommand(helpCmd())
-	root.InitDefaultVersionFlag() // now: the man page shows it
-	root.SetVersionTemplate("{{.Version}}")
+	// Not cobra's --version (Version and its template): executing a
+	// text/template keeps every exported method in the binary (+5 MB).
+	root.Flags().BoolVarP(&showVersion, "version", "v", false, "print the version, commit and Go version (as imgcache version)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return errUsage{err.Error()} })
 	root.SetHelpFunc(func(c *cobra.Command, _ []string) {
 		if c == root {
@@ -165,7 +170,6 @@ func goStyleFlags(root *cobra.Command, args []string) []string {
 		return args
 	}
 	cmd.InitDefaultHelpFlag()
-	cmd.InitDefaultVersionFlag()
 	out := slices.Clone(args)
 	for i, a := range out {
 		if a == "--" {
