@@ -294,7 +294,7 @@ func (m *model) fits(imgs ...*modelImage) bool {
 
 // modelRuns reads the environment: IMGCACHE_MODEL_SEED replays one
 // sequence; IMGCACHE_MODEL_SEQUENCES and IMGCACHE_MODEL_STEPS run more or
-// longer ones (defaults: 2 of 15 steps, fresh seeds each run).
+// longer ones (defaults: 2 of 12 steps, fresh seeds each run).
 func modelRuns(t *testing.T) (seeds []uint64, steps int) {
 	num := func(name string, def int) int {
 		v := os.Getenv(name)
@@ -307,7 +307,7 @@ func modelRuns(t *testing.T) (seeds []uint64, steps int) {
 		}
 		return n
 	}
-	steps = num("IMGCACHE_MODEL_STEPS", 15)
+	steps = num("IMGCACHE_MODEL_STEPS", 12)
 	if v := os.Getenv("IMGCACHE_MODEL_SEED"); v != "" {
 		seed, err := strconv.ParseUint(v, 0, 64)
 		if err != nil {
