@@ -7,6 +7,7 @@ import (
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/index"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // BenchmarkWarmRead is the daemon's work for a read that is cached: find
@@ -16,7 +17,7 @@ func BenchmarkWarmRead(b *testing.B) {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
 			up := newFake()
 			data := randomBytes(64<<20, 1)
-			up.add("x.img", data, false)
+			up.Add("x.img", data, false)
 			c := openTestB(b, up)
 			img := mustLookupB(b, c, "x.img")
 			h, _ := c.Open(img)
@@ -42,7 +43,7 @@ func BenchmarkWarmRead(b *testing.B) {
 func BenchmarkColdRead(b *testing.B) {
 	up := newFake()
 	data := randomBytes(64<<20, 2)
-	up.add("x.img", data, false)
+	up.Add("x.img", data, false)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		b.StopTimer()
@@ -85,7 +86,7 @@ func BenchmarkIndexBatch(b *testing.B) {
 	}
 }
 
-func openTestB(b *testing.B, up *fakeUpstream) *Cache {
+func openTestB(b *testing.B, up *upstreamtest.Upstream) *Cache {
 	b.Helper()
 	c, err := Open(Config{Dir: b.TempDir(), Upstream: up})
 	if err != nil {

@@ -8,21 +8,23 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 func TestReadMatchesUpstreamAndSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	up := newFake()
 	data := randomBytes(1<<20+12345, 1) // not a multiple of the chunk size
-	up.add("os/jammy.img", data, true)
-	up.add("empty.img", nil, false)
+	up.Add("os/jammy.img", data, true)
+	up.Add("empty.img", nil, false)
 
 	c := openTest(t, dir, up)
 	img := mustLookup(t, c, "os/jammy.img")
 	if got := readAll(t, c, img); !bytes.Equal(got, data) {
 		t.Fatal("bytes differ from upstream")
 	}
-	if got := up.fetched.Load(); got != int64(len(data)) {
+	if got := up.Fetched(); got != int64(len(data)) {
 		t.Fatalf("fetched %d bytes for a %d-byte image", got, len(data))
 	}
 	readAll(t, c, img)
@@ -38,16 +40,16 @@ func TestReadMatchesUpstreamAndSurvivesRestart(t *testing.T) {
 	}
 
 	// The upstream is gone: the catalog and the bytes come from the cache.
-	up.listErr = errors.New("upstream down")
-	up.fetchFn = func(string, int64, int64) error { return errors.New("upstream down") }
-	before := up.fetched.Load()
+	up.SetListErr(errors.New("upstream down"))
+	up.SetFetchErr(func(string, int64, int64) error { return errors.New("upstream down") })
+	before := up.Fetched()
 	c = openTest(t, dir, up)
 	defer c.Close()
 	img = mustLookup(t, c, "os/jammy.img")
 	if got := readAll(t, c, img); !bytes.Equal(got, data) {
 		t.Fatal("bytes differ after restart")
 	}
-	if up.fetched.Load() != before {
+	if up.Fetched() != before {
 		t.Fatal("restart fetched bytes that were cached")
 	}
 	if info := img.Info(); info.Hits != 3 || info.State != StateVerified {
@@ -58,7 +60,7 @@ func TestReadMatchesUpstreamAndSurvivesRestart(t *testing.T) {
 func TestConcurrentReadersFetchEachChunkOnce(t *testing.T) {
 	up := newFake()
 	data := randomBytes(3<<20, 2)
-	up.add("big.img", data, false)
+	up.Add("big.img", data, false)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "big.img")
@@ -90,7 +92,7 @@ func TestConcurrentReadersFetchEachChunkOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got := up.fetched.Load(); got != int64(len(data)) {
+	if got := up.Fetched(); got != int64(len(data)) {
 		t.Fatalf("upstream served %d bytes for a %d-byte image read by 8 readers", got, len(data))
 	}
 }
@@ -98,7 +100,7 @@ func TestConcurrentReadersFetchEachChunkOnce(t *testing.T) {
 func TestPartialReadFetchesLittle(t *testing.T) {
 	up := newFake()
 	data := randomBytes(16<<20, 3)
-	up.add("big.img", data, false)
+	up.Add("big.img", data, false)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "big.img")
@@ -113,10 +115,10 @@ func TestPartialReadFetchesLittle(t *testing.T) {
 		t.Fatal("wrong bytes")
 	}
 	// 100 KiB across two 64 KiB chunks at most... plus the chunk it starts in.
-	if got := up.fetched.Load(); got > 3*(64<<10) {
+	if got := up.Fetched(); got > 3*(64<<10) {
 		t.Fatalf("fetched %d bytes for a 100 KiB read", got)
 	}
-	if info := img.Info(); info.State != StatePartial || info.CachedBytes != up.fetched.Load() {
+	if info := img.Info(); info.State != StatePartial || info.CachedBytes != up.Fetched() {
 		t.Fatalf("info: %+v", info)
 	}
 }
@@ -124,7 +126,7 @@ func TestPartialReadFetchesLittle(t *testing.T) {
 func TestSequentialReadReadsAhead(t *testing.T) {
 	up := newFake()
 	data := randomBytes(8<<20, 4)
-	up.add("big.img", data, false)
+	up.Add("big.img", data, false)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "big.img")
@@ -144,8 +146,8 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 func TestFailedFetchIsRecordedAndRetried(t *testing.T) {
 	up := newFake()
 	data := randomBytes(256<<10, 5)
-	up.add("x.img", data, false)
-	up.fetchFn = func(string, int64, int64) error { return errors.New("GET fake://up/x.img: 500 Internal Server Error") }
+	up.Add("x.img", data, false)
+	up.SetFetchErr(func(string, int64, int64) error { return errors.New("GET fake://up/x.img: 500 Internal Server Error") })
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -158,9 +160,7 @@ func TestFailedFetchIsRecordedAndRetried(t *testing.T) {
 	if info := img.Info(); !strings.Contains(info.LastError, "500") || info.LastErrorAt.IsZero() {
 		t.Fatalf("error not recorded: %+v", info)
 	}
-	up.mu.Lock()
-	up.fetchFn = nil
-	up.mu.Unlock()
+	up.SetFetchErr(nil)
 	h, _ = c.Open(img) // the first handle repeats its failure for a while (FailHold)
 	defer h.Close()
 	b := make([]byte, len(data))
@@ -175,8 +175,9 @@ func TestFailedFetchIsRecordedAndRetried(t *testing.T) {
 func TestInterruptedReaderLeavesFetchToOthers(t *testing.T) {
 	up := newFake()
 	data := randomBytes(64<<10, 6)
-	up.add("x.img", data, false)
-	up.gate = make(chan struct{})
+	up.Add("x.img", data, false)
+	gate := make(chan struct{})
+	up.SetGate(gate)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -188,47 +189,47 @@ func TestInterruptedReaderLeavesFetchToOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)
 	go func() { _, err := h1.Read(ctx, 0, 4096); errc <- err }()
-	waitFor(t, func() bool { return up.requests.Load() == 1 })
+	waitFor(t, func() bool { return up.Requests() == 1 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted read: %v", err)
 	}
 	go func() { _, err := h2.Read(context.Background(), 0, 4096); errc <- err }()
-	up.gate <- struct{}{}
+	gate <- struct{}{}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	if up.requests.Load() != 1 {
-		t.Fatalf("%d requests; the interrupted reader's fetch should have served the other", up.requests.Load())
+	if up.Requests() != 1 {
+		t.Fatalf("%d requests; the interrupted reader's fetch should have served the other", up.Requests())
 	}
 }
 
 func TestDigestMismatchInvalidates(t *testing.T) {
 	up := newFake()
 	data := randomBytes(200<<10, 7)
-	up.add("x.img", data, true)
-	up.digests["x.img"] = digestOf([]byte("something else"))
+	up.Add("x.img", data, true)
+	up.SetDigest("x.img", upstreamtest.Digest([]byte("something else")))
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateInvalid })
 	info := img.Info()
-	if info.CachedBytes != 0 || !strings.Contains(info.LastError, up.digests["x.img"]) || !strings.Contains(info.LastError, digestOf(data)) {
+	if info.CachedBytes != 0 || !strings.Contains(info.LastError, upstreamtest.Digest([]byte("something else"))) || !strings.Contains(info.LastError, upstreamtest.Digest(data)) {
 		t.Fatalf("invalid image: %+v", info)
 	}
 	// The next open fetches it again.
-	before := up.fetched.Load()
+	before := up.Fetched()
 	readAll(t, c, img)
-	if up.fetched.Load() != before+int64(len(data)) {
+	if up.Fetched() != before+int64(len(data)) {
 		t.Fatal("invalid image was not fetched again")
 	}
 }
 
 func TestCatalogRefresh(t *testing.T) {
 	up := newFake()
-	up.add("a.img", randomBytes(1000, 8), false)
-	up.add("dir/b.img", randomBytes(1000, 9), false)
+	up.Add("a.img", randomBytes(1000, 8), false)
+	up.Add("dir/b.img", randomBytes(1000, 9), false)
 	var mu sync.Mutex
 	var changes []Change
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
@@ -240,11 +241,9 @@ func TestCatalogRefresh(t *testing.T) {
 		t.Fatalf("root: %+v", root.Children)
 	}
 	oldIno := mustLookup(t, c, "a.img").Ino()
-	up.add("a.img", randomBytes(1001, 10), false) // a new version
-	up.mu.Lock()
-	delete(up.images, "dir/b.img")
-	up.mu.Unlock()
-	up.add("c.img", nil, false)
+	up.Add("a.img", randomBytes(1001, 10), false) // a new version
+	up.Remove("dir/b.img")
+	up.Add("c.img", nil, false)
 	if err := c.refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -288,15 +287,16 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestCloseDuringFetchRecordsNoError(t *testing.T) {
 	up := newFake()
-	up.add("x.img", randomBytes(64<<10, 11), false)
-	up.gate = make(chan struct{})
+	up.Add("x.img", randomBytes(64<<10, 11), false)
+	gate := make(chan struct{})
+	up.SetGate(gate)
 	dir := t.TempDir()
 	c := openTest(t, dir, up)
 	img := mustLookup(t, c, "x.img")
 	h, _ := c.Open(img)
 	errc := make(chan error)
 	go func() { _, err := h.Read(context.Background(), 0, 10); errc <- err }()
-	waitFor(t, func() bool { return up.requests.Load() == 1 })
+	waitFor(t, func() bool { return up.Requests() == 1 })
 	h.Close()
 	go c.Close()
 	if err := <-errc; !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) {
@@ -313,7 +313,7 @@ func TestCloseDuringFetchRecordsNoError(t *testing.T) {
 
 // openTestEventually opens once the previous cache has released the
 // directory.
-func openTestEventually(t *testing.T, dir string, up *fakeUpstream) *Cache {
+func openTestEventually(t *testing.T, dir string, up *upstreamtest.Upstream) *Cache {
 	t.Helper()
 	var c *Cache
 	waitFor(t, func() bool {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // nobody is the other local user of these tests: files planted in the
@@ -32,11 +34,11 @@ func chownNobody(t *testing.T, p string) {
 }
 
 // seededCache is a cache directory holding one fully cached image.
-func seededCache(t *testing.T) (dir string, up *fakeUpstream, id string, data []byte) {
+func seededCache(t *testing.T) (dir string, up *upstreamtest.Upstream, id string, data []byte) {
 	t.Helper()
 	up = newFake()
 	data = randomBytes(192<<10, 7)
-	up.add("a.img", data, true)
+	up.Add("a.img", data, true)
 	dir = filepath.Join(t.TempDir(), "cache")
 	c := openTest(t, dir, up)
 	img := mustLookup(t, c, "a.img")
@@ -216,7 +218,7 @@ func TestPlantedCacheEntriesAreRefused(t *testing.T) {
 func TestCacheDirPathIsTrustedAllTheWay(t *testing.T) {
 	needRoot(t)
 	up := newFake()
-	up.add("a.img", []byte("hello"), false)
+	up.Add("a.img", []byte("hello"), false)
 	open := func(dir string) error {
 		c, err := Open(Config{Dir: dir, Upstream: up, ChunkSize: 64 << 10})
 		if err == nil {

@@ -1,7 +1,6 @@
 package cachecore
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,32 +13,18 @@ import (
 
 	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
-// listingUpstream lists the entries it is given, whatever they say, and
-// serves any range of any of them as bytes that depend only on the
-// offset (so that an image of any size can be read anywhere).
-type listingUpstream struct {
-	entries []upstream.Entry
-}
-
-func (u *listingUpstream) List(context.Context) ([]upstream.Entry, error) { return u.entries, nil }
-
-func (u *listingUpstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
-	return io.NopCloser(io.LimitReader(&offsetBytes{off: off}, n)), nil
-}
-
-func (u *listingUpstream) URL(name string) string { return "hostile://up/" + name }
-
-// offsetBytes yields byte(offset) at each offset from off on.
-type offsetBytes struct{ off int64 }
-
-func (r *offsetBytes) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = byte(r.off)
-		r.off++
+// listing returns the shared fake upstream listing entries exactly as
+// given, whatever they say (upstreamtest.AddEntry: any range of any of
+// them reads as bytes that depend only on the offset).
+func listing(entries ...upstream.Entry) *upstreamtest.Upstream {
+	up := upstreamtest.New("hostile://up/")
+	for _, e := range entries {
+		up.AddEntry(e)
 	}
-	return len(p), nil
+	return up
 }
 
 var goodModTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -50,7 +35,7 @@ var goodModTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 // which are logged; the good ones are served, and so after a restart.
 func TestHostileSizesAreRefusedPerEntry(t *testing.T) {
 	dir := t.TempDir()
-	up := &listingUpstream{entries: []upstream.Entry{
+	up := listing([]upstream.Entry{
 		{Name: "max.img", Size: math.MaxInt64, ModTime: goodModTime},
 		{Name: "huge.img", Size: 1 << 62, ModTime: goodModTime},
 		{Name: "over.img", Size: upstream.MaxSize + 1, ModTime: goodModTime},
@@ -59,7 +44,7 @@ func TestHostileSizesAreRefusedPerEntry(t *testing.T) {
 		{Name: "bigdigest.img", Size: 10, Digest: "sha256:" + strings.Repeat("A", 64)},
 		{Name: "ok.img", Size: 100_000, ModTime: goodModTime},
 		{Name: "edge.img", Size: upstream.MaxSize, ModTime: goodModTime},
-	}}
+	}...)
 	var log strings.Builder
 	c := openTest(t, dir, up, func(cfg *Config) { cfg.Logger = textLogger(&log) })
 	checkServed := func(c *Cache) {
@@ -117,7 +102,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // the other images keep their cached bytes.
 func TestHostileRecordsInIndexDoNotCrashStart(t *testing.T) {
 	dir := t.TempDir()
-	up := &listingUpstream{entries: []upstream.Entry{{Name: "ok.img", Size: 300_000, ModTime: goodModTime}}}
+	up := listing(upstream.Entry{Name: "ok.img", Size: 300_000, ModTime: goodModTime})
 	c := openTest(t, dir, up)
 	readAll(t, c, mustLookup(t, c, "ok.img"))
 	if err := c.Close(); err != nil {

@@ -79,15 +79,16 @@ func FuzzCatalogToIndex(f *testing.F) {
 	f.Fuzz(func(t *testing.T, size, sec, nsec int64, count, chunkShift uint8) {
 		mtime := time.Unix(sec, nsec)
 		chunk := int64(MinChunkSize) << (chunkShift % 3) // up to 256 KiB: a read fetches one chunk
-		up := &listingUpstream{}
+		var entries []upstream.Entry
 		for i := range int(count)%64 + 1 {
-			up.entries = append(up.entries, upstream.Entry{Name: fmt.Sprintf("d/%d.img", i), Size: size, ModTime: mtime})
+			entries = append(entries, upstream.Entry{Name: fmt.Sprintf("d/%d.img", i), Size: size, ModTime: mtime})
 		}
-		valid := up.entries[0].Validate() == nil
+		up := listing(entries...)
+		valid := entries[0].Validate() == nil
 		dir := t.TempDir()
 		check := func(c *Cache) {
 			t.Helper()
-			for _, e := range up.entries {
+			for _, e := range entries {
 				ent, ok := c.Lookup(e.Name)
 				if ok != valid {
 					t.Fatalf("%s (size %d, mtime %v) listed %v, valid %v", e.Name, size, mtime, ok, valid)
@@ -103,7 +104,7 @@ func FuzzCatalogToIndex(f *testing.F) {
 			if !valid || size == 0 {
 				return
 			}
-			img := mustLookup(t, c, up.entries[0].Name)
+			img := mustLookup(t, c, entries[0].Name)
 			h, err := c.Open(img)
 			if errors.Is(err, syscall.EFBIG) {
 				return // ext4 holds no file over 16 TiB less 4 KiB
@@ -146,7 +147,8 @@ func FuzzCatalogToIndex(f *testing.F) {
 		if err := idx.Close(); err != nil {
 			t.Fatal(err)
 		}
-		up.entries = append(up.entries, upstream.Entry{Name: "kept.img", Size: size, ModTime: mtime})
+		entries = append(entries, upstream.Entry{Name: "kept.img", Size: size, ModTime: mtime})
+		up.AddEntry(entries[len(entries)-1])
 		c = openTest(t, dir, up, func(cfg *Config) { cfg.ChunkSize = chunk; cfg.Logger = discardLogger() })
 		defer c.Close()
 		check(c)

@@ -9,8 +9,8 @@ func TestImagesStatsAndIndexView(t *testing.T) {
 	dir := t.TempDir()
 	up := newFake()
 	a := randomBytes(200<<10, 1)
-	up.add("a.img", a, true)
-	up.add("sub/b.img", randomBytes(100<<10, 2), false)
+	up.Add("a.img", a, true)
+	up.Add("sub/b.img", randomBytes(100<<10, 2), false)
 
 	c := openTest(t, dir, up)
 	if _, err := c.ImageNamed("nope.img"); !errors.Is(err, ErrNotFound) {

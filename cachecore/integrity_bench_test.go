@@ -11,7 +11,7 @@ import (
 func benchVerified(b *testing.B) (*Cache, *Image) {
 	up := newFake()
 	data := randomBytes(64<<20, 30)
-	up.add("x.img", data, true)
+	up.Add("x.img", data, true)
 	c, err := Open(Config{Dir: b.TempDir(), Upstream: up, Logger: discardLogger()})
 	if err != nil {
 		b.Fatal(err)
@@ -71,7 +71,7 @@ func BenchmarkFirstByte(b *testing.B) {
 	for _, mode := range []VerifyMode{VerifyLazy, VerifyStrict} {
 		b.Run(mode.String(), func(b *testing.B) {
 			up := newFake()
-			up.add("x.img", data, true)
+			up.Add("x.img", data, true)
 			for b.Loop() {
 				b.StopTimer()
 				c, err := Open(Config{Dir: b.TempDir(), Upstream: up, Logger: discardLogger(), Verify: mode})

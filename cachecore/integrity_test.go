@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/index"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 const testChunk = 64 << 10 // openTest's chunk size
@@ -18,7 +19,7 @@ const testChunk = 64 << 10 // openTest's chunk size
 func TestLazyImageIsPartialUntilVerified(t *testing.T) {
 	up := newFake()
 	data := randomBytes(3*testChunk+5, 20)
-	up.add("x.img", data, true)
+	up.Add("x.img", data, true)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	c.verifying <- struct{}{} // hold verification back
@@ -42,10 +43,10 @@ func TestLazyImageIsPartialUntilVerified(t *testing.T) {
 func TestStrictServesNothingBeforeVerification(t *testing.T) {
 	up := newFake()
 	data := randomBytes(5*testChunk+7, 21)
-	up.add("good.img", data, true)
-	up.add("bad.img", data, true)
-	up.digests["bad.img"] = digestOf([]byte("other bytes"))
-	up.add("plain.img", data, false)
+	up.Add("good.img", data, true)
+	up.Add("bad.img", data, true)
+	up.SetDigest("bad.img", upstreamtest.Digest([]byte("other bytes")))
+	up.Add("plain.img", data, false)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.Verify = VerifyStrict })
 	defer c.Close()
 
@@ -63,7 +64,7 @@ func TestStrictServesNothingBeforeVerification(t *testing.T) {
 	}
 	h.Close()
 
-	before := up.fetched.Load()
+	before := up.Fetched()
 	bad := mustLookup(t, c, "bad.img")
 	h, err = c.Open(bad)
 	if err != nil {
@@ -74,12 +75,12 @@ func TestStrictServesNothingBeforeVerification(t *testing.T) {
 		t.Fatalf("strict read of an image that fails verification: %+v %v, want ErrInvalid", sp, err)
 	}
 	h.Close()
-	if up.fetched.Load()-before != int64(len(data)) {
-		t.Fatalf("fetched %d bytes of a %d-byte image", up.fetched.Load()-before, len(data))
+	if up.Fetched()-before != int64(len(data)) {
+		t.Fatalf("fetched %d bytes of a %d-byte image", up.Fetched()-before, len(data))
 	}
 	info := bad.Info()
 	if info.State != StateInvalid || info.CachedBytes != 0 ||
-		!strings.Contains(info.LastError, up.digests["bad.img"]) || !strings.Contains(info.LastError, digestOf(data)) {
+		!strings.Contains(info.LastError, upstreamtest.Digest([]byte("other bytes"))) || !strings.Contains(info.LastError, upstreamtest.Digest(data)) {
 		t.Fatalf("after failed verification: %+v", info)
 	}
 
@@ -121,8 +122,8 @@ func TestCheckQuarantinesDamagedChunks(t *testing.T) {
 		t.Run(map[bool]string{true: "digest", false: "nodigest"}[withDigest], func(t *testing.T) {
 			up := newFake()
 			data := randomBytes(4*testChunk+100, 22)
-			up.add("d/x.img", data, withDigest)
-			up.add("y.img", randomBytes(testChunk, 23), withDigest)
+			up.Add("d/x.img", data, withDigest)
+			up.Add("y.img", randomBytes(testChunk, 23), withDigest)
 			c := openTest(t, t.TempDir(), up)
 			defer c.Close()
 			img := mustLookup(t, c, "d/x.img")
@@ -147,12 +148,12 @@ func TestCheckQuarantinesDamagedChunks(t *testing.T) {
 				!strings.Contains(info.LastError, "chunk 2") || !strings.Contains(res.Reports[0].Message, "dropped") {
 				t.Fatalf("after quarantine: %+v %+v", info, res.Reports)
 			}
-			before := up.fetched.Load()
+			before := up.Fetched()
 			if got := readAll(t, c, img); !bytes.Equal(got, data) {
 				t.Fatal("wrong bytes after quarantine")
 			}
-			if up.fetched.Load()-before != testChunk {
-				t.Fatalf("refetched %d bytes, want the one dropped chunk", up.fetched.Load()-before)
+			if up.Fetched()-before != testChunk {
+				t.Fatalf("refetched %d bytes, want the one dropped chunk", up.Fetched()-before)
 			}
 			want := map[bool]State{true: StateVerified, false: StateComplete}[withDigest]
 			waitFor(t, func() bool { i := img.Info(); return i.State == want && i.LastError == "" })
@@ -169,7 +170,7 @@ func TestCheckQuarantinesDamagedChunks(t *testing.T) {
 func TestCheckVerifiesCompleteImageWithoutSums(t *testing.T) {
 	up := newFake()
 	data := randomBytes(2*testChunk, 24)
-	up.add("x.img", data, true)
+	up.Add("x.img", data, true)
 	dir := t.TempDir()
 	c := openTest(t, dir, up)
 	img := mustLookup(t, c, "x.img")
@@ -190,7 +191,7 @@ func TestCheckVerifiesCompleteImageWithoutSums(t *testing.T) {
 
 func TestScrubFindsDamage(t *testing.T) {
 	up := newFake()
-	up.add("x.img", randomBytes(3*testChunk, 25), true)
+	up.Add("x.img", randomBytes(3*testChunk, 25), true)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
 		cfg.ScrubInterval = 20 * time.Millisecond
 		cfg.ScrubRate = 100 << 20
@@ -210,7 +211,7 @@ func TestScrubFindsDamage(t *testing.T) {
 func TestVerificationResumesAfterRestart(t *testing.T) {
 	up := newFake()
 	data := randomBytes(2*testChunk, 26)
-	up.add("x.img", data, true)
+	up.Add("x.img", data, true)
 	dir := t.TempDir()
 	c := openTest(t, dir, up)
 	c.verifying <- struct{}{} // the daemon stops before it verifies
@@ -226,7 +227,7 @@ func TestVerificationResumesAfterRestart(t *testing.T) {
 
 func TestCheckIsPaced(t *testing.T) {
 	up := newFake()
-	up.add("x.img", randomBytes(2<<20, 28), true)
+	up.Add("x.img", randomBytes(2<<20, 28), true)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -246,7 +247,7 @@ func TestCheckIsPaced(t *testing.T) {
 func TestRefetchOfVerifiedImageIsChecked(t *testing.T) {
 	up := newFake()
 	data := randomBytes(4*testChunk, 27)
-	up.add("x.img", data, true)
+	up.Add("x.img", data, true)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -260,10 +261,9 @@ func TestRefetchOfVerifiedImageIsChecked(t *testing.T) {
 	if res, err := c.Check(context.Background(), "x.img"); err != nil || res.BadChunks != 1 {
 		t.Fatalf("check: %+v %v", res, err)
 	}
-	up.mu.Lock()
-	up.images["x.img"] = append([]byte(nil), data...)
-	up.images["x.img"][testChunk+100] ^= 1
-	up.mu.Unlock()
+	wrong := append([]byte(nil), data...)
+	wrong[testChunk+100] ^= 1
+	up.Replace("x.img", wrong)
 
 	h, err := c.Open(img)
 	if err != nil {
@@ -278,9 +278,7 @@ func TestRefetchOfVerifiedImageIsChecked(t *testing.T) {
 		t.Fatalf("error %q", e)
 	}
 
-	up.mu.Lock()
-	up.images["x.img"] = data
-	up.mu.Unlock()
+	up.Replace("x.img", data)
 	if got := readAll(t, c, img); !bytes.Equal(got, data) {
 		t.Fatal("wrong bytes after the upstream recovered")
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 func TestQueueAndPinSurviveRestart(t *testing.T) {
@@ -69,7 +71,7 @@ func TestQueueAndPinSurviveRestart(t *testing.T) {
 func TestPrefetchLeavesASlotForReaders(t *testing.T) {
 	up, _ := lifecycleFake(3, 1<<20)
 	gate := make(chan struct{})
-	up.gate = gate
+	up.SetGate(gate)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
 		cfg.MaxFetches = 2
 		cfg.Prefetchers = 2
@@ -80,9 +82,9 @@ func TestPrefetchLeavesASlotForReaders(t *testing.T) {
 	}()
 	c.Queue("img00")
 	c.Queue("img01")
-	waitFor(t, func() bool { return up.requests.Load() == 1 })
+	waitFor(t, func() bool { return up.Requests() == 1 })
 	time.Sleep(200 * time.Millisecond) // the prefetchers poll for slots every 10 ms
-	if n := up.requests.Load(); n != 1 {
+	if n := up.Requests(); n != 1 {
 		t.Fatalf("prefetchers made %d requests with two slots; want 1, the other slot left to readers", n)
 	}
 	var wg sync.WaitGroup
@@ -99,7 +101,7 @@ func TestPrefetchLeavesASlotForReaders(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	waitFor(t, func() bool { return up.requests.Load() == 2 })
+	waitFor(t, func() bool { return up.Requests() == 2 })
 	gate <- struct{}{} // let the reader's request through (either one: both proceed in time)
 	gate <- struct{}{}
 	wg.Wait()
@@ -107,7 +109,7 @@ func TestPrefetchLeavesASlotForReaders(t *testing.T) {
 
 func TestCleanerReapsStalledAndInvalid(t *testing.T) {
 	up, _ := lifecycleFake(4, 512*kib)
-	up.digests["img03"] = digestOf([]byte("not these bytes"))
+	up.SetDigest("img03", upstreamtest.Digest([]byte("not these bytes")))
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }

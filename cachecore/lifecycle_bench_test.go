@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // The lifecycle at scale: a cache of 100,000 small images, each cached
@@ -16,12 +18,12 @@ const benchImages = 100_000
 
 // populated makes a cache directory holding benchImages cached images and
 // returns it (closed) with its upstream.
-func populated(b *testing.B) (string, *fakeUpstream) {
+func populated(b *testing.B) (string, *upstreamtest.Upstream) {
 	b.Helper()
 	up := newFake()
 	page := randomBytes(4096, 9)
 	for i := range benchImages {
-		up.add(fmt.Sprintf("d%02d/img%06d", i%100, i), page, false)
+		up.Add(fmt.Sprintf("d%02d/img%06d", i%100, i), page, false)
 	}
 	dir := b.TempDir()
 	c, err := Open(Config{Dir: dir, Upstream: up, ChunkSize: MinChunkSize, ReadAhead: -1,
@@ -116,7 +118,7 @@ func BenchmarkStartup100k(b *testing.B) {
 func BenchmarkPrefetchRate(b *testing.B) {
 	const size, rate = 8 << 20, 2 << 20
 	up := newFake()
-	up.add("x.img", randomBytes(size, 5), false)
+	up.Add("x.img", randomBytes(size, 5), false)
 	for b.Loop() {
 		c, err := Open(Config{Dir: b.TempDir(), Upstream: up, ChunkSize: MinChunkSize,
 			Lifecycle: Lifecycle{PrefetchRate: rate}})

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // The unit tests of the lifecycle use the fake upstream and 64 KiB chunks;
@@ -18,13 +20,13 @@ import (
 const kib = 1 << 10
 
 // lifecycleFake serves n images of size bytes each, named img00, img01...
-func lifecycleFake(n int, size int) (*fakeUpstream, map[string][]byte) {
+func lifecycleFake(n int, size int) (*upstreamtest.Upstream, map[string][]byte) {
 	up := newFake()
 	data := map[string][]byte{}
 	for i := range n {
 		name := fmt.Sprintf("img%02d", i)
 		data[name] = randomBytes(size, uint64(i+1))
-		up.add(name, data[name], false)
+		up.Add(name, data[name], false)
 	}
 	return up, data
 }
@@ -273,8 +275,8 @@ func TestRetiredImageLeavesTheBooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up.add("img00", randomBytes(256*kib, 99), false)
-	up.add("img01", randomBytes(256*kib, 98), false)
+	up.Add("img00", randomBytes(256*kib, 99), false)
+	up.Add("img01", randomBytes(256*kib, 98), false)
 	if err := c.refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -12,14 +12,12 @@ import (
 func TestFailedRefreshKeepsCatalogAndSaysStale(t *testing.T) {
 	up := newFake()
 	data := randomBytes(128<<10, 21)
-	up.add("a.img", data, true)
-	up.add("b.img", randomBytes(64<<10, 22), false)
+	up.Add("a.img", data, true)
+	up.Add("b.img", randomBytes(64<<10, 22), false)
 	dir := t.TempDir()
 	c := openTest(t, dir, up)
 	readAll(t, c, mustLookup(t, c, "a.img"))
-	up.mu.Lock()
-	up.listErr = errors.New("connection refused")
-	up.mu.Unlock()
+	up.SetListErr(errors.New("connection refused"))
 	if err := c.refresh(c.ctx); err == nil {
 		t.Fatal("refresh succeeded")
 	}
@@ -41,13 +39,11 @@ func TestFailedRefreshKeepsCatalogAndSaysStale(t *testing.T) {
 	for _, name := range []string{"a.img", "b.img"} {
 		mustLookup(t, c, name)
 	}
-	up.fetchFn = func(string, int64, int64) error { return errors.New("upstream down") }
+	up.SetFetchErr(func(string, int64, int64) error { return errors.New("upstream down") })
 	if got := readAll(t, c, mustLookup(t, c, "a.img")); !bytes.Equal(got, data) {
 		t.Fatal("cached image wrong offline")
 	}
-	up.mu.Lock()
-	up.listErr = nil
-	up.mu.Unlock()
+	up.SetListErr(nil)
 	if err := c.refresh(c.ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 // for every fetch, so the count is final.
 func TestShortSequentialReadDoesNotReadAhead(t *testing.T) {
 	up := newFake()
-	up.add("big.img", randomBytes(64<<20, 9), false)
+	up.Add("big.img", randomBytes(64<<20, 9), false)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.ChunkSize = 1 << 20 })
 	img := mustLookup(t, c, "big.img")
 	h, _ := c.Open(img)
@@ -34,7 +34,7 @@ func TestShortSequentialReadDoesNotReadAhead(t *testing.T) {
 func TestLongSequentialReadFetchesEachChunkOnce(t *testing.T) {
 	up := newFake()
 	data := randomBytes(48<<20, 10)
-	up.add("big.img", data, false)
+	up.Add("big.img", data, false)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.ChunkSize = 1 << 20 })
 	img := mustLookup(t, c, "big.img")
 	h, _ := c.Open(img)

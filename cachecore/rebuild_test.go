@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // rebuildFixture is a cache directory whose images were read (and
@@ -14,7 +16,7 @@ import (
 // a byte flipped in its second chunk.
 type rebuildFixture struct {
 	dir  string
-	up   *fakeUpstream
+	up   *upstreamtest.Upstream
 	data map[string][]byte
 	ids  map[string]string
 }
@@ -28,7 +30,7 @@ func newRebuildFixture(t *testing.T, crashed bool) *rebuildFixture {
 	f := &rebuildFixture{dir: t.TempDir(), up: newFake(), data: map[string][]byte{}, ids: map[string]string{}}
 	for i, name := range []string{"flipped.img", "good.img", "nodigest.img", "partial.img"} {
 		f.data[name] = randomBytes(rebuildImageSize, uint64(i+1))
-		f.up.add(name, f.data[name], name != "nodigest.img")
+		f.up.Add(name, f.data[name], name != "nodigest.img")
 	}
 	c := openTest(t, f.dir, f.up)
 	for name := range f.data {
@@ -152,9 +154,9 @@ func testRebuildIndexFromSalvagedSums(t *testing.T, f *rebuildFixture) {
 	if n := img.Info().CachedBytes; n != rebuildImageSize-64<<10 {
 		t.Fatalf("flipped.img keeps %d bytes, want all but the flipped chunk", n)
 	}
-	before := f.up.fetched.Load()
+	before := f.up.Fetched()
 	states := f.check(t, c)
-	if n := f.up.fetched.Load() - before; n != 64<<10+rebuildImageSize {
+	if n := f.up.Fetched() - before; n != 64<<10+rebuildImageSize {
 		t.Fatalf("fetched %d bytes again, want the flipped chunk and partial.img (%d)", n, 64<<10+rebuildImageSize)
 	}
 	want := map[string]State{"flipped.img": StatePartial, "good.img": StateVerified, "nodigest.img": StateComplete, "partial.img": StateAbsent}
@@ -210,9 +212,7 @@ func TestRebuildIndexNeedsTheUpstream(t *testing.T) {
 	}
 
 	os.Truncate(filepath.Join(f.dir, "index", "MANIFEST"), 5)
-	f.up.mu.Lock()
-	f.up.listErr = errors.New("upstream down")
-	f.up.mu.Unlock()
+	f.up.SetListErr(errors.New("upstream down"))
 	_, err = Open(Config{Dir: f.dir, Upstream: f.up, ChunkSize: 64 << 10, RebuildIndex: true, InitialListTimeout: 1})
 	if !errors.Is(err, ErrIndexDamaged) || !strings.Contains(err.Error(), "upstream down") {
 		t.Fatalf("rebuild without the upstream: %v, want the damage and the listing's error", err)

@@ -22,7 +22,7 @@ import (
 func FuzzReconcile(f *testing.F) {
 	up := newFake()
 	data := randomBytes(160<<10, 11)
-	up.add("a.img", data, true)
+	up.Add("a.img", data, true)
 	template := filepath.Join(f.TempDir(), "cache")
 	c, err := Open(Config{Dir: template, Upstream: up, ChunkSize: 64 << 10})
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 func TestStartReconcilesIndexWithData(t *testing.T) {
 	up := newFake()
 	data := randomBytes(192<<10, 31)
-	up.add("a.img", data, false)
+	up.Add("a.img", data, false)
 	dir := t.TempDir()
 	c := openTest(t, dir, up)
 	img := mustLookup(t, c, "a.img")
@@ -33,7 +33,7 @@ func TestStartReconcilesIndexWithData(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	before := up.fetched.Load()
+	before := up.Fetched()
 	c = openTest(t, dir, up)
 	defer c.Close()
 	img = mustLookup(t, c, "a.img")
@@ -46,7 +46,7 @@ func TestStartReconcilesIndexWithData(t *testing.T) {
 	if got := readAll(t, c, img); !bytes.Equal(got, data) {
 		t.Fatal("wrong bytes after reconciling")
 	}
-	if n := up.fetched.Load() - before; n != int64(len(data)) {
+	if n := up.Fetched() - before; n != int64(len(data)) {
 		t.Fatalf("fetched %d bytes again, want %d", n, len(data))
 	}
 }

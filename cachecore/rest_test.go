@@ -7,17 +7,19 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // Damage at rest between two mounts and during one (rest.go).
 
 // verifiedThenReopened caches x.img, verified, closes the cache, damages
 // byte off of its data file and opens the cache again: a new mount.
-func verifiedThenReopened(t *testing.T, mode VerifyMode, off int64) (*Cache, *fakeUpstream, *Image, []byte) {
+func verifiedThenReopened(t *testing.T, mode VerifyMode, off int64) (*Cache, *upstreamtest.Upstream, *Image, []byte) {
 	t.Helper()
 	up := newFake()
 	data := randomBytes(4*testChunk+9, 30)
-	up.add("x.img", data, true)
+	up.Add("x.img", data, true)
 	dir := t.TempDir()
 	c := openTest(t, dir, up)
 	img := mustLookup(t, c, "x.img")
@@ -36,7 +38,7 @@ func TestStrictChecksAtFirstOpenAfterMount(t *testing.T) {
 		t.Fatalf("verified image after a new mount: state %s, settled %v; want verified and not settled before a check",
 			img.Info().State, img.Complete())
 	}
-	before := up.fetched.Load()
+	before := up.Fetched()
 	h, err := c.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -47,14 +49,14 @@ func TestStrictChecksAtFirstOpenAfterMount(t *testing.T) {
 	}
 	// The image is open (this handle), so the damaged chunk stays in
 	// place and is fetched again at once.
-	if got := up.fetched.Load() - before; got != testChunk {
+	if got := up.Fetched() - before; got != testChunk {
 		t.Fatalf("fetched %d bytes at open, want the one damaged chunk", got)
 	}
 	b := make([]byte, len(data))
 	if n, err := h.ReadAt(b, 0); n != len(b) || err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("strict read after the check: %d %v, right bytes %v", n, err, bytes.Equal(b, data))
 	}
-	if got := up.fetched.Load() - before; got != testChunk {
+	if got := up.Fetched() - before; got != testChunk {
 		t.Fatalf("fetched %d bytes, want the one damaged chunk", got)
 	}
 	if !img.Complete() || img.Info().State != StateVerified {
@@ -87,7 +89,7 @@ func TestLazyFirstOpenAfterMountIsNotChecked(t *testing.T) {
 	// A write to the data file after that open is seen at the next one.
 	damage(t, dataPath(c, img), 3*testChunk) // the damage undone: a change all the same
 	damage(t, dataPath(c, img), testChunk+1)
-	before := up.fetched.Load()
+	before := up.Fetched()
 	h, err = c.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -96,14 +98,14 @@ func TestLazyFirstOpenAfterMountIsNotChecked(t *testing.T) {
 	if err := h.CheckAtOpen(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := up.fetched.Load() - before; got != testChunk {
+	if got := up.Fetched() - before; got != testChunk {
 		t.Fatalf("open after a change fetched %d bytes, want the one damaged chunk", got)
 	}
 	b := make([]byte, len(data))
 	if n, err := h.ReadAt(b, 0); n != len(b) || err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("lazy read after the check: %d %v", n, err)
 	}
-	if got := up.fetched.Load() - before; got != testChunk {
+	if got := up.Fetched() - before; got != testChunk {
 		t.Fatalf("fetched %d bytes, want the one damaged chunk", got)
 	}
 }
@@ -111,7 +113,7 @@ func TestLazyFirstOpenAfterMountIsNotChecked(t *testing.T) {
 func TestStrictChecksAgainAfterChangeDuringMount(t *testing.T) {
 	up := newFake()
 	data := randomBytes(3*testChunk, 31)
-	up.add("x.img", data, true)
+	up.Add("x.img", data, true)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.Verify = VerifyStrict })
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -133,9 +135,9 @@ func TestStrictChecksAgainAfterChangeDuringMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	before := up.fetched.Load()
-	if err := h.CheckAtOpen(context.Background()); err != nil || up.fetched.Load()-before != testChunk {
-		t.Fatalf("open after a change: %v, fetched %d; want chunk 0 fetched again", err, up.fetched.Load()-before)
+	before := up.Fetched()
+	if err := h.CheckAtOpen(context.Background()); err != nil || up.Fetched()-before != testChunk {
+		t.Fatalf("open after a change: %v, fetched %d; want chunk 0 fetched again", err, up.Fetched()-before)
 	}
 	b := make([]byte, len(data))
 	if n, err := h.ReadAt(b, 0); n != len(b) || err != nil || !bytes.Equal(b, data) {
@@ -168,7 +170,7 @@ func TestCheckAtOpenFailsWithoutDataFile(t *testing.T) {
 
 func TestCheckAtOpenGivesUpWithCtx(t *testing.T) {
 	c, up, img, _ := verifiedThenReopened(t, VerifyStrict, 0)
-	before := up.fetched.Load()
+	before := up.Fetched()
 	h, err := c.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +182,7 @@ func TestCheckAtOpenGivesUpWithCtx(t *testing.T) {
 		t.Fatalf("check at open with ctx done: %v", err)
 	}
 	// The check goes on for the next open.
-	waitFor(t, func() bool { return up.fetched.Load()-before == testChunk })
+	waitFor(t, func() bool { return up.Fetched()-before == testChunk })
 }
 
 // Damage found while the image is open stays in place (a passthrough
@@ -197,9 +199,7 @@ func TestCheckAtOpenFailsWhenDamageCannotBeRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	damage(t, dataPath(c, img), testChunk+5)
-	up.mu.Lock()
-	up.fetchFn = func(string, int64, int64) error { return errors.New("upstream down") }
-	up.mu.Unlock()
+	up.SetFetchErr(func(string, int64, int64) error { return errors.New("upstream down") })
 	h, err := c.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -225,9 +225,7 @@ func TestCheckAtOpenFailsWhenDamageCannotBeRepaired(t *testing.T) {
 		t.Fatalf("second open: %v", err)
 	}
 	h2.Close()
-	up.mu.Lock()
-	up.fetchFn = nil
-	up.mu.Unlock()
+	up.SetFetchErr(nil)
 	h3, err := c.Open(img)
 	if err != nil {
 		t.Fatal(err)

@@ -26,14 +26,14 @@ func (e statusErr) RetryAfter() time.Duration { return e.ra }
 func TestTemporaryFailuresAreRetried(t *testing.T) {
 	up := newFake()
 	data := randomBytes(256<<10, 11)
-	up.add("x.img", data, false)
+	up.Add("x.img", data, false)
 	var fails atomic.Int64
-	up.fetchFn = func(string, int64, int64) error {
+	up.SetFetchErr(func(string, int64, int64) error {
 		if fails.Add(1) <= 2 {
 			return statusErr{code: 503}
 		}
 		return nil
-	}
+	})
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -50,8 +50,8 @@ func TestTemporaryFailuresAreRetried(t *testing.T) {
 
 func TestDefinitiveFailuresAreNotRetried(t *testing.T) {
 	up := newFake()
-	up.add("x.img", randomBytes(64<<10, 12), false)
-	up.fetchFn = func(string, int64, int64) error { return statusErr{code: 403} }
+	up.Add("x.img", randomBytes(64<<10, 12), false)
+	up.SetFetchErr(func(string, int64, int64) error { return statusErr{code: 403} })
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -60,15 +60,15 @@ func TestDefinitiveFailuresAreNotRetried(t *testing.T) {
 	if _, err := h.ReadAt(make([]byte, 10), 0); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("err = %v, want the 403", err)
 	}
-	if n, r := c.Stats().FetchRetries.Load(), up.requests.Load(); n != 0 || r != 1 {
+	if n, r := c.Stats().FetchRetries.Load(), up.Requests(); n != 0 || r != 1 {
 		t.Fatalf("retries %d, requests %d; want 0 and 1", n, r)
 	}
 }
 
 func TestRetriesGiveUpAfterRetryMax(t *testing.T) {
 	up := newFake()
-	up.add("x.img", randomBytes(64<<10, 13), false)
-	up.fetchFn = func(string, int64, int64) error { return statusErr{code: 502} }
+	up.Add("x.img", randomBytes(64<<10, 13), false)
+	up.SetFetchErr(func(string, int64, int64) error { return statusErr{code: 502} })
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.RetryMax = 2 })
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -77,7 +77,7 @@ func TestRetriesGiveUpAfterRetryMax(t *testing.T) {
 	if _, err := h.ReadAt(make([]byte, 10), 0); err == nil || !strings.Contains(err.Error(), "502") {
 		t.Fatalf("err = %v, want the 502", err)
 	}
-	if r := up.requests.Load(); r != 3 {
+	if r := up.Requests(); r != 3 {
 		t.Fatalf("requests = %d, want 3 (1 + RetryMax 2)", r)
 	}
 	if !strings.Contains(img.Info().LastError, "502") {
@@ -103,8 +103,8 @@ func TestBackoff(t *testing.T) {
 
 func TestReadOfStalledUpstreamFailsWithinReadTimeout(t *testing.T) {
 	up := newFake()
-	up.add("x.img", randomBytes(64<<10, 14), false)
-	up.gate = make(chan struct{}) // never opened: every fetch hangs until cancelled
+	up.Add("x.img", randomBytes(64<<10, 14), false)
+	up.SetGate(make(chan struct{})) // never opened: every fetch hangs until cancelled
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.ReadTimeout = 300 * time.Millisecond })
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
@@ -124,22 +124,20 @@ func TestReadOfStalledUpstreamFailsWithinReadTimeout(t *testing.T) {
 func TestHandleHoldsAFailureBriefly(t *testing.T) {
 	up := newFake()
 	data := randomBytes(128<<10, 15)
-	up.add("x.img", data, false)
-	up.fetchFn = func(string, int64, int64) error { return statusErr{code: 404} }
+	up.Add("x.img", data, false)
+	up.SetFetchErr(func(string, int64, int64) error { return statusErr{code: 404} })
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.FailHold = time.Hour })
 	defer c.Close()
 	img := mustLookup(t, c, "x.img")
 	h, _ := c.Open(img)
 	defer h.Close()
 	_, err1 := h.ReadAt(make([]byte, 10), 0)
-	up.mu.Lock()
-	up.fetchFn = nil
-	up.mu.Unlock()
+	up.SetFetchErr(nil)
 	_, err2 := h.ReadAt(make([]byte, 10), 0)
 	if err1 == nil || err2 != err1 {
 		t.Fatalf("second read: %v, want the held %v", err2, err1)
 	}
-	if r := up.requests.Load(); r != 1 {
+	if r := up.Requests(); r != 1 {
 		t.Fatalf("requests = %d: the held failure went to the upstream", r)
 	}
 	h2, _ := c.Open(img) // another open asks again
@@ -176,8 +174,8 @@ func TestTemporary(t *testing.T) {
 
 func TestStrictReadOfStalledUpstreamFailsWithinReadTimeout(t *testing.T) {
 	up := newFake()
-	up.add("x.img", randomBytes(256<<10, 16), true)
-	up.gate = make(chan struct{}) // never opened
+	up.Add("x.img", randomBytes(256<<10, 16), true)
+	up.SetGate(make(chan struct{})) // never opened
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
 		cfg.ReadTimeout = 300 * time.Millisecond
 		cfg.Verify = VerifyStrict

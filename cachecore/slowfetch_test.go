@@ -11,35 +11,39 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
-// trickleUpstream serves images whose bytes depend only on the offset;
-// the bodies of the images named in slow trickle: step bytes, then a
-// pause of every, until the request's context ends. It counts the bodies
-// of slow images that are open.
-type trickleUpstream struct {
-	entries []upstream.Entry
-	slow    map[string]bool
-	step    int
-	every   time.Duration
+// trickle is the shared fake upstream listing entries (their bytes
+// depend only on the offset) whose bodies, for the images named in slow,
+// trickle: step bytes, then a pause of every, until the request's context
+// ends. It counts the bodies of slow images that are open.
+type trickle struct {
+	*upstreamtest.Upstream
+	slow  map[string]bool
+	step  int
+	every time.Duration
 
 	active atomic.Int64 // slow bodies open now
 }
 
-func (u *trickleUpstream) List(context.Context) ([]upstream.Entry, error) { return u.entries, nil }
-
-func (u *trickleUpstream) URL(name string) string { return "trickle://up/" + name }
-
-func (u *trickleUpstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
-	if !u.slow[e.Name] {
-		return io.NopCloser(io.LimitReader(&offsetBytes{off: off}, n)), nil
+func newTrickle(entries []upstream.Entry, slow map[string]bool, step int, every time.Duration) *trickle {
+	u := &trickle{Upstream: upstreamtest.New("trickle://up/"), slow: slow, step: step, every: every}
+	for _, e := range entries {
+		u.AddEntry(e)
 	}
-	u.active.Add(1)
-	return &trickleBody{u: u, ctx: ctx, r: io.LimitReader(&offsetBytes{off: off}, n)}, nil
+	u.SetBody(func(ctx context.Context, name string, body io.ReadCloser) io.ReadCloser {
+		if !u.slow[name] {
+			return body
+		}
+		u.active.Add(1)
+		return &trickleBody{u: u, ctx: ctx, r: body}
+	})
+	return u
 }
 
 type trickleBody struct {
-	u      *trickleUpstream
+	u      *trickle
 	ctx    context.Context
 	r      io.Reader
 	closed sync.Once
@@ -65,8 +69,8 @@ func (b *trickleBody) Close() error {
 // than the low-speed limit, is cancelled (ErrTooSlow, a stall) though a
 // reader still waits for it; the image's error says so.
 func TestLowSpeedLimitCutsATrickle(t *testing.T) {
-	up := &trickleUpstream{entries: []upstream.Entry{{Name: "slow.img", Size: 1 << 20}},
-		slow: map[string]bool{"slow.img": true}, step: 1, every: 5 * time.Millisecond}
+	up := newTrickle([]upstream.Entry{{Name: "slow.img", Size: 1 << 20}},
+		map[string]bool{"slow.img": true}, 1, 5*time.Millisecond)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
 		cfg.LowSpeedLimit, cfg.LowSpeedTime = 64<<10, 300*time.Millisecond
 		cfg.RetryMax, cfg.ReadTimeout = -1, time.Hour
@@ -91,8 +95,8 @@ func TestLowSpeedLimitCutsATrickle(t *testing.T) {
 // TestAbandonedFetchIsCancelled: a fetch whose readers all gave up (read
 // timeout) is cancelled and its slot freed, without the low-speed limit.
 func TestAbandonedFetchIsCancelled(t *testing.T) {
-	up := &trickleUpstream{entries: []upstream.Entry{{Name: "slow.img", Size: 1 << 20}},
-		slow: map[string]bool{"slow.img": true}, step: 1, every: 10 * time.Millisecond}
+	up := newTrickle([]upstream.Entry{{Name: "slow.img", Size: 1 << 20}},
+		map[string]bool{"slow.img": true}, 1, 10*time.Millisecond)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
 		cfg.LowSpeedLimit, cfg.ReadTimeout, cfg.abandonAfter = -1, 200*time.Millisecond, 50*time.Millisecond
 	})
@@ -117,8 +121,8 @@ func TestAbandonedFetchIsCancelled(t *testing.T) {
 // meanwhile, and once the trickle's readers give up its slots come back.
 func TestTricklingImageDoesNotStarveOthers(t *testing.T) {
 	const chunk = 64 << 10
-	up := &trickleUpstream{entries: []upstream.Entry{{Name: "slow.img", Size: 64 * chunk}, {Name: "fast.img", Size: 40 * chunk}},
-		slow: map[string]bool{"slow.img": true}, step: 1, every: 20 * time.Millisecond}
+	up := newTrickle([]upstream.Entry{{Name: "slow.img", Size: 64 * chunk}, {Name: "fast.img", Size: 40 * chunk}},
+		map[string]bool{"slow.img": true}, 1, 20*time.Millisecond)
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
 		cfg.MaxFetches, cfg.LowSpeedLimit, cfg.ReadTimeout, cfg.abandonAfter = 4, -1, time.Hour, 50*time.Millisecond
 		cfg.ReadAhead = -1
@@ -168,8 +172,8 @@ func TestTricklingImageDoesNotStarveOthers(t *testing.T) {
 // joined and left goes on (whoever queued the image still wants it).
 func TestBackgroundFetchIsNotAbandoned(t *testing.T) {
 	const chunk = 64 << 10
-	up := &trickleUpstream{entries: []upstream.Entry{{Name: "slow.img", Size: 4 * chunk}},
-		slow: map[string]bool{"slow.img": true}, step: 4 << 10, every: 5 * time.Millisecond}
+	up := newTrickle([]upstream.Entry{{Name: "slow.img", Size: 4 * chunk}},
+		map[string]bool{"slow.img": true}, 4<<10, 5*time.Millisecond)
 	var log strings.Builder
 	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
 		cfg.LowSpeedLimit, cfg.abandonAfter, cfg.Logger = -1, time.Millisecond, textLogger(&log)

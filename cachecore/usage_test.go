@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // writebackFS is a fake filesystem for measuring data files. Like ext4
@@ -110,12 +111,12 @@ func TestLimitHoldsWhenMeasuresDip(t *testing.T) {
 
 // cutUpstream cuts every reply short, after cut bytes (0: not at all).
 type cutUpstream struct {
-	*fakeUpstream
+	*upstreamtest.Upstream
 	cut atomic.Int64
 }
 
 func (u *cutUpstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
-	body, err := u.fakeUpstream.Fetch(ctx, e, off, n)
+	body, err := u.Upstream.Fetch(ctx, e, off, n)
 	if cut := u.cut.Load(); err == nil && cut > 0 {
 		return struct {
 			io.Reader
@@ -131,9 +132,9 @@ func (u *cutUpstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64)
 // grow with an upstream that keeps failing.
 func TestFailedWritesBookedOnce(t *testing.T) {
 	const chunk = 2 << 20 // two writes of pieceSize each
-	up := &cutUpstream{fakeUpstream: newFake()}
+	up := &cutUpstream{Upstream: newFake()}
 	data := randomBytes(2*chunk, 7)
-	up.add("img", data, false)
+	up.Add("img", data, false)
 	up.cut.Store(chunk / 2) // one write of the chunk lands, the next fails
 	dir := t.TempDir()
 	c := openTest(t, dir, up, func(cfg *Config) {

@@ -6,11 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"os/exec"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,56 +15,23 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/imgcache/imgcache/cachecore"
-	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
-// memUpstream serves images from memory; tests change it to make the
-// catalog change or fetches fail.
-type memUpstream struct {
-	mu     sync.Mutex
-	images map[string][]byte
-	fail   error
-}
-
-func (m *memUpstream) set(name string, b []byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if b == nil {
-		delete(m.images, name)
-	} else {
-		m.images[name] = b
+// memUpstream returns the shared fake upstream (upstreamtest) serving
+// images, each with its digest published.
+func memUpstream(images map[string][]byte) *upstreamtest.Upstream {
+	up := upstreamtest.New("mem://test/")
+	for name, b := range images {
+		up.Add(name, b, true)
 	}
+	return up
 }
-
-func (m *memUpstream) List(ctx context.Context) ([]upstream.Entry, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var es []upstream.Entry
-	for name, b := range m.images {
-		s := sha256.Sum256(b)
-		es = append(es, upstream.Entry{Name: name, Size: int64(len(b)), Digest: "sha256:" + hex.EncodeToString(s[:]),
-			ModTime: time.Unix(1700000000, 0)})
-	}
-	sort.Slice(es, func(i, j int) bool { return es[i].Name < es[j].Name })
-	return es, nil
-}
-
-func (m *memUpstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.fail != nil {
-		return nil, m.fail
-	}
-	b := m.images[e.Name]
-	return io.NopCloser(bytes.NewReader(b[off : off+n])), nil
-}
-
-func (m *memUpstream) URL(name string) string { return "mem://test/" + name }
 
 // mountTest mounts a cache over up in a temporary directory; it is
 // unmounted at cleanup. The test must reach the mount only through other
 // processes (this one serves it).
-func mountTest(t *testing.T, up *memUpstream) (string, *cachecore.Cache) {
+func mountTest(t *testing.T, up *upstreamtest.Upstream) (string, *cachecore.Cache) {
 	t.Helper()
 	notify := new(Notifier)
 	c, err := cachecore.Open(cachecore.Config{
@@ -110,7 +74,7 @@ func shErr(script string) (string, error) {
 
 func TestFilesDirectoriesAndAttributes(t *testing.T) {
 	data := bytes.Repeat([]byte("imgcache"), 40000) // 320000 bytes: 5 chunks
-	up := &memUpstream{images: map[string][]byte{"b.img": data, "a/z.img": []byte("z"), "a/y.img": nil}}
+	up := memUpstream(map[string][]byte{"b.img": data, "a/z.img": []byte("z"), "a/y.img": nil})
 	mnt, _ := mountTest(t, up)
 
 	if got := sh(t, "ls "+mnt); got != "a\nb.img\n" {
@@ -156,14 +120,14 @@ func TestFilesDirectoriesAndAttributes(t *testing.T) {
 }
 
 func TestCatalogChangesShowUp(t *testing.T) {
-	up := &memUpstream{images: map[string][]byte{"old.img": []byte("v1")}}
+	up := memUpstream(map[string][]byte{"old.img": []byte("v1")})
 	mnt, _ := mountTest(t, up)
 	if got := sh(t, "cat "+mnt+"/old.img"); got != "v1" {
 		t.Fatal(got)
 	}
 	sh(t, "ls -l "+mnt+"/new.img 2>/dev/null; true") // a negative lookup the kernel may cache
-	up.set("old.img", []byte("version 2"))
-	up.set("new.img", []byte("new"))
+	up.Add("old.img", []byte("version 2"), true)
+	up.Add("new.img", []byte("new"), true)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		a, _ := shErr("cat " + mnt + "/old.img")
@@ -179,7 +143,8 @@ func TestCatalogChangesShowUp(t *testing.T) {
 }
 
 func TestFetchFailureIsEIOAndRecorded(t *testing.T) {
-	up := &memUpstream{images: map[string][]byte{"x.img": []byte("hello")}, fail: errors.New("upstream said no")}
+	up := memUpstream(map[string][]byte{"x.img": []byte("hello")})
+	up.SetFetchErr(func(string, int64, int64) error { return errors.New("upstream said no") })
 	mnt, _ := mountTest(t, up)
 	out, err := shErr("cat " + mnt + "/x.img")
 	if err == nil || !strings.Contains(out, "Input/output error") {

@@ -11,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
 // TestSettledImagesArePassthrough reads a settled image with O_DIRECT,
@@ -21,7 +22,7 @@ import (
 // (the kernel refuses mixing the two modes with EIO).
 func TestSettledImagesArePassthrough(t *testing.T) {
 	data := bytes.Repeat([]byte("passthrough!"), 100_000) // 1.2 MB: 19 chunks of 64 KiB
-	up := &memUpstream{images: map[string][]byte{"p.img": data}}
+	up := memUpstream(map[string][]byte{"p.img": data})
 	mnt, c, root, server := mountTestServer(t, up)
 	probeErr := root.ProbePassthrough(server, t.TempDir())
 	t.Logf("serve mode %s (probe: %v)", root.ServeMode(), probeErr)
@@ -107,7 +108,7 @@ func (refusingRegistrar) UnregisterBackingFd(int32) syscall.Errno { return 0 }
 
 // mountTestServer is mountTest that also returns the root and the
 // server, for probes.
-func mountTestServer(t *testing.T, up *memUpstream) (string, *cachecore.Cache, *Root, *fuse.Server) {
+func mountTestServer(t *testing.T, up *upstreamtest.Upstream) (string, *cachecore.Cache, *Root, *fuse.Server) {
 	t.Helper()
 	c, err := cachecore.Open(cachecore.Config{Dir: t.TempDir(), Upstream: up, ChunkSize: 64 << 10})
 	if err != nil {

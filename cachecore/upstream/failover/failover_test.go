@@ -5,48 +5,35 @@ import (
 	"errors"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
+	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
 
-// fake is an upstream that is up or down.
+// fake is the shared fake upstream (upstreamtest) at http://name/,
+// listing from-name and serving x as the name's first letter.
 type fake struct {
+	*upstreamtest.Upstream
 	name string
-	mu   sync.Mutex
-	down bool
-	hits int
 }
 
-func (u *fake) set(down bool) { u.mu.Lock(); u.down = down; u.mu.Unlock() }
+func newFake(name string) *fake {
+	u := &fake{Upstream: upstreamtest.New("http://" + name + "/"), name: name}
+	u.Add("from-"+name, []byte{name[0]}, false)
+	u.Add("x", []byte{name[0]}, false)
+	return u
+}
 
-func (u *fake) call() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.hits++
-	if u.down {
-		return errors.New(u.name + " is down")
+// set takes the upstream down (every call fails) or up.
+func (u *fake) set(down bool) {
+	var err error
+	if down {
+		err = errors.New(u.name + " is down")
 	}
-	return nil
+	u.SetDown(err)
 }
-
-func (u *fake) List(ctx context.Context) ([]upstream.Entry, error) {
-	if err := u.call(); err != nil {
-		return nil, err
-	}
-	return []upstream.Entry{{Name: "from-" + u.name, Size: 1}}, nil
-}
-
-func (u *fake) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
-	if err := u.call(); err != nil {
-		return nil, err
-	}
-	return io.NopCloser(strings.NewReader(u.name)), nil
-}
-
-func (u *fake) URL(name string) string { return "http://" + u.name + "/" + name }
 
 func fetch(t *testing.T, f *Upstream) string {
 	t.Helper()
@@ -60,7 +47,7 @@ func fetch(t *testing.T, f *Upstream) string {
 }
 
 func TestOrderedFailoverAndRecovery(t *testing.T) {
-	a, b, c := &fake{name: "a"}, &fake{name: "b"}, &fake{name: "c"}
+	a, b, c := newFake("a"), newFake("b"), newFake("c")
 	f := New([]upstream.Upstream{a, b, c}, time.Minute, nil)
 	now := time.Unix(1000, 0)
 	f.now = func() time.Time { return now }
@@ -80,17 +67,17 @@ func TestOrderedFailoverAndRecovery(t *testing.T) {
 		t.Fatalf("list: %v %v", es, err)
 	}
 	now = now.Add(time.Minute) // a probe of a, which fails: not asked again for ProbeAfter
-	hitsA := a.hits
-	if got := fetch(t, f); got != "c" || a.hits != hitsA+1 {
-		t.Fatalf("probe of a still down: %q (a asked %d times), want c after one try of a", got, a.hits-hitsA)
+	hitsA := a.Calls()
+	if got := fetch(t, f); got != "c" || a.Calls() != hitsA+1 {
+		t.Fatalf("probe of a still down: %q (a asked %d times), want c after one try of a", got, a.Calls()-hitsA)
 	}
-	if got := fetch(t, f); got != "c" || a.hits != hitsA+1 {
-		t.Fatalf("right after a failed probe: %q (a asked %d times), want c without asking a", got, a.hits-hitsA)
+	if got := fetch(t, f); got != "c" || a.Calls() != hitsA+1 {
+		t.Fatalf("right after a failed probe: %q (a asked %d times), want c without asking a", got, a.Calls()-hitsA)
 	}
 	a.set(false)
-	hitsA = a.hits
-	if got := fetch(t, f); got != "c" || a.hits != hitsA {
-		t.Fatalf("before ProbeAfter: %q (a asked %d times), want c without asking a", got, a.hits-hitsA)
+	hitsA = a.Calls()
+	if got := fetch(t, f); got != "c" || a.Calls() != hitsA {
+		t.Fatalf("before ProbeAfter: %q (a asked %d times), want c without asking a", got, a.Calls()-hitsA)
 	}
 	now = now.Add(time.Minute)
 	if got := fetch(t, f); got != "a" {
@@ -109,8 +96,8 @@ func TestOrderedFailoverAndRecovery(t *testing.T) {
 	}
 }
 
-// breaking is a body that fails after its first byte.
-type breaking struct{ fake }
+// breaking is an upstream whose bodies fail after their first byte.
+type breaking struct{ *fake }
 
 func (u *breaking) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (io.ReadCloser, error) {
 	return io.NopCloser(io.MultiReader(strings.NewReader("x"), errReader{})), nil
@@ -121,7 +108,7 @@ type errReader struct{}
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
 
 func TestBrokenBodyFailsOver(t *testing.T) {
-	a, b := &breaking{fake{name: "a"}}, &fake{name: "b"}
+	a, b := &breaking{newFake("a")}, newFake("b")
 	f := New([]upstream.Upstream{a, b}, time.Minute, nil)
 	if got := fetch(t, f); got != "x" {
 		t.Fatalf("first fetch: %q", got)
