@@ -226,6 +226,46 @@ func TestDigestMismatchInvalidates(t *testing.T) {
 	}
 }
 
+// A read that found its chunk present just before a failed verification
+// dropped the image reads the data file after it: while the image is open
+// the bytes stay (the fetched ones, which a lazy reader may see), never a
+// hole of zeros. The last close leaves the file to the cleaner.
+func TestInvalidOpenImageKeepsItsBytes(t *testing.T) {
+	up := newFake()
+	data := randomBytes(3*testChunk, 11)
+	up.Add("x.img", data, true)
+	up.SetDigest("x.img", upstreamtest.Digest([]byte("something else")))
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	img := mustLookup(t, c, "x.img")
+	c.verifying <- struct{}{} // hold the verdict back
+	h, err := c.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	b := make([]byte, len(data))
+	if _, err := h.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := h.Read(context.Background(), testChunk, 100) // present: no fetch
+	if err != nil || sp.File == nil || sp.Len != 100 {
+		t.Fatalf("read of a present chunk: %+v %v", sp, err)
+	}
+	<-c.verifying
+	waitFor(t, func() bool { return img.Info().State == StateInvalid })
+	got := make([]byte, sp.Len)
+	if _, err := sp.File.ReadAt(got, sp.Off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data[testChunk:testChunk+100]) {
+		t.Fatal("a span taken before the verdict reads other bytes than were fetched (a hole?)")
+	}
+	if info := img.Info(); info.CachedBytes != 0 {
+		t.Fatalf("dropped image still counts %d cached bytes", info.CachedBytes)
+	}
+}
+
 func TestCatalogRefresh(t *testing.T) {
 	up := newFake()
 	up.Add("a.img", randomBytes(1000, 8), false)

@@ -316,13 +316,20 @@ func (c *Cache) dropped(img *Image, off, n int64) {
 	c.cfg.Notifier.PagesDropped(img, off, n)
 }
 
-// dropLocked forgets every chunk of the image and empties its data file.
-// The bytes go while img.mu is held (the one disk write under it), so
-// that no fetch can write a chunk that is then punched out.
+// dropLocked forgets every chunk of the image and, if no one has it
+// open, empties its data file. The bytes go while img.mu is held (the one
+// disk write under it), so that no fetch can write a chunk that is then
+// punched out. An open image keeps its bytes, as in dropChunksLocked: a
+// read that found its chunk present just before the drop reads the file
+// after it, and would read a hole as zeros; each chunk is made right by
+// its next fetch, which writes over it.
 func (img *Image) dropLocked() error {
 	img.present.Clear()
 	img.rest.checked = false
 	img.dirty = true
+	if img.users > 0 {
+		return nil
+	}
 	return img.c.store.Punch(img.id, img.entry.Size)
 }
 
