@@ -81,6 +81,7 @@ complete_line "$1"
 		{"imgcache completion ", []string{"bash", "fish", "zsh"}},
 		{"imgcache pin " + dir + " ", every},
 		{"imgcache evict " + dir + " ub", []string{"ubuntu/jammy.img"}},
+		{"imgcache evict --all " + dir + " ", nil},
 		{"imgcache prefetch " + dir + " alpine.iso ", []string{"debian.qcow2", "ubuntu/jammy.img"}},
 		{"imgcache stat " + dir + " alpine.iso ", nil},
 		{"imgcache pin --cache-dir " + t.TempDir() + " ", nil}, // no daemon: nothing, not files

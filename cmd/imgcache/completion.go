@@ -60,8 +60,8 @@ const completionTimeout = 2 * time.Second
 // directory (nothing if none answers), up to max arguments (0: any
 // number).
 func completeImages(o manageOpts, max int) cobra.CompletionFunc {
-	return func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		if max > 0 && len(args) >= max {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if max > 0 && len(args) >= max || cmd.Flags().Changed("all") { // evict --all takes no name
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
