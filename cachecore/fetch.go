@@ -19,6 +19,8 @@ import (
 // written to the data file before it is marked present, and its waiters
 // are released as soon as it lands, so a reader of the start of a long run
 // need not wait for its end.
+// (Not x/sync/singleflight: it merges calls for one key, and a read needs a
+// range of chunks, some claimed by others, its own merged into runs.)
 
 // maxRunChunks bounds one range request, so that one reader cannot hold a
 // fetch slot for long and read-ahead spreads over parallel requests.

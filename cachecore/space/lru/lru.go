@@ -2,7 +2,9 @@
 // manner of groupcache's lru: a map for lookup and a list for order,
 // nothing more. It does no I/O and takes no locks: the owner serializes
 // calls, and eviction returns the entries it removed so that the owner can
-// delete their files after letting go of its own lock.
+// delete their files after letting go of its own lock. (Not
+// hashicorp/golang-lru: it bounds the number of entries, not their bytes,
+// and takes a lock of its own under the ledger's.)
 package lru
 
 import "container/list"
