@@ -90,6 +90,9 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 
 	if img.c.cfg.Verify == VerifyStrict {
 		if err := h.awaitVerifiedBounded(ctx); err != nil {
+			if readsAround(err) { // lazy would read around the cache; strict cannot
+				err = img.noRoomStrict(err)
+			}
 			return Span{}, err
 		}
 	} else {
@@ -105,6 +108,25 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 	}
 	img.c.stats.BytesServed.Add(uint64(n))
 	return Span{File: h.file, Off: off, Len: n}, nil
+}
+
+// noRoomStrict is the error of a strict read of an image that cannot be
+// cached whole (the size limit, or a full disk): strict mode serves no
+// byte it has not verified, and it verifies only whole images. It is
+// recorded on the image (user.imgcache.error) and logged when it is new,
+// since nothing else would say why the read failed.
+func (img *Image) noRoomStrict(err error) error {
+	err = &Error{Op: "read", Name: img.entry.Name, Err: fmt.Errorf(
+		"%w; --verify=strict serves an image only once all %d bytes are cached and verified", err, img.entry.Size)}
+	img.mu.Lock()
+	fresh := img.rec.LastError != err.Error()
+	img.recordErrorLocked(err)
+	img.mu.Unlock()
+	if fresh {
+		img.c.log.Error("strict read refused: the image cannot be cached whole", "image", img.entry.Name, "err", err)
+		img.c.kickFlush()
+	}
+	return err
 }
 
 // ReadAt reads like io.ReaderAt, copying from the data file; for callers

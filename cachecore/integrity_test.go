@@ -284,3 +284,27 @@ func TestRefetchOfVerifiedImageIsChecked(t *testing.T) {
 	}
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
 }
+
+// A strict read of an image that cannot be cached whole fails, and says
+// why where users look: the error attribute and the log.
+func TestStrictImageOverTheLimitSaysWhy(t *testing.T) {
+	up := newFake()
+	up.Add("big.img", randomBytes(8*testChunk, 30), true)
+	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
+		cfg.Verify = VerifyStrict
+		cfg.MaxSize = 4 * testChunk
+	})
+	defer c.Close()
+	img := mustLookup(t, c, "big.img")
+	h, err := c.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Read(context.Background(), 0, 100); !errors.Is(err, ErrNoRoom) {
+		t.Fatalf("strict read of an image over the limit: %v, want ErrNoRoom", err)
+	}
+	if e := img.Info().LastError; !strings.Contains(e, "--verify=strict") || !strings.Contains(e, "big.img") {
+		t.Fatalf("error attribute after the refused read: %q", e)
+	}
+}
