@@ -66,6 +66,7 @@ func TestDebianPackage(t *testing.T) {
 	for _, p := range pages {
 		want["/usr/share/man/man1/"+filepath.Base(p)+".gz"] = "-rw-r--r-- root/root"
 	}
+	want["/usr/share/man/man8/mount.imgcache.8.gz"] = "-rw-r--r-- root/root" // packaging/man
 	for path, attrs := range want {
 		got, ok := files[path]
 		switch {

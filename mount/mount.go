@@ -5,6 +5,7 @@
 package mount
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ type Options struct {
 	Mirrors      []string // more upstream URLs, tried after those of Upstream
 	Trust        Trust    // timeouts, retries, TLS, credentials (trust.go)
 	Mountpoint   string
+	Source       string // the mount's source in /proc/mounts (mount -a matches fstab's against it); "": "imgcache"
 	CacheDir     string
 	ChunkSize    int64         // 0: the cache's default
 	CatalogTTL   time.Duration // 0: the cache's default
@@ -122,7 +124,7 @@ func Run(ctx context.Context, o Options) error {
 
 	opts := fs.Options()
 	opts.MountOptions = fuse.MountOptions{
-		FsName:      "imgcache",
+		FsName:      cmp.Or(o.Source, "imgcache"),
 		Name:        "imgcache",
 		AllowOther:  o.AllowOther,
 		Debug:       o.Debug,

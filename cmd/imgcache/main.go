@@ -32,6 +32,9 @@ var errNoCommand = errors.New("no command")
 // the command failed, 2 when it was called wrongly (a one-line error that
 // says where the help is).
 func run(args []string, stdout, stderr io.Writer) int {
+	if code, handled := runFstabForm(args, stdout, stderr); handled { // fstab.go: mount(8)'s helper form
+		return code
+	}
 	root := newRoot()
 	root.SetArgs(goStyleFlags(root, args))
 	root.SetOut(stdout)

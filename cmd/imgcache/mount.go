@@ -29,7 +29,10 @@ the credentials file is read again and the catalog refreshed now.
 
 Reads fault the parts they need in from UPSTREAM into the cache directory;
 later reads are local. getfattr -d shows an image's cache state
-(user.imgcache.*), du shows what is cached.`, mountFlags)
+(user.imgcache.*), du shows what is cached.
+
+From /etc/fstab or mount -t fuse.imgcache the same mount runs as a
+detached daemon, its flags given as -o options: see mount.imgcache(8).`, mountFlags)
 	c.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) == 1 {
 			return nil, cobra.ShellCompDirectiveFilterDirs // MOUNTPOINT
@@ -70,7 +73,7 @@ func mountFlags(fs *pflag.FlagSet) func([]string) error {
 		if *debug {
 			level = slog.LevelDebug
 		}
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		log := slog.New(logHandler(level)) // daemon.go: stderr, or a helper mount's daemon's log
 		trust, err := tf.trust(log)
 		if err != nil {
 			return err
@@ -83,6 +86,7 @@ func mountFlags(fs *pflag.FlagSet) func([]string) error {
 			Mirrors:    tf.mirrors,
 			Trust:      trust,
 			Mountpoint: args[1],
+			Source:     mountSource(args[0]), // fstab.go
 			CacheDir:   *cacheDir,
 			ChunkSize:  *chunk,
 			CatalogTTL: *ttl,
@@ -92,7 +96,7 @@ func mountFlags(fs *pflag.FlagSet) func([]string) error {
 			Lifecycle:  life,
 			Debug:      *debug,
 			Logger:     log,
-			Ready:      func(i mount.Info) { fmt.Fprintln(os.Stderr, i) },
+			Ready:      announceReady, // daemon.go
 			Reload:     reload,
 
 			RebuildIndex: *rebuild,

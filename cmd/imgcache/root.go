@@ -58,7 +58,7 @@ imgcache help COMMAND, and in its own page, imgcache-COMMAND(1).`,
 		// Not cobra's check ("unknown command" with suggestions on
 		// several lines): RunE says it in one. The fstab form that
 		// mount.fuse3 runs, imgcache SOURCE MOUNTPOINT -o OPTIONS, is
-		// to come in here too.
+		// taken before cobra sees it (fstab.go).
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			switch {
