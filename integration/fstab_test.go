@@ -28,7 +28,10 @@ var helperLinks = []string{"/usr/local/sbin/imgcache", "/usr/sbin/mount.imgcache
 // installHelper links the binary under test where mount(8) looks.
 func installHelper(t *testing.T) {
 	t.Helper()
-	need(t, "mount", "umount", "mount.fuse3")
+	need(t, "mount", "umount")
+	if _, err := os.Stat("/sbin/mount.fuse3"); err != nil { // where mount(8) looks for it, whatever PATH says
+		t.Fatalf("mount.fuse3 is not installed (%v); run .ci/setup (fuse3 has it)", err)
+	}
 	os.MkdirAll(filepath.Dir(helperLock), 0o755)
 	lock, err := os.OpenFile(helperLock, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -283,20 +286,14 @@ func TestFstabSyslog(t *testing.T) {
 	imgs := makeImages(t, root, map[string]int64{"a.img": 256 << 10})
 	origin := startOrigin(t, root)
 	mnt, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "c")
-	script := `sock=$1; shift; mount -t tmpfs -o mode=755 none /dev && mknod -m 666 /dev/null c 1 3 &&
-		mknod -m 600 /dev/fuse c 10 229 && ln -s "$sock" /dev/log && exec "$@"`
-	if out, err := runErr("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", sock,
-		"mount", "-t", "fuse.imgcache", origin.url, mnt, "-o", "cache_dir="+cacheDir); err != nil {
+	if out, err := mountWithDevLog(sock, origin.url, mnt, "cache_dir="+cacheDir); err != nil {
 		t.Fatalf("mount: %v\n%s", err, out)
 	}
 	pid := daemonOf(t, cacheDir, "")
-	inside := func(args ...string) string {
-		return run(t, "nsenter", append([]string{"--target", fmt.Sprint(pid), "--mount"}, args...)...)
-	}
-	if got := strings.Fields(inside("sha256sum", filepath.Join(mnt, "a.img"))); len(got) == 0 || got[0] != imgs["a.img"].sha256 {
+	if got := strings.Fields(inNamespaceOf(t, pid, "sha256sum", filepath.Join(mnt, "a.img"))); len(got) == 0 || got[0] != imgs["a.img"].sha256 {
 		t.Fatalf("a.img differs: %q", got)
 	}
-	inside("umount", mnt)
+	inNamespaceOf(t, pid, "umount", mnt)
 	waitGone(t, pid)
 
 	// <30> is daemon.info: facility 3, severity 6.
@@ -318,6 +315,46 @@ func TestFstabSyslog(t *testing.T) {
 			t.Errorf("syslog has no %q:\n%s", want, all)
 		}
 	}
+}
+
+// TestFstabNoSyslog: without log_file and with nothing at /dev/log the
+// mount is made all the same, and says once that the log is lost.
+func TestFstabNoSyslog(t *testing.T) {
+	installHelper(t)
+	need(t, "unshare", "nsenter", "mknod")
+	root := t.TempDir()
+	makeImages(t, root, map[string]int64{"a.img": 4096})
+	origin := startOrigin(t, root)
+	mnt, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "c")
+	out, err := mountWithDevLog("", origin.url, mnt, "cache_dir="+cacheDir)
+	if err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	pid := daemonOf(t, cacheDir, "")
+	const want = "imgcache: warning: no syslog daemon answers at /dev/log ("
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], want) {
+		t.Errorf("mount said %q, want one line starting %q", out, want)
+	}
+	inNamespaceOf(t, pid, "stat", filepath.Join(mnt, "a.img"))
+	inNamespaceOf(t, pid, "umount", mnt)
+	waitGone(t, pid)
+}
+
+// mountWithDevLog runs mount -t fuse.imgcache in a mount namespace of its
+// own whose /dev holds null, fuse and, if sock is not "", a log that leads
+// to sock: the machine's syslog (if any) is left out. The mount lives in
+// that namespace, as long as its daemon.
+func mountWithDevLog(sock, source, mnt, opts string) (string, error) {
+	script := `sock=$1; shift; mount -t tmpfs -o mode=755 none /dev && mknod -m 666 /dev/null c 1 3 &&
+		mknod -m 600 /dev/fuse c 10 229 && { [ -z "$sock" ] || ln -s "$sock" /dev/log; } && exec "$@"`
+	return runErr("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", sock,
+		"mount", "-t", "fuse.imgcache", source, mnt, "-o", opts)
+}
+
+// inNamespaceOf runs a command in the mount namespace of the process pid.
+func inNamespaceOf(t *testing.T, pid int, args ...string) string {
+	t.Helper()
+	return run(t, "nsenter", append([]string{"--target", fmt.Sprint(pid), "--mount"}, args...)...)
 }
 
 // TestFstabBadInput: each mistake gets one line on stderr naming it and a
@@ -383,4 +420,46 @@ func TestFstabBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFstabAfterDaemonKilled: a daemon killed with SIGKILL leaves a dead
+// mount (transport endpoint is not connected); mounting the fstab entry
+// again cleans it up and serves the same cache, and umount then ends the
+// new daemon cleanly.
+func TestFstabAfterDaemonKilled(t *testing.T) {
+	installHelper(t)
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"a.img": 2 << 20})
+	origin := startOrigin(t, root)
+	mnt, cacheDir, logFile := t.TempDir(), filepath.Join(t.TempDir(), "c"), filepath.Join(t.TempDir(), "log")
+	fstab := filepath.Join(t.TempDir(), "fstab")
+	line := fmt.Sprintf("%s %s fuse.imgcache cache_dir=%s,log_file=%s,_netdev,nofail 0 0\n", origin.url, mnt, cacheDir, logFile)
+	if err := os.WriteFile(fstab, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runErr("mount", "-T", fstab, mnt); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	unmountAtCleanup(t, mnt)
+	pid := daemonOf(t, cacheDir, logFile)
+	if got := sha256sum(t, filepath.Join(mnt, "a.img")); got != imgs["a.img"].sha256 {
+		t.Fatal("a.img differs")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(t, pid)
+	if _, err := runErr("stat", filepath.Join(mnt, "a.img")); err == nil {
+		t.Fatal("the mount still answers with its daemon killed")
+	}
+
+	if out, err := runErr("mount", "-T", fstab, mnt); err != nil {
+		t.Fatalf("mount over the dead mount: %v\n%s", err, out)
+	}
+	pid2 := daemonOf(t, cacheDir, logFile)
+	if got := sha256sum(t, filepath.Join(mnt, "a.img")); got != imgs["a.img"].sha256 {
+		t.Fatal("a.img differs after the remount")
+	}
+	if b, _ := os.ReadFile(logFile); !strings.Contains(string(b), "cleaning up the stale mount") {
+		t.Errorf("the new daemon's log does not say it cleaned up the dead mount:\n%s", b)
+	}
+	umount(t, mnt, pid2, logFile)
 }

@@ -104,6 +104,15 @@ func TestDebianPackage(t *testing.T) {
 		target != filepath.Join(x, "usr/bin/imgcache") {
 		t.Errorf("usr/sbin/mount.imgcache resolves to %q (%v)", target, err)
 	}
+	// The link is mount(8)'s helper: -f checks the options and mounts nothing.
+	helper := filepath.Join(x, "usr/sbin/mount.imgcache")
+	if out, err := runErr(helper, "http://images.example/", t.TempDir(), "-f", "-o", "rw,max_size=1G,_netdev"); err != nil {
+		t.Errorf("mount.imgcache -f: %v\n%s", err, out)
+	}
+	if out, err := runErr(helper, "http://images.example/", t.TempDir(), "-f", "-o", "bogus"); err == nil ||
+		!strings.HasPrefix(out, `imgcache: unknown option "bogus"`) {
+		t.Errorf("mount.imgcache -f -o bogus: %v\n%s", err, out)
+	}
 	if v := run(t, filepath.Join(x, "usr/bin/imgcache"), "version"); !strings.HasPrefix(v, "imgcache "+version+"\n") {
 		t.Errorf("the packaged binary's version does not say %s:\n%s", version, v)
 	}
