@@ -316,10 +316,7 @@ func (s *sequence) run(o op) {
 		s.run(*o.during)
 		check()
 	case opRestart:
-		if !knownDefects { // SIGTERM with a file open takes 15-20 s (docs/failure.md)
-			s.closeAll(o.closing)
-		}
-		s.mnt.unmount(s.t) // exit 0, nothing left mounted
+		s.mnt.unmount(s.t) // exit 0, nothing left mounted, held opens or not
 		s.closeAll(o.closing)
 		s.remount()
 	}

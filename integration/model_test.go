@@ -74,14 +74,11 @@ type modelImage struct {
 //   - the upstream republishes the bytes an image has, or had before its
 //     last version (a rollback), as a new file (today the record keeps the
 //     old validators, so every uncached read fails as "changed upstream",
-//     and a rollback while the old version is open serves zeros);
-//   - SIGTERM ends the daemon promptly with files open (today it takes
-//     15-20 s, more than the harness waits under load), so a restart keeps
-//     the held opens open across it.
+//     and a rollback while the old version is open serves zeros).
 //
 // Without it the model expects the pin on the version it landed on only
-// and publishes only new bytes, and closes held opens before SIGTERM, so
-// that CI stays green until they are fixed; then this goes.
+// and publishes only new bytes, so that CI stays green until they are
+// fixed; then this goes.
 var knownDefects = os.Getenv("IMGCACHE_MODEL_DEFECTS") == "1"
 
 // pinnedAt says whether version v of the image must show pinned.

@@ -185,9 +185,15 @@ const unmountPatience = 2 * time.Second
 // they stay open it detaches the mount (it goes once they close) so that
 // a signal always ends the daemon soon.
 func unmount(server *fuse.Server, mnt string, done <-chan struct{}, log *slog.Logger) {
-	deadline := time.Now().Add(unmountPatience) // each try of go-fuse's takes 0.3 s when busy
+	deadline := time.Now().Add(unmountPatience)
 	for {
-		err := server.Unmount()
+		// umount(2) itself when it may (as root): go-fuse's Unmount tries
+		// five times with fusermount3 as well, 0.3 s and more a call under
+		// load, 5 s before a busy mount was detached.
+		err := syscall.Unmount(mnt, 0)
+		if errors.Is(err, syscall.EPERM) {
+			err = server.Unmount()
+		}
 		if err == nil {
 			break
 		}
