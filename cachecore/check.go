@@ -325,6 +325,7 @@ func (c *Cache) dropped(img *Image, off, n int64) {
 // its next fetch, which writes over it.
 func (img *Image) dropLocked() error {
 	img.present.Clear()
+	img.hashState.resetLocked()
 	img.rest.checked = false
 	img.dirty = true
 	if img.users > 0 {
@@ -347,6 +348,7 @@ func (img *Image) dropChunksLocked(chunks []int) (int, error) {
 			continue
 		}
 		dropped++
+		img.hashState.resetLocked()
 		img.rest.checked = false
 		img.dirty = true
 		if img.users > 0 {

@@ -53,6 +53,7 @@
 //	lifecycle.mu        the prefetch queue                  } is taken under
 //	fetchSlots.mu       who holds fetch slots               } them
 //	request.mu, rateGuard.mu  one run's waiters, its speed  }
+//	ownWrites.mu        an image's writes while it is hashed }
 //	index.Index.mu      the index (taken with none of the above held but
 //	                    lifecycle.indexMu)
 //

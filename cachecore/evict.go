@@ -57,6 +57,7 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 			continue
 		}
 		img.present.Clear()
+		img.hashState.resetLocked()
 		if img.rec.Verdict == index.Invalid { // its bad bytes are gone; LastError keeps the story
 			img.rec.Verdict = index.Unchecked
 		}

@@ -337,6 +337,7 @@ func (img *Image) land(r run, i int) {
 	img.mu.Lock()
 	img.present.Set(i)
 	img.dirty, img.unsynced = true, true
+	img.hashSoonLocked() // hashing.go
 	f := r.flights[i-r.first]
 	delete(img.flights, i)
 	complete := img.present.Complete()

@@ -56,7 +56,7 @@ func (c *Cache) Open(img *Image) (*Handle, error) {
 		return nil, err
 	}
 	c.inUseLocked(img)
-	if img.rec.Verdict == index.Invalid { // its chunks were dropped: fetch afresh
+	if img.rec.Verdict == index.Invalid && img.nChunks > 0 { // its chunks were dropped: fetch afresh
 		img.rec.Verdict = index.Unchecked
 	}
 	img.rec.Hits++

@@ -42,7 +42,8 @@ type Image struct {
 	dirty     bool            // rec or present changed since the last flush
 	unsynced  bool            // data written since the last fsync
 	retired   bool            // no longer in the catalog: delete when unused
-	verifyRun *verifyRun      // the verification running now, nil if none
+	hashState verifyState     // the hash growing as chunks land (hashing.go)
+	writes    ownWrites       // this process's writes to the data file, told from others' (hashing.go)
 	sums      []byte          // chunk sums of a verified copy, for refetches (sums.go)
 	sumsRead  bool            // sums holds what the index has
 	rest      restState       // checks at rest since the mount (rest.go)
@@ -58,6 +59,7 @@ type flight struct {
 }
 
 func newImage(c *Cache, r index.Record, present chunkmap.Map) *Image {
+	settleEmpty(&r) // verify.go
 	n := int((r.Size + r.ChunkSize - 1) / r.ChunkSize)
 	if present.Len() != n {
 		present = chunkmap.New(n)
@@ -200,6 +202,10 @@ func (img *Image) release() {
 		return
 	}
 	img.c.releasedLocked(img, synced) // measure it; it may be evicted now
+	if !img.hashState.running && !img.present.Complete() {
+		img.hashState.clear() // frees the hash of a partial image nobody reads (hashing.go)
+		img.writes.unwatch()
+	}
 	f, retired := img.file, img.retired
 	img.file = nil
 	img.mu.Unlock()

@@ -76,6 +76,7 @@ func (img *Image) checkAtOpen(ctx context.Context, file *os.File) error {
 		// to change it, nor can it be checked by name.
 		return nil
 	}
+	img.awaitVerdictUnderway(ctx) // verify.go
 	stamp, err := stampOf(file)
 	if err != nil {
 		return &Error{Op: "open", Name: img.entry.Name, Err: err}

@@ -18,6 +18,7 @@ type Stats struct {
 	FetchRetries    atomic.Uint64 // range fetches tried again after a temporary failure
 	FetchesInFlight atomic.Int64  // range requests running now
 	DirectReads     atomic.Uint64 // reads served from the upstream without storing (no room: ErrNoRoom)
+	BytesHashed     atomic.Uint64 // bytes read back from data files and hashed for verification
 }
 
 // Stats returns the cache's live counters.

@@ -81,6 +81,7 @@ func (c *Cache) StorageError() (error, time.Time) {
 // with the file. img.mu is held.
 func (img *Image) fileGoneLocked(lost error) {
 	img.present.Clear()
+	img.hashState.resetLocked()
 	img.recordErrorLocked(&Error{Op: "open cache file", Name: img.entry.Name,
 		Err: fmt.Errorf("%w; its cached bytes went with it: reads are served straight from the upstream", lost)})
 }

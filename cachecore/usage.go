@@ -159,7 +159,7 @@ func (r *room) take(i int) error {
 // WriteAt writes to the data file within the room taken.
 func (r *room) WriteAt(p []byte, off int64) (int, error) {
 	r.written = true
-	return r.file.WriteAt(p, off)
+	return r.img.writes.write(r.file, p, off) // hashing.go
 }
 
 // wrote moves the reservation of a chunk that was written to the image's

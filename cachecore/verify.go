@@ -2,26 +2,23 @@ package cachecore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"strings"
+	"time"
 
 	"github.com/imgcache/imgcache/cachecore/index"
 )
 
-// Verification. When an image's last chunk lands, its whole data file is
-// hashed once (one image at a time: hashing is CPU bound). The pass
-// yields two things: the image's sha256, compared with its published
-// digest, and the sha256 of each chunk, recorded in the index so that the
-// data can be checked at rest later (check.go). A mismatch with the
-// digest makes the image invalid: every chunk is dropped, the error names
-// both digests, and the next open fetches it again. An image without a
-// digest gets its chunk sums recorded all the same (what was fetched is
-// all there is to trust), and stays "complete" rather than "verified".
+// Verification. An image's sha256 is grown as its chunks land
+// (hashing.go); the pass yields two things: the image's sha256, compared
+// with its published digest, and the sha256 of each chunk, recorded in
+// the index so that the data can be checked at rest later (check.go). A
+// mismatch with the digest makes the image invalid: every chunk is
+// dropped, the error names both digests, and the next open fetches it
+// again. An image without a digest gets its chunk sums recorded all the
+// same (what was fetched is all there is to trust), and stays "complete"
+// rather than "verified". An empty image needs no pass: it is verified
+// (or invalid) by its digest alone.
 
 // verifyRun is one verification of an image; done is closed when it
 // ends, err says why it ended without a verdict (nil: see the image's
@@ -31,79 +28,73 @@ type verifyRun struct {
 	err  error
 }
 
-// imageCompleted runs when an image's last chunk lands: it is verified,
-// and the index learns of the completion soon rather than at the next
-// tick.
+// imageCompleted runs when an image's last chunk lands: the index learns
+// of the completion soon rather than at the next tick. The hasher, which
+// has followed the chunks as they landed, gives the verdict.
 func (c *Cache) imageCompleted(img *Image) {
 	c.kickFlush()
-	img.mu.Lock()
-	img.startVerifyLocked()
-	img.mu.Unlock()
 }
 
-// startVerifyLocked starts a verification of the image unless one is
-// running, and returns the one running.
+// startVerifyLocked makes sure the image's hash runs to a verdict and
+// returns the verification to wait for. An image whose verdict was given
+// is hashed again (its sums may not have been recorded).
 func (img *Image) startVerifyLocked() *verifyRun {
-	if img.verifyRun == nil {
-		img.verifyRun = &verifyRun{done: make(chan struct{})}
-		img.c.wg.Add(1)
-		go img.c.verify(img, img.verifyRun)
+	v := &img.hashState
+	if v.run == nil {
+		v.run = &verifyRun{done: make(chan struct{})}
 	}
-	return img.verifyRun
+	run := v.run
+	if v.done {
+		v.resetLocked()
+	}
+	img.hashSoonLocked()
+	return run
 }
 
-// verify hashes a complete image and records the verdict and the chunk
-// sums.
-func (c *Cache) verify(img *Image, run *verifyRun) {
-	defer c.wg.Done()
-	defer func() {
-		img.mu.Lock()
-		img.verifyRun = nil
-		img.mu.Unlock()
-		close(run.done)
-	}()
-	select {
-	case c.verifying <- struct{}{}:
-		defer func() { <-c.verifying }()
-	case <-c.ctx.Done():
-		run.err = ErrClosed
-		return
-	}
-	got, sums, stamp, err := c.hashData(img)
-	if err != nil {
-		if c.ctx.Err() != nil {
-			run.err = ErrClosed
-			return
-		}
-		run.err = &Error{Op: "verify", Name: img.entry.Name, Err: err}
-		img.mu.Lock()
-		defer img.mu.Unlock()
-		if !img.present.Complete() { // evicted or dropped while it waited its turn: nothing to verify
-			return
-		}
-		c.log.Warn("verifying image", "image", img.entry.Name, "err", err)
-		img.recordErrorLocked(run.err)
-		return
-	}
-	want := strings.TrimPrefix(img.entry.Digest, "sha256:")
-	if want != "" && got != want {
-		c.invalidate(img, want, got)
-		return
-	}
-	// Sums before the verdict: a verified image always has its sums.
-	if err := c.idx.Write(&index.Batch{Sums: map[string][]byte{img.id: sums}}); err != nil {
-		c.log.Warn("recording chunk checksums", "image", img.entry.Name, "err", err)
-	}
+// verdictWait bounds how long an open of a complete image waits for the
+// verdict its hash is about to give. A reader that opens an image right
+// after reading it cold (cat, then sha256sum; a download, then a boot)
+// would otherwise find it unverified by a few chunks' hashing and be
+// served through the daemon; once verified the open may be passthrough,
+// several times faster.
+const verdictWait = 250 * time.Millisecond
+
+// awaitVerdictUnderway waits, at most verdictWait, for the verdict on a
+// complete image with a digest that is being hashed.
+func (img *Image) awaitVerdictUnderway(ctx context.Context) {
 	img.mu.Lock()
-	if img.present.Complete() && want != "" {
-		img.rec.Verdict = index.Verified
-		img.dirty = true
+	v := &img.hashState
+	if !img.present.Complete() || img.entry.Digest == "" || img.rec.Verdict != index.Unchecked || !v.running {
+		img.mu.Unlock()
+		return
 	}
-	img.markCheckedLocked(stamp) // the hash was a check of every chunk
-	img.forgetSumsLocked()
+	run := img.startVerifyLocked()
 	img.mu.Unlock()
-	c.kickFlush()
+	t := time.NewTimer(verdictWait)
+	defer t.Stop()
+	select {
+	case <-run.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
+
+// settleEmpty gives an empty image with a digest its verdict: there is
+// nothing to fetch, and the sha256 of nothing is known.
+func settleEmpty(r *index.Record) {
+	if r.Size != 0 || r.Digest == "" || r.Verdict != index.Unchecked {
+		return
+	}
+	r.Verdict = index.Invalid
+	if r.Digest == emptyDigest {
+		r.Verdict = index.Verified
+	} else {
+		r.LastError = (&Error{Op: "verify", Name: r.Name, Err: fmt.Errorf(
+			"%w: upstream digest %s for an image of 0 bytes, whose sha256 is %s", ErrInvalid, r.Digest, emptyDigest)}).Error()
+	}
+}
+
+const emptyDigest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 // invalidate drops every chunk of an image whose bytes hashed to got
 // rather than its digest want.
@@ -126,35 +117,6 @@ func (c *Cache) invalidate(img *Image, want, got string) {
 		c.log.Warn("dropping invalid cache file", "image", img.entry.Name, "err", dropErr)
 	}
 	c.kickFlush()
-}
-
-// hashData reads an image's data file once and returns its sha256, the
-// sha256 of each chunk, concatenated, and the file's stamp before the
-// read.
-func (c *Cache) hashData(img *Image) (string, []byte, fileStamp, error) {
-	f, err := c.store.OpenFile(img.id, os.O_RDONLY)
-	if err != nil {
-		return "", nil, fileStamp{}, err
-	}
-	defer f.Close()
-	stamp, err := stampOf(f)
-	if err != nil {
-		return "", nil, fileStamp{}, err
-	}
-	bufp := piecePool.Get().(*[]byte)
-	defer piecePool.Put(bufp)
-	whole, chunk := sha256.New(), sha256.New()
-	both := io.MultiWriter(whole, chunk)
-	sums := make([]byte, 0, img.nChunks*sha256.Size)
-	for i := range img.nChunks {
-		chunk.Reset()
-		r := io.NewSectionReader(f, int64(i)*img.chunkSize, img.chunkLen(i))
-		if _, err := io.CopyBuffer(both, ctxReader{c, r}, *bufp); err != nil {
-			return "", nil, fileStamp{}, err
-		}
-		sums = chunk.Sum(sums)
-	}
-	return hex.EncodeToString(whole.Sum(nil)), sums, stamp, nil
 }
 
 // awaitVerified waits until the whole image is present and trusted:
@@ -221,19 +183,6 @@ func (img *Image) trustedLocked() bool {
 		return false
 	}
 	return img.entry.Digest == "" || img.rec.Verdict == index.Verified
-}
-
-// ctxReader stops a long read when the cache closes.
-type ctxReader struct {
-	c *Cache
-	r io.Reader
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }
 
 // VerifyMode says when the bytes of an image with a digest may be served.
