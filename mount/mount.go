@@ -29,6 +29,7 @@ import (
 type Options struct {
 	Upstream     string   // URL of the upstream, or several: "URL1,URL2" (failover in order)
 	Mirrors      []string // more upstream URLs, tried after those of Upstream
+	Repos        []string // the repositories of an oci:// upstream; empty: its _catalog
 	Trust        Trust    // timeouts, retries, TLS, credentials (trust.go)
 	Mountpoint   string
 	Source       string // the mount's source in /proc/mounts (mount -a matches fstab's against it); "": "imgcache"
@@ -88,7 +89,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := checkFuseDevice(); err != nil { // device.go
 		return err
 	}
-	up, ups, err := openUpstreams(splitUpstreams(o.Upstream, o.Mirrors), o.Trust, log)
+	up, ups, err := openUpstreams(splitUpstreams(o.Upstream, o.Mirrors), o.Trust, o.Repos, log)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/imgcache/imgcache/cachecore/upstream"
 	"github.com/imgcache/imgcache/cachecore/upstream/failover"
 	"github.com/imgcache/imgcache/cachecore/upstream/httpdir"
+	"github.com/imgcache/imgcache/cachecore/upstream/oci"
+	"github.com/imgcache/imgcache/cachecore/upstream/simplestreams"
 )
 
 // Trust is how a mount reaches its upstreams and how it fails: timeouts,
@@ -52,7 +54,7 @@ func splitUpstreams(raw string, mirrors []string) []string {
 
 // openUpstreams opens every upstream URL; several become one failover
 // upstream, tried in the order given. It also returns each one alone.
-func openUpstreams(urls []string, t Trust, log *slog.Logger) (upstream.Upstream, []upstream.Upstream, error) {
+func openUpstreams(urls []string, t Trust, repos []string, log *slog.Logger) (upstream.Upstream, []upstream.Upstream, error) {
 	if len(urls) == 0 {
 		return nil, nil, fmt.Errorf("no upstream URL")
 	}
@@ -61,7 +63,7 @@ func openUpstreams(urls []string, t Trust, log *slog.Logger) (upstream.Upstream,
 	}
 	var ups []upstream.Upstream
 	for _, raw := range urls {
-		u, err := openUpstream(raw, t, log)
+		u, err := openUpstream(raw, t, repos, log)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -73,8 +75,10 @@ func openUpstreams(urls []string, t Trust, log *slog.Logger) (upstream.Upstream,
 	return failover.New(ups, 0, log), ups, nil
 }
 
-// openUpstream picks the upstream protocol by URL scheme.
-func openUpstream(raw string, t Trust, log *slog.Logger) (upstream.Upstream, error) {
+// openUpstream picks the upstream protocol by URL scheme: http(s) a
+// directory, oci(+http) a registry, simplestreams+http(s) an image server's
+// streams. repos (--repo) are the registry repositories to show.
+func openUpstream(raw string, t Trust, repos []string, log *slog.Logger) (upstream.Upstream, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("upstream URL: %v", errorsWithoutURL(err))
@@ -84,20 +88,39 @@ func openUpstream(raw string, t Trust, log *slog.Logger) (upstream.Upstream, err
 			log.Warn("the upstream URL holds a password, which any user can see in the process list; use --credentials-file or $IMGCACHE_CREDENTIALS", "upstream", upstream.Redact(u))
 		}
 	}
+	if len(repos) > 0 && u.Scheme != "oci" && u.Scheme != "oci+http" {
+		return nil, fmt.Errorf("upstream %q: --repo names registry repositories, for an oci:// or oci+http:// upstream", upstream.Redact(u))
+	}
+	dir := httpdir.Options{
+		Logger:         log,
+		ConnectTimeout: t.ConnectTimeout,
+		HeaderTimeout:  t.HeaderTimeout,
+		StallTimeout:   t.StallTimeout,
+		CAFile:         t.CAFile,
+		Insecure:       t.Insecure,
+		Credentials:    t.Credentials,
+		Proxy:          t.Proxy,
+	}
 	switch u.Scheme {
 	case "http", "https":
-		return httpdir.New(raw, httpdir.Options{
-			Logger:         log,
+		return httpdir.New(raw, dir)
+	case "oci", "oci+http":
+		return oci.New(raw, oci.Options{
+			Repos:          repos,
+			Credentials:    t.Credentials,
 			ConnectTimeout: t.ConnectTimeout,
 			HeaderTimeout:  t.HeaderTimeout,
 			StallTimeout:   t.StallTimeout,
 			CAFile:         t.CAFile,
 			Insecure:       t.Insecure,
-			Credentials:    t.Credentials,
 			Proxy:          t.Proxy,
+			Logger:         log,
 		})
+	case "simplestreams+http", "simplestreams+https":
+		return simplestreams.New(raw, simplestreams.Options{HTTP: dir})
 	default:
-		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http or https)", upstream.Redact(u), u.Scheme)
+		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http, https, oci, oci+http, simplestreams+http or simplestreams+https)",
+			upstream.Redact(u), u.Scheme)
 	}
 }
 

@@ -2,6 +2,7 @@ package mount
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,7 +23,7 @@ func TestSplitUpstreams(t *testing.T) {
 func TestOpenUpstreams(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	up, _, err := openUpstreams([]string{"http://u:hunter2@a/", "https://b/"}, Trust{Insecure: true}, log)
+	up, _, err := openUpstreams([]string{"http://u:hunter2@a/", "https://b/"}, Trust{Insecure: true}, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,12 +36,26 @@ func TestOpenUpstreams(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "VERIFICATION IS OFF") || !strings.Contains(l, "process list") || strings.Contains(l, "hunter2") {
 		t.Fatalf("log:\n%s", l)
 	}
-	_, _, err = openUpstreams([]string{"ftp://u:hunter2@a/"}, Trust{}, log)
+	_, _, err = openUpstreams([]string{"ftp://u:hunter2@a/"}, Trust{}, nil, log)
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("ftp URL: %v", err)
 	}
-	if _, _, err := openUpstreams(nil, Trust{}, log); err == nil {
+	if _, _, err := openUpstreams(nil, Trust{}, nil, log); err == nil {
 		t.Fatal("no URL accepted")
+	}
+	if _, _, err := openUpstreams([]string{"http://a/"}, Trust{}, []string{"library/alpine"}, log); err == nil || !strings.Contains(err.Error(), "--repo") {
+		t.Fatalf("--repo with an http upstream: %v", err)
+	}
+	for raw, want := range map[string]string{
+		"oci+http://127.0.0.1:5000":             "*oci.Upstream",
+		"oci://registry.example":                "*oci.Upstream",
+		"simplestreams+https://images.example/": "*simplestreams.Upstream",
+		"simplestreams+http://127.0.0.1:8080/":  "*simplestreams.Upstream",
+	} {
+		up, _, err := openUpstreams([]string{raw}, Trust{}, nil, log)
+		if err != nil || fmt.Sprintf("%T", up) != want {
+			t.Fatalf("%s made %T, %v; want a %s", raw, up, err, want)
+		}
 	}
 }
 

@@ -19,10 +19,13 @@ import (
 
 func mountCmd() *cobra.Command {
 	c := command("mount [flags] UPSTREAM MOUNTPOINT", "mount a cache of the images at UPSTREAM", `
-Mounts a read-only cache of the images at UPSTREAM (an http:// or https://
-URL of a directory: an imgcache origin, or an nginx, Apache or other server
-with directory listings; several, comma-separated, are mirrors tried in
-order) at MOUNTPOINT, and serves it in the foreground
+Mounts a read-only cache of the images at UPSTREAM at MOUNTPOINT: an
+http:// or https:// URL of a directory (an imgcache origin, or an nginx,
+Apache or other server with directory listings), an OCI registry
+(oci://HOST[:PORT], or oci+http:// for plain HTTP; --repo picks its
+repositories) or a simplestreams image server (simplestreams+https://URL,
+as LXD and Incus use). Several, comma-separated, are mirrors tried in
+order. It serves the mount in the foreground
 until it is unmounted or gets SIGINT or SIGTERM (then it unmounts and exits
 0). It prints one line to stderr when the mount is ready. SIGHUP reloads:
 the credentials file is read again and the catalog refreshed now.
@@ -84,6 +87,7 @@ func mountFlags(fs *pflag.FlagSet) func([]string) error {
 		err = mount.Run(ctx, mount.Options{
 			Upstream:   args[0],
 			Mirrors:    tf.mirrors,
+			Repos:      tf.repos.listFlag,
 			Trust:      trust,
 			Mountpoint: args[1],
 			Source:     mountSource(args[0]), // fstab.go

@@ -29,6 +29,7 @@ type trustFlags struct {
 	caFile, credFile, proxy      *string
 	insecure                     *bool
 	mirrors                      listFlag
+	repos                        repoFlag
 }
 
 func addTrustFlags(fs *pflag.FlagSet) *trustFlags {
@@ -51,6 +52,7 @@ func addTrustFlags(fs *pflag.FlagSet) *trustFlags {
 		insecure: fs.Bool("insecure", false, "do not verify the upstream's TLS certificate (dangerous; warns loudly)"),
 	}
 	fs.Var(&t.mirrors, "mirror", "another `URL` of the same images, used when the ones before fail (repeatable)")
+	fs.Var(&t.repos, "repo", "a registry repository to show, for an oci:// upstream (repeatable; default: the registry's _catalog)")
 	return t
 }
 
@@ -98,3 +100,8 @@ func (l *listFlag) Set(s string) error {
 	*l = append(*l, s)
 	return nil
 }
+
+// repoFlag is the repeatable --repo: registry repositories ("library/alpine").
+type repoFlag struct{ listFlag }
+
+func (r *repoFlag) Type() string { return "NAME" }

@@ -1,0 +1,71 @@
+package integration
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/imgcache/imgcache/internal/testregistry"
+)
+
+// ociFixture is a registry holding a container image (library/alpine:3.20)
+// and a VM disk image pushed as an ORAS-style artifact (vm/disks:jammy,
+// its layer titled jammy.qcow2), and what the test expects of them.
+type ociFixture struct {
+	reg   *testregistry.Registry
+	disk  string                  // the qcow2 file pushed
+	image testregistry.Descriptor // library/alpine:3.20's manifest
+}
+
+func startOCIFixture(t *testing.T) *ociFixture {
+	t.Helper()
+	testregistry.Need(t, "docker-registry", "skopeo", "qemu-img")
+	reg := testregistry.Start(t, testregistry.Config{})
+	l := testregistry.NewLayout(t)
+	img := l.Image("amd64",
+		map[string]string{"etc/os-release": "ID=alpine\n", "bin/sh": strings.Repeat("x", 300<<10)},
+		map[string]string{"etc/motd": "welcome\n"})
+	l.Tag("3.20", img)
+	reg.Push(l, "3.20", "library/alpine")
+
+	disk := filepath.Join(t.TempDir(), "jammy.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", disk, "8G")
+	al := testregistry.NewLayout(t)
+	al.Tag("jammy", al.Artifact(testregistry.File{Title: "jammy.qcow2", Path: disk}))
+	reg.Push(al, "jammy", "vm/disks")
+	return &ociFixture{reg: reg, disk: disk, image: img}
+}
+
+func (f *ociFixture) upstream() string {
+	return "oci+http://" + f.reg.Host
+}
+
+// The walk-through: a registry mounted with --repo shows each
+// repository as an OCI image layout, and an artifact's titled layer is a
+// file of its tag's directory that qemu-img reads in place, the same
+// bytes as its blob, verified by its digest.
+func TestOCIRegistryMount(t *testing.T) {
+	need(t, "ls", "sha256sum", "getfattr")
+	f := startOCIFixture(t)
+	m := startMount(t, f.upstream(), "", "--repo", "library/alpine", "--repo", "vm/disks")
+
+	names := strings.Fields(run(t, "ls", m.path("vm/disks")))
+	for _, want := range []string{"blobs", "index.json", "jammy", "oci-layout"} {
+		if !slices.Contains(names, want) {
+			t.Fatalf("ls vm/disks: %v, want %s in it", names, want)
+		}
+	}
+	if got := sha256sum(t, m.path("vm/disks/jammy/jammy.qcow2")); got != sha256sum(t, f.disk) {
+		t.Fatalf("jammy.qcow2 through the mount: sha256 %s, want %s", got, sha256sum(t, f.disk))
+	}
+	out := run(t, "qemu-img", "info", m.path("vm/disks/jammy/jammy.qcow2"))
+	if !strings.Contains(out, "file format: qcow2") || !strings.Contains(out, "virtual size: 8 GiB") {
+		t.Fatalf("qemu-img info through the mount:\n%s", out)
+	}
+	blob := m.path("vm/disks/blobs/sha256/" + sha256sum(t, f.disk))
+	if x := xattrs(t, blob); x["digest"] != "sha256:"+sha256sum(t, f.disk) {
+		t.Fatalf("xattrs of the disk's blob: %v", x)
+	}
+
+}
