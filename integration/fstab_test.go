@@ -379,7 +379,7 @@ func TestFstabBadInput(t *testing.T) {
 		{name: "libfuse option", source: origin.url, opts: "uid=1000", status: 1, want: `imgcache: unknown option "uid=1000"`},
 		{name: "bad value", source: origin.url, opts: "max_size=lots", status: 1, want: "imgcache: option max_size=lots: "},
 		{name: "source not a URL", source: "images.example", status: 1,
-			want: `imgcache: source "images.example" is not an http:// or https:// URL of the images`},
+			want: `imgcache: source "images.example" is not a URL of the images (http://, https://, oci://, oci+http://, simplestreams+http://, simplestreams+https://HOST/...)`},
 		{name: "source a device", source: "/dev/sdz1", status: 1, want: `imgcache: source "/dev/sdz1" is not an http://`},
 		{name: "missing mountpoint", source: origin.url, mnt: "missing", status: 32, want: "imgcache: mountpoint: "},
 		{name: "no /dev/fuse", source: origin.url, noFuse: true, status: 32, want: "imgcache: /dev/fuse is missing"},

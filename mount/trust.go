@@ -75,6 +75,9 @@ func openUpstreams(urls []string, t Trust, repos []string, log *slog.Logger) (up
 	return failover.New(ups, 0, log), ups, nil
 }
 
+// Schemes are the URL schemes of the upstreams a mount takes.
+var Schemes = []string{"http", "https", "oci", "oci+http", "simplestreams+http", "simplestreams+https"}
+
 // openUpstream picks the upstream protocol by URL scheme: http(s) a
 // directory, oci(+http) a registry, simplestreams+http(s) an image server's
 // streams. repos (--repo) are the registry repositories to show.
@@ -119,8 +122,8 @@ func openUpstream(raw string, t Trust, repos []string, log *slog.Logger) (upstre
 	case "simplestreams+http", "simplestreams+https":
 		return simplestreams.New(raw, simplestreams.Options{HTTP: dir})
 	default:
-		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want http, https, oci, oci+http, simplestreams+http or simplestreams+https)",
-			upstream.Redact(u), u.Scheme)
+		return nil, fmt.Errorf("upstream %q: unsupported scheme %q (want one of %s)",
+			upstream.Redact(u), u.Scheme, strings.Join(Schemes, ", "))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/imgcache/imgcache/mount"
 	"github.com/spf13/pflag"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
@@ -219,17 +220,17 @@ func translate(h helperCall, fs *pflag.FlagSet) (helperMount, error) {
 }
 
 // checkSource refuses a source that is not one or more (comma-separated)
-// http:// or https:// URLs with a host, such as a device name from a
+// upstream URLs with a host (mount.Schemes), such as a device name from a
 // copied fstab line, before any daemon starts.
 func checkSource(source string) error {
 	for _, raw := range strings.Split(source, ",") {
 		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if err != nil || !slices.Contains(mount.Schemes, u.Scheme) || u.Host == "" {
 			shown := source
 			if err == nil && u.User != nil {
 				shown = upstream.Redact(u) // the part with the password is the one shown
 			}
-			return fmt.Errorf("source %q is not an http:// or https:// URL of the images", shown)
+			return fmt.Errorf("source %q is not a URL of the images (%s://HOST/...)", shown, strings.Join(mount.Schemes, "://, "))
 		}
 	}
 	return nil

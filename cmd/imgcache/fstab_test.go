@@ -70,7 +70,7 @@ func TestTranslateRefuses(t *testing.T) {
 		{[]string{"http://x/", "/m", "-o", "max_size"}, "option max_size wants a value: max_size=MAX-SIZE"},
 		{[]string{"http://x/", "/m", "-o", "catalog_ttl=0"}, "option catalog_ttl=0: "},
 		{[]string{"http://x/", "/m", "-o", "log_file="}, "option log_file wants a file"},
-		{[]string{"images.example", "/m"}, `source "images.example" is not an http:// or https:// URL`},
+		{[]string{"images.example", "/m"}, `source "images.example" is not a URL of the images`},
 		{[]string{"/dev/sda1", "/m", "-o", "rw"}, `source "/dev/sda1" is not`},
 		{[]string{"ftp://images.example/", "/m"}, `source "ftp://images.example/" is not`},
 		{[]string{"http:///images", "/m"}, `source "http:///images" is not`},
@@ -124,5 +124,14 @@ func TestRedactArgs(t *testing.T) {
 		"--", "https://images.example/x/", "/mnt/images"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestCheckSourceTakesEveryScheme(t *testing.T) {
+	for _, s := range []string{"http://a/", "https://a/,https://b/", "oci://registry.example", "oci+http://127.0.0.1:5000",
+		"simplestreams+https://images.example/", "simplestreams+http://127.0.0.1:8080/"} {
+		if err := checkSource(s); err != nil {
+			t.Errorf("%s: %v", s, err)
+		}
 	}
 }
