@@ -380,7 +380,7 @@ func TestFstabBadInput(t *testing.T) {
 		{name: "bad value", source: origin.url, opts: "max_size=lots", status: 1, want: "imgcache: option max_size=lots: "},
 		{name: "source not a URL", source: "images.example", status: 1,
 			want: `imgcache: source "images.example" is not a URL of the images (http://, https://, oci://, oci+http://, simplestreams+http://, simplestreams+https://HOST/...)`},
-		{name: "source a device", source: "/dev/sdz1", status: 1, want: `imgcache: source "/dev/sdz1" is not an http://`},
+		{name: "source a device", source: "/dev/sdz1", status: 1, want: `imgcache: source "/dev/sdz1" is not a URL of the images (http://, https://, oci://`},
 		{name: "missing mountpoint", source: origin.url, mnt: "missing", status: 32, want: "imgcache: mountpoint: "},
 		{name: "no /dev/fuse", source: origin.url, noFuse: true, status: 32, want: "imgcache: /dev/fuse is missing"},
 	} {
