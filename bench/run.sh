@@ -4,10 +4,15 @@
 #
 # Run as root from anywhere:   bash bench/run.sh
 # Knobs (env): SIZE_MB=1024 (the image), BIG_MB=4096 (memory case), REPS=3,
-#   FIO_RUNTIME=8, NFILES=10000 (ls -l case), NINDEX=100000 (start-up case),
+#   FIO_RUNTIME=8, NFILES=10000 (ls -l case), NINDEX=100000 (catalog case:
+#   NINDEX images in four directories; the issue's scale is NINDEX=1000000),
+#   CASES="seq random partial conc mem meta index" (the cases to run),
 #   BASE=/var/tmp/imgcache-bench (generated images are kept there and reused),
-#   OUT=bench/results.md, PEERS=1 also runs ../shared/bench/peers.sh with our
-#   mount as OURS_CMD (its report goes to $BASE/peers-results.md).
+#   REPO=the checkout to build (default: this one; to measure another commit
+#   with this script), OUT=bench/results.md, PEERS=1 also runs
+#   ../shared/bench/peers.sh with our mount as OURS_CMD (its report goes to
+#   $BASE/peers-results.md).
+#   e.g. CASES=index NINDEX=1000000 bash bench/run.sh
 # It starts nginx on 127.0.0.1, mounts imgcache under $BASE/run, and stops
 # and unmounts only what it started (by PID) when it ends.
 set -u -o pipefail
@@ -15,7 +20,7 @@ export LC_ALL=C
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+REPO=${REPO:-$(cd "$HERE/.." && pwd)}
 SIZE_MB=${SIZE_MB:-1024}
 BIG_MB=${BIG_MB:-4096}
 REPS=${REPS:-3}
@@ -25,11 +30,13 @@ NINDEX=${NINDEX:-100000}
 BASE=${BASE:-/var/tmp/imgcache-bench}
 OUT=${OUT:-$HERE/results.md}
 PEERS=${PEERS:-0}
+CASES=${CASES:-seq random partial conc mem meta index}
+want() { [[ " $CASES " == *" $1 "* ]]; }
 SIZE=$((SIZE_MB << 20))
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (mount(2), bdi read-ahead, passthrough)" >&2; exit 1; }
-for tool in nginx curl fio dd getfattr fusermount3 go; do
-  command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install nginx-light curl fio attr fuse3)" >&2; exit 1; }
+for tool in nginx curl fio dd getfattr fusermount3 go /usr/bin/time; do
+  command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install nginx-light curl fio attr fuse3 time)" >&2; exit 1; }
 done
 
 WWW=$BASE/www
@@ -56,23 +63,31 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- data
 gen_data() {
   mkdir -p "$WWW/big" "$WWW/huge" "$WWW/many" "$WWW/index"
-  if [ "$(stat -c %s "$WWW/big/big.img" 2>/dev/null)" != "$SIZE" ]; then
-    log "generating $SIZE_MB MiB image"
-    head -c "$SIZE" /dev/urandom >"$WWW/big/big.img"
+  if want seq || want random || want partial || want conc || want mem; then
+      if [ "$(stat -c %s "$WWW/big/big.img" 2>/dev/null)" != "$SIZE" ]; then
+        log "generating $SIZE_MB MiB image"
+        head -c "$SIZE" /dev/urandom >"$WWW/big/big.img"
+      fi
   fi
-  if [ "$(stat -c %s "$WWW/huge/huge.img" 2>/dev/null)" != $((BIG_MB << 20)) ]; then
+  if want mem && [ "$(stat -c %s "$WWW/huge/huge.img" 2>/dev/null)" != $((BIG_MB << 20)) ]; then
     log "generating $BIG_MB MiB image"
     head -c $((BIG_MB << 20)) /dev/urandom >"$WWW/huge/huge.img"
   fi
-  if [ "$(find "$WWW/many" -type f | wc -l)" != "$NFILES" ]; then
+  if want meta && [ "$(find "$WWW/many" -type f | wc -l)" != "$NFILES" ]; then
     log "generating $NFILES small images"
     rm -rf "$WWW/many" && mkdir -p "$WWW/many"
     (cd "$WWW/many" && seq -f 'img-%06g.img' 1 "$NFILES" | xargs truncate -s 4096)
   fi
-  if [ "$(find "$WWW/index" -type f | wc -l)" != "$NINDEX" ]; then
-    log "generating $NINDEX index entries"
+  # The catalog case: NINDEX sparse 1 MiB files in four directories
+  # d1..d4 (a quarter each), listed by nginx's JSON autoindex.
+  if want index && [ "$(find "$WWW/index" -mindepth 2 -type f | wc -l)" != "$NINDEX" ]; then
+    log "generating $NINDEX catalog entries"
     rm -rf "$WWW/index" && mkdir -p "$WWW/index"
-    (cd "$WWW/index" && seq -f 'e-%07g.img' 1 "$NINDEX" | xargs truncate -s 1048576)
+    local d
+    for d in 1 2 3 4; do
+      mkdir "$WWW/index/d$d"
+      (cd "$WWW/index/d$d" && seq -f 'e-%07g.img' 1 $((NINDEX / 4)) | xargs truncate -s 1048576)
+    done
   fi
 }
 
@@ -128,18 +143,18 @@ bytes_since() {
 }
 
 # ---------------------------------------------------------------- mounts
-# mount_ours SUBDIR CACHE: mounts $URL/SUBDIR/ at $RUN/mnt; sets MPID, MNT,
-# MOUNT_US (time from start to the ready line).
+# mount_ours SUBDIR CACHE: mounts $URL/SUBDIR/ at $RUN/mnt (with
+# $MOUNT_ARGS); sets MPID, MNT, MOUNT_US (time from start to the ready line).
 mount_ours() {
   MNT=$RUN/mnt
   mkdir -p "$MNT" "$2"
   : >"$LOGS/mount.log"
   local t0 i
   t0=$(now_us)
-  "$BIN" mount --cache-dir "$2" "$URL/$1/" "$MNT" 2>>"$LOGS/mount.log" &
+  "$BIN" mount --cache-dir "$2" ${MOUNT_ARGS:-} "$URL/$1/" "$MNT" 2>>"$LOGS/mount.log" &
   MPID=$!
   PIDS+=($MPID)
-  for ((i = 0; i < 6000; i++)); do
+  while (($(now_us) - t0 < 300000000)); do
     grep -q 'ready: ' "$LOGS/mount.log" && { MOUNT_US=$(($(now_us) - t0)); return 0; }
     kill -0 $MPID 2>/dev/null || break
     sleep 0.005
@@ -151,8 +166,43 @@ mount_ours() {
 umount_ours() {
   kill -TERM "$MPID" 2>/dev/null
   wait "$MPID" 2>/dev/null
+  MPID=
 }
-hwm_kb() { awk '/VmHWM/ { print $2 }' "/proc/$MPID/status"; }
+hwm_kb() { status_kb VmHWM; }
+# status_kb FIELD: a figure of the daemon's /proc/PID/status (VmHWM, VmRSS), KiB
+status_kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$MPID/status"; }
+root_xattr() { getfattr --absolute-names -n "user.imgcache.$1" --only-values "$MNT" 2>/dev/null; }
+# wait_refreshed BEFORE: waits until the root's catalog_refreshed is no
+# longer BEFORE (the catalog refresh after a mount has ended); sets
+# REFRESH_US (from the ready line).
+wait_refreshed() {
+  local t0 i
+  t0=$(now_us)
+  for ((i = 0; i < 3000; i++)); do
+    [ "$(root_xattr catalog_refreshed)" != "$1" ] && { REFRESH_US=$(($(now_us) - t0 + MOUNT_US)); return 0; }
+    sleep 0.1
+  done
+  echo "the catalog was not refreshed within 300 s after the mount" >&2
+  exit 1
+}
+# imgcache_ls KEY ARGS...: runs imgcache ls ARGS on the cache; adds KEY_us
+# (wall), KEY_kb (its peak RSS), KEY_bytes (printed) and, with a daemon,
+# KEY_daemon_kb (the daemon's peak above its RSS before).
+imgcache_ls() {
+  local key=$1 base="" t0
+  shift
+  if [ -n "${MPID:-}" ] && kill -0 "$MPID" 2>/dev/null; then
+    echo 5 >"/proc/$MPID/clear_refs" # VmHWM starts again from VmRSS
+    base=$(status_kb VmRSS)
+  fi
+  t0=$(now_us)
+  /usr/bin/time -f '%M' -o "$RUN/time.out" "$BIN" ls --cache-dir "$cache" "$@" >"$RUN/ls.out" 2>>"$LOGS/ls.err" ||
+    { echo "imgcache ls $* failed:" >&2; cat "$LOGS/ls.err" >&2; exit 1; }
+  add "${key}_us" $(($(now_us) - t0))
+  add "${key}_kb" "$(tail -1 "$RUN/time.out")"
+  add "${key}_bytes" "$(wc -c <"$RUN/ls.out")"
+  [ -n "$base" ] && add "${key}_daemon_kb" $(($(status_kb VmHWM) - base))
+}
 
 # ---------------------------------------------------------------- measurements
 declare -A S=() # samples: key -> "v1 v2 ..."
@@ -205,110 +255,171 @@ gen_data
 start_nginx
 log "nginx on $URL"
 HALF=$((SIZE_MB / 2))
+# figures of cases that may not run (CASES)
+MODE= V_FIO_LOCAL_BUF= V_FIO_OURS_BUF= V_FIO_LOCAL_DIO= V_FIO_OURS_DIO= HWM_SMALL= HWM_BIG= HUGE_MBS=
 
-log "=== sequential: cold (vs curl), warm and after remount (vs the backing file)"
-for ((r = 1; r <= REPS; r++)); do
-  cache=$RUN/cache/seq.$r
-  add curl "$(curl_read "$URL/big/big.img")"
-  mount_ours big "$cache"
-  MODE=$(getfattr --absolute-names -n user.imgcache.serve_mode --only-values "$MNT" 2>/dev/null)
-  mark=$(log_mark)
-  seq_read "$MNT/big.img"; add cold "$MBS"
-  add cold_us "$LAST_US"
-  # A complete image is hashed once (chunk sums; its digest if it has
-  # one): let that finish rather than compete with what is measured next.
-  sleep 5
-  bf=$(backing_file "$cache")
-  for i in 1 2; do # interleaved: the machine's noise hits both alike
+if want seq; then
+  log "=== sequential: cold (vs curl), warm and after remount (vs the backing file)"
+  for ((r = 1; r <= REPS; r++)); do
+    cache=$RUN/cache/seq.$r
+    add curl "$(curl_read "$URL/big/big.img")"
+    mount_ours big "$cache"
+    MODE=$(getfattr --absolute-names -n user.imgcache.serve_mode --only-values "$MNT" 2>/dev/null)
+    mark=$(log_mark)
+    seq_read "$MNT/big.img"; add cold "$MBS"
+    add cold_us "$LAST_US"
+    # A complete image is hashed once (chunk sums; its digest if it has
+    # one): let that finish rather than compete with what is measured next.
+    sleep 5
+    bf=$(backing_file "$cache")
+    for i in 1 2; do # interleaved: the machine's noise hits both alike
+      seq_read "$bf"; add backing "$MBS"
+      seq_read "$MNT/big.img"; add warm "$MBS"
+    done
+    umount_ours
+    add cold_bytes "$(bytes_since "$mark" /big/big.img)"
+    mount_ours big "$cache"
+    seq_read "$MNT/big.img"; add remount "$MBS"
     seq_read "$bf"; add backing "$MBS"
-    seq_read "$MNT/big.img"; add warm "$MBS"
+    umount_ours
+    log "rep $r (MB/s): curl $(last curl) cold $(last cold) warm $(last warm) remount $(last remount) backing $(last backing)"
+    ((r < REPS)) && rm -rf "$cache"
   done
-  umount_ours
-  add cold_bytes "$(bytes_since "$mark" /big/big.img)"
-  mount_ours big "$cache"
-  seq_read "$MNT/big.img"; add remount "$MBS"
-  seq_read "$bf"; add backing "$MBS"
-  umount_ours
-  log "rep $r (MB/s): curl $(last curl) cold $(last cold) warm $(last warm) remount $(last remount) backing $(last backing)"
-  ((r < REPS)) && rm -rf "$cache"
-done
+fi
 
-log "=== random 4 KiB reads, warm (fio, 4 jobs, ${FIO_RUNTIME}s each)"
-mount_ours big "$cache"
-seq_read "$MNT/big.img"
-V_FIO_LOCAL_BUF=$(fio_iops "$bf" 0)
-V_FIO_OURS_BUF=$(fio_iops "$MNT/big.img" 0)
-V_FIO_LOCAL_DIO=$(fio_iops "$bf" 1)
-V_FIO_OURS_DIO=$(fio_iops "$MNT/big.img" 1)
-umount_ours
-rm -rf "$cache"
-log "fio buffered: local $V_FIO_LOCAL_BUF ours $V_FIO_OURS_BUF; O_DIRECT: local $V_FIO_LOCAL_DIO ours $V_FIO_OURS_DIO IOPS"
-
-log "=== partial access: 1 MiB at 0 + 1 MiB at $HALF MiB, cold"
-for ((r = 1; r <= REPS; r++)); do
-  cache=$RUN/cache/partial
-  mount_ours big "$cache"
-  mark=$(log_mark)
-  dd if="$MNT/big.img" of=/dev/null bs=1M count=1 status=none
-  dd if="$MNT/big.img" of=/dev/null bs=1M count=1 skip="$HALF" status=none
-  umount_ours # ends every fetch: the count is final
-  add partial_bytes "$(bytes_since "$mark" /big/big.img)"
-  rm -rf "$cache"
-done
-
-log "=== 4 concurrent cold readers"
-for ((r = 1; r <= REPS; r++)); do
-  cache=$RUN/cache/conc
-  mount_ours big "$cache"
-  mark=$(log_mark)
-  t0=$(now_us)
-  pids=()
-  for i in 1 2 3 4; do dd if="$MNT/big.img" of=/dev/null bs=1M status=none & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p"; done
-  add conc_us $(($(now_us) - t0))
-  umount_ours
-  add conc_bytes "$(bytes_since "$mark" /big/big.img)"
-  rm -rf "$cache"
-done
-
-log "=== memory: peak RSS reading $SIZE_MB MiB and $BIG_MB MiB images cold"
-for ((r = 1; r <= REPS; r++)); do
-  cache=$RUN/cache/mem
+if want random; then
+  log "=== random 4 KiB reads, warm (fio, 4 jobs, ${FIO_RUNTIME}s each)"
+  want seq || cache=$RUN/cache/random # else the last sequential run's
   mount_ours big "$cache"
   seq_read "$MNT/big.img"
-  add hwm_small "$(hwm_kb)"
+  want seq || sleep 5 # the hashing of the newly complete image
+  bf=$(backing_file "$cache")
+  V_FIO_LOCAL_BUF=$(fio_iops "$bf" 0)
+  V_FIO_OURS_BUF=$(fio_iops "$MNT/big.img" 0)
+  V_FIO_LOCAL_DIO=$(fio_iops "$bf" 1)
+  V_FIO_OURS_DIO=$(fio_iops "$MNT/big.img" 1)
   umount_ours
   rm -rf "$cache"
-  mount_ours huge "$cache"
-  seq_read "$MNT/huge.img"; add huge_mbs "$MBS"
-  add hwm_big "$(hwm_kb)"
+  log "fio buffered: local $V_FIO_LOCAL_BUF ours $V_FIO_OURS_BUF; O_DIRECT: local $V_FIO_LOCAL_DIO ours $V_FIO_OURS_DIO IOPS"
+fi
+
+if want partial; then
+  log "=== partial access: 1 MiB at 0 + 1 MiB at $HALF MiB, cold"
+  for ((r = 1; r <= REPS; r++)); do
+    cache=$RUN/cache/partial
+    mount_ours big "$cache"
+    mark=$(log_mark)
+    dd if="$MNT/big.img" of=/dev/null bs=1M count=1 status=none
+    dd if="$MNT/big.img" of=/dev/null bs=1M count=1 skip="$HALF" status=none
+    umount_ours # ends every fetch: the count is final
+    add partial_bytes "$(bytes_since "$mark" /big/big.img)"
+    rm -rf "$cache"
+  done
+fi
+
+if want conc; then
+  log "=== 4 concurrent cold readers"
+  for ((r = 1; r <= REPS; r++)); do
+    cache=$RUN/cache/conc
+    mount_ours big "$cache"
+    mark=$(log_mark)
+    t0=$(now_us)
+    pids=()
+    for i in 1 2 3 4; do dd if="$MNT/big.img" of=/dev/null bs=1M status=none & pids+=($!); done
+    for p in "${pids[@]}"; do wait "$p"; done
+    add conc_us $(($(now_us) - t0))
+    umount_ours
+    add conc_bytes "$(bytes_since "$mark" /big/big.img)"
+    rm -rf "$cache"
+  done
+fi
+
+if want mem; then
+  log "=== memory: peak RSS reading $SIZE_MB MiB and $BIG_MB MiB images cold"
+  for ((r = 1; r <= REPS; r++)); do
+    cache=$RUN/cache/mem
+    mount_ours big "$cache"
+    seq_read "$MNT/big.img"
+    add hwm_small "$(hwm_kb)"
+    umount_ours
+    rm -rf "$cache"
+    mount_ours huge "$cache"
+    seq_read "$MNT/huge.img"; add huge_mbs "$MBS"
+    add hwm_big "$(hwm_kb)"
+    umount_ours
+    rm -rf "$cache"
+  done
+  HWM_SMALL=$(med hwm_small); HWM_BIG=$(med hwm_big); HUGE_MBS=$(med huge_mbs)
+  log "VmHWM: $HWM_SMALL KiB ($SIZE_MB MiB image), $HWM_BIG KiB ($BIG_MB MiB image, read at $HUGE_MBS MB/s)"
+fi
+
+if want meta; then
+  log "=== metadata: ls -l and getfattr -d of $NFILES images"
+  cache=$RUN/cache/many
+  mount_ours many "$cache"
+  ls -l "$MNT" >/dev/null # warm: lookups and attributes cached
+  for ((r = 1; r <= REPS; r++)); do
+    t0=$(now_us); ls -l "$MNT" >/dev/null; add ls_us $(($(now_us) - t0))
+    t0=$(now_us); (cd "$MNT" && getfattr -d -- * >/dev/null 2>&1); add getfattr_us $(($(now_us) - t0))
+  done
   umount_ours
   rm -rf "$cache"
-done
-HWM_SMALL=$(med hwm_small); HWM_BIG=$(med hwm_big); HUGE_MBS=$(med huge_mbs)
-log "VmHWM: $HWM_SMALL KiB ($SIZE_MB MiB image), $HWM_BIG KiB ($BIG_MB MiB image, read at $HUGE_MBS MB/s)"
+fi
 
-log "=== metadata: ls -l and getfattr -d of $NFILES images"
-cache=$RUN/cache/many
-mount_ours many "$cache"
-ls -l "$MNT" >/dev/null # warm: lookups and attributes cached
-for ((r = 1; r <= REPS; r++)); do
-  t0=$(now_us); ls -l "$MNT" >/dev/null; add ls_us $(($(now_us) - t0))
-  t0=$(now_us); (cd "$MNT" && getfattr -d -- * >/dev/null 2>&1); add getfattr_us $(($(now_us) - t0))
-done
-umount_ours
-rm -rf "$cache"
-
-log "=== start-up with a $NINDEX-entry index"
-cache=$RUN/cache/index
-mount_ours index "$cache" # first mount lists the upstream and fills the index
-umount_ours
-for ((r = 1; r <= REPS; r++)); do
+if want index; then
+  log "=== a catalog of $NINDEX images in four directories"
+  cache=$RUN/cache/index
+  # nginx stats every file of a listing before it answers: a cold one
+  # can take longer than the default --header-timeout and --stall-timeout
+  # on a busy machine. The listings are
+  # fetched once first (timed: the baseline of the first mount).
+  MOUNT_ARGS="--header-timeout 120s --stall-timeout 120s"
+  t0=$(now_us)
+  for d in 1 2 3 4; do curl -sf -o /dev/null --max-time 120 "$URL/index/d$d/" || { echo "nginx did not list $URL/index/d$d/" >&2; exit 1; }; done
+  add curl_list_us $(($(now_us) - t0))
+  # The first mount lists the upstream and fills the index; on a busy
+  # machine the listing may outlast the first mount's wait for it (30 s),
+  # and the catalog comes with the background refresh that follows.
   mount_ours index "$cache"
-  add startup_us "$MOUNT_US"
+  add list_ready_us "$MOUNT_US"
+  wait_refreshed ""
+  add list_us "$REFRESH_US"
+  add list_hwm "$(hwm_kb)"
+  n=$(ls "$MNT/d1" | wc -l)
+  [ "$n" = $((NINDEX / 4)) ] || { echo "$MNT/d1 lists $n images, want $((NINDEX / 4))" >&2; exit 1; }
+  prev=$(root_xattr catalog_refreshed)
   umount_ours
-done
-rm -rf "$cache"
+  IMGCACHE_LS_PREFIX=0
+  "$BIN" ls --help 2>&1 | grep -q -- --prefix && IMGCACHE_LS_PREFIX=1
+  for ((r = 1; r <= REPS; r++)); do
+    mount_ours index "$cache" # the catalog comes from the index
+    add ready_us "$MOUNT_US"
+    add ready_hwm "$(hwm_kb)"
+    # A mount with a saved catalog refreshes it from the upstream at once:
+    # its peak belongs to the start-up too.
+    wait_refreshed "$prev"
+    add refresh_hwm "$(hwm_kb)"
+    add refresh_us "$REFRESH_US"
+    sleep 10
+    add settled_rss "$(status_kb VmRSS)"
+    # ls of one directory from this process (not the daemon's): the first
+    # after the mount (nothing cached in the kernel), then again.
+    t0=$(now_us); n=$(ls "$MNT/d2" | wc -l); add ls_cold_us $(($(now_us) - t0))
+    [ "$n" = $((NINDEX / 4)) ] || { echo "$MNT/d2 lists $n images, want $((NINDEX / 4))" >&2; exit 1; }
+    t0=$(now_us); ls "$MNT/d2" >/dev/null; add ls_warm_us $(($(now_us) - t0))
+    t0=$(now_us); ls -f "$MNT/d3" >/dev/null; add ls_f_us $(($(now_us) - t0))
+    # imgcache ls through the daemon: wall time, the client's peak, the
+    # daemon's peak above its RSS before, bytes printed.
+    imgcache_ls ils; imgcache_ls ils_json --json
+    ((IMGCACHE_LS_PREFIX)) && imgcache_ls ils_prefix --prefix d4/e-00012 --limit 100
+    prev=$(root_xattr catalog_refreshed)
+    umount_ours
+  done
+  # with no daemon: the index read directly
+  imgcache_ls ils_offline
+  rm -rf "$cache"
+  MOUNT_ARGS=
+fi
 
 if [ "$PEERS" = 1 ]; then
   log "=== peers (../shared/bench/peers.sh)"
@@ -326,7 +437,6 @@ CONC_S=$(awk -v u="$(med conc_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
 ONE_S=$(awk -v u="$(med cold_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
 LS_S=$(awk -v u="$(med ls_us)" 'BEGIN { printf "%.3f", u / 1e6 }')
 GF_MS=$(awk -v u="$(med getfattr_us)" -v n="$NFILES" 'BEGIN { printf "%.3f", u / 1e3 / n }')
-SU_S=$(awk -v u="$(med startup_us)" 'BEGIN { printf "%.3f", u / 1e6 }')
 us_range() { tr ' ' '\n' <<<"${S[$1]}" | awk -v d="$2" -v f="$3" 'NF { v = $1 / d; if (min == "" || v < min) min = v; if (v > max) max = v } END { printf "%" f "–%" f, min, max }'; }
 R_COLD=$(ratio "$COLD" "$CU"); R_WARM=$(ratio "$WARM" "$BK"); R_REM=$(ratio "$REM" "$BK")
 R_FIO=$(ratio "$V_FIO_OURS_BUF" "$V_FIO_LOCAL_BUF"); R_DIO=$(ratio "$V_FIO_OURS_DIO" "$V_FIO_LOCAL_DIO")
@@ -334,12 +444,60 @@ R_PART=$(ratio "$PB" 2097152); R_CONCB=$(ratio "$CB" "$SIZE"); R_CONCT=$(ratio "
 HWM_S_MB=$(awk -v k="$HWM_SMALL" 'BEGIN { printf "%.1f", k / 1024 }')
 HWM_B_MB=$(awk -v k="$HWM_BIG" 'BEGIN { printf "%.1f", k / 1024 }')
 R_HWM=$(ratio "$HWM_BIG" "$HWM_SMALL")
+# mrow LABEL KEY DIVISOR FORMAT [OP LIMIT]: a row of the catalog table,
+# the median of KEY's samples over DIVISOR (min–max), against LIMIT.
+mrow() {
+  [ -n "${S[$2]:-}" ] || return 0
+  local m
+  m=$(awk -v v="$(med "$2")" -v d="$3" -v f="$4" 'BEGIN { printf "%" f, v / d }')
+  echo "| $1 | $m ($(us_range "$2" "$3" "$4")) | ${5:+$5 $6} | ${5:+$(verdict "$m" "$5" "$6")} |"
+}
+index_table() {
+  echo
+  echo "## A catalog of $NINDEX images"
+  echo
+  echo "Four directories of $((NINDEX / 4)) sparse 1 MiB files, listed by nginx's JSON autoindex. The first mount lists"
+  echo "them (before the ready line, or in the background if that takes over 30 s) and fills the index; each of REPS=$REPS remounts serves the catalog from the index (to the ready"
+  echo "line), then refreshes it from the upstream at once; RSS is the daemon's (VmHWM, VmRSS of /proc/PID/status),"
+  echo "settled 10 s after that refresh. \`ls\` runs in this script's process; \`imgcache ls\` asks the daemon (its"
+  echo "peak is the client's; the daemon's is its VmHWM above its VmRSS before, reset through clear_refs), and"
+  echo "\`imgcache ls\` with no daemon reads the index. Targets are the issue's, for NINDEX=1000000."
+  echo
+  echo "| case | imgcache | target | |"
+  echo "|---|---:|---|---|"
+  mrow "curl of the four listings (nginx, warm after the first), s" curl_list_us 1e6 .2f
+  mrow "first mount: to the ready line, s" list_ready_us 1e6 .2f
+  mrow "first mount: the catalog listed, s after start" list_us 1e6 .2f
+  mrow "peak RSS of the first mount, MiB" list_hwm 1024 .0f
+  mrow "remount: ready (catalog from the index), s" ready_us 1e6 .2f "<=" 5
+  mrow "remount: peak RSS at ready, MiB" ready_hwm 1024 .0f
+  mrow "remount: refresh from the upstream done, s after start" refresh_us 1e6 .2f
+  mrow "remount: peak RSS over start-up and that refresh, MiB" refresh_hwm 1024 .0f "<=" 500
+  mrow "settled RSS, MiB" settled_rss 1024 .0f
+  mrow "\`ls\` of a $((NINDEX / 4))-entry directory, first after the mount, s" ls_cold_us 1e6 .3f "<=" 1
+  mrow "\`ls\` of it again, s" ls_warm_us 1e6 .3f "<=" 1
+  mrow "\`ls -f\` of another, first after the mount, s" ls_f_us 1e6 .3f "<=" 1
+  mrow "\`imgcache ls\`, s" ils_us 1e6 .2f
+  mrow "\`imgcache ls\`: its peak RSS, MiB" ils_kb 1024 .1f
+  mrow "\`imgcache ls\`: the daemon's peak above its RSS, MiB" ils_daemon_kb 1024 .1f
+  mrow "\`imgcache ls\`: output, MB" ils_bytes 1e6 .1f
+  mrow "\`imgcache ls --json\`, s" ils_json_us 1e6 .2f
+  mrow "\`imgcache ls --json\`: its peak RSS, MiB" ils_json_kb 1024 .1f
+  mrow "\`imgcache ls --json\`: the daemon's peak above its RSS, MiB" ils_json_daemon_kb 1024 .1f
+  mrow "\`imgcache ls --json\`: output, MB" ils_json_bytes 1e6 .1f
+  mrow "\`imgcache ls --prefix d4/e-00012 --limit 100\`, s" ils_prefix_us 1e6 .3f
+  mrow "\`imgcache ls --prefix ... --limit 100\`: its peak RSS, MiB" ils_prefix_kb 1024 .1f
+  mrow "\`imgcache ls\` with no daemon (reads the index), s" ils_offline_us 1e6 .2f
+  mrow "\`imgcache ls\` with no daemon: its peak RSS, MiB" ils_offline_kb 1024 .1f
+}
 {
   echo "# imgcache benchmark"
   echo
   echo "Generated by \`bash bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${SECONDS} s;"
   echo "$(nproc) CPUs, kernel $(uname -r), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM; cache and images on $(df -T "$BASE" | awk 'NR == 2 { print $2 }')."
-  echo "Serve mode of complete images: **${MODE:-unknown}**. Upstream: nginx $(nginx -v 2>&1 | sed 's/.*\///') on loopback (sendfile, 2 workers)."
+  echo "Upstream: nginx $(nginx -v 2>&1 | sed 's/.*\///') on loopback (sendfile, 2 workers). Cases run: $CASES."
+  if want seq || want random || want partial || want conc || want mem || want meta; then
+  echo "Serve mode of complete images: **${MODE:-unknown}**."
   echo "Image: ${SIZE_MB} MiB of random bytes; sequential reads are \`dd bs=1M\` of the whole file, wall time including open;"
   echo "MB/s are 10^6 bytes/s. Every figure is the median of REPS=$REPS runs (min–max), baselines taken in the same run."
   echo "After each cold read the script waits 5 s: the cache hashes a newly complete image once (chunk sums), which"
@@ -347,31 +505,32 @@ R_HWM=$(ratio "$HWM_BIG" "$HWM_SMALL")
   echo
   echo "| case | imgcache | baseline | ratio | target | |"
   echo "|---|---:|---:|---:|---|---|"
-  echo "| cold sequential, MB/s | $COLD ($(spread cold)) | curl of the same URL: $CU ($(spread curl)) | $R_COLD | >= 0.60 | $(verdict "$R_COLD" ">=" 0.60) |"
-  echo "| warm sequential, same mount, MB/s | $WARM ($(spread warm)) | the backing file (page cache): $BK ($(spread backing)) | $R_WARM | >= 0.90 | $(verdict "$R_WARM" ">=" 0.90) |"
-  echo "| warm after remount, MB/s | $REM ($(spread remount)) | the same | $R_REM | >= 0.90 | $(verdict "$R_REM" ">=" 0.90) |"
-  echo "| random 4 KiB reads, buffered, fio 4 jobs, IOPS | $V_FIO_OURS_BUF | the backing file: $V_FIO_LOCAL_BUF | $R_FIO | >= 0.80 | $(verdict "$R_FIO" ">=" 0.80) |"
-  echo "| random 4 KiB reads, O_DIRECT, IOPS | $V_FIO_OURS_DIO | the backing file, O_DIRECT: $V_FIO_LOCAL_DIO | $R_DIO | reported | |"
-  echo "| partial access: 1 MiB at 0 + 1 MiB at $HALF MiB, bytes fetched | $PB ($(spread partial_bytes)) | 2 MiB: 2097152 | $R_PART | <= 2.0 | $(verdict "$R_PART" "<=" 2.0) |"
-  echo "| 4 concurrent cold readers, upstream bytes | $CB ($(spread conc_bytes)) | one image: $SIZE | $R_CONCB | = 1.00 | $(verdict "$R_CONCB" "<=" 1.00) |"
-  echo "| 4 concurrent cold readers, wall s | $CONC_S ($(us_range conc_us 1e6 .2f)) | one cold reader: $ONE_S ($(us_range cold_us 1e6 .2f)) | $R_CONCT | <= 1.5 | $(verdict "$R_CONCT" "<=" 1.5) |"
-  echo "| cold sequential, upstream bytes (one reader) | $CCB | one image: $SIZE | $(ratio "$CCB" "$SIZE") | | |"
-  echo "| peak RSS (VmHWM) reading ${BIG_MB} MiB cold, MiB | $HWM_B_MB ($(us_range hwm_big 1024 .1f)) | < 100 MiB | | < 100 | $(verdict "$HWM_B_MB" "<=" 100) |"
-  echo "| peak RSS, ${BIG_MB} MiB vs ${SIZE_MB} MiB image | $HWM_B_MB | $HWM_S_MB ($(us_range hwm_small 1024 .1f)) | $R_HWM | <= 1.10 | $(verdict "$R_HWM" "<=" 1.10) |"
-  echo "| \`ls -l\` of $NFILES images, warm, s | $LS_S ($(us_range ls_us 1e6 .3f)) | | | < 0.3 | $(verdict "$LS_S" "<=" 0.3) |"
-  echo "| start-up with a $NINDEX-entry index (to the ready line), s | $SU_S ($(us_range startup_us 1e6 .3f)) | | | < 2 | $(verdict "$SU_S" "<=" 2) |"
-  echo "| \`getfattr -d\` of $NFILES images, ms per file | $GF_MS | | | < 1 | $(verdict "$GF_MS" "<=" 1) |"
+  want seq && echo "| cold sequential, MB/s | $COLD ($(spread cold)) | curl of the same URL: $CU ($(spread curl)) | $R_COLD | >= 0.60 | $(verdict "$R_COLD" ">=" 0.60) |"
+  want seq && echo "| warm sequential, same mount, MB/s | $WARM ($(spread warm)) | the backing file (page cache): $BK ($(spread backing)) | $R_WARM | >= 0.90 | $(verdict "$R_WARM" ">=" 0.90) |"
+  want seq && echo "| warm after remount, MB/s | $REM ($(spread remount)) | the same | $R_REM | >= 0.90 | $(verdict "$R_REM" ">=" 0.90) |"
+  want random && echo "| random 4 KiB reads, buffered, fio 4 jobs, IOPS | $V_FIO_OURS_BUF | the backing file: $V_FIO_LOCAL_BUF | $R_FIO | >= 0.80 | $(verdict "$R_FIO" ">=" 0.80) |"
+  want random && echo "| random 4 KiB reads, O_DIRECT, IOPS | $V_FIO_OURS_DIO | the backing file, O_DIRECT: $V_FIO_LOCAL_DIO | $R_DIO | reported | |"
+  want partial && echo "| partial access: 1 MiB at 0 + 1 MiB at $HALF MiB, bytes fetched | $PB ($(spread partial_bytes)) | 2 MiB: 2097152 | $R_PART | <= 2.0 | $(verdict "$R_PART" "<=" 2.0) |"
+  want conc && echo "| 4 concurrent cold readers, upstream bytes | $CB ($(spread conc_bytes)) | one image: $SIZE | $R_CONCB | = 1.00 | $(verdict "$R_CONCB" "<=" 1.00) |"
+  want conc && echo "| 4 concurrent cold readers, wall s | $CONC_S ($(us_range conc_us 1e6 .2f)) | one cold reader: $ONE_S ($(us_range cold_us 1e6 .2f)) | $R_CONCT | <= 1.5 | $(verdict "$R_CONCT" "<=" 1.5) |"
+  want seq && echo "| cold sequential, upstream bytes (one reader) | $CCB | one image: $SIZE | $(ratio "$CCB" "$SIZE") | | |"
+  want mem && echo "| peak RSS (VmHWM) reading ${BIG_MB} MiB cold, MiB | $HWM_B_MB ($(us_range hwm_big 1024 .1f)) | < 100 MiB | | < 100 | $(verdict "$HWM_B_MB" "<=" 100) |"
+  want mem && echo "| peak RSS, ${BIG_MB} MiB vs ${SIZE_MB} MiB image | $HWM_B_MB | $HWM_S_MB ($(us_range hwm_small 1024 .1f)) | $R_HWM | <= 1.10 | $(verdict "$R_HWM" "<=" 1.10) |"
+  want meta && echo "| \`ls -l\` of $NFILES images, warm, s | $LS_S ($(us_range ls_us 1e6 .3f)) | | | < 0.3 | $(verdict "$LS_S" "<=" 0.3) |"
+  want meta && echo "| \`getfattr -d\` of $NFILES images, ms per file | $GF_MS | | | < 1 | $(verdict "$GF_MS" "<=" 1) |"
   echo
-  echo "The ${BIG_MB} MiB image was read cold at $HUGE_MBS MB/s (median; a read that writes more to the cache than the"
-  echo "kernel lets be dirty at once is paced by writeback to disk). The machine is shared (2 CPUs, other"
-  echo "work running): treat differences under ~15% as noise."
+  want mem && echo "The ${BIG_MB} MiB image was read cold at $HUGE_MBS MB/s (median; a read that writes more to the cache than the" &&
+    echo "kernel lets be dirty at once is paced by writeback to disk)."
+  fi
+  echo "The machine is shared (2 CPUs, other work running): treat differences under ~15% as noise."
+  want index && index_table
   [ "$PEERS" = 1 ] && echo && echo "Peers (httpdirfs, rclone, go-fuse loopback) on the same work: $BASE/peers-results.md."
   echo
   echo "Raw samples:"
   echo
   echo '```'
   for k in $(printf '%s\n' "${!S[@]}" | sort); do echo "$k: ${S[$k]}"; done
-  echo "fio IOPS: local buffered $V_FIO_LOCAL_BUF, ours buffered $V_FIO_OURS_BUF, local O_DIRECT $V_FIO_LOCAL_DIO, ours O_DIRECT $V_FIO_OURS_DIO"
+  want random && echo "fio IOPS: local buffered $V_FIO_LOCAL_BUF, ours buffered $V_FIO_OURS_BUF, local O_DIRECT $V_FIO_LOCAL_DIO, ours O_DIRECT $V_FIO_OURS_DIO"
   echo '```'
 } >"$OUT"
 log "wrote $OUT"

@@ -57,7 +57,7 @@ const (
 	DefaultConnectTimeout  = 5 * time.Second
 	DefaultHeaderTimeout   = 10 * time.Second
 	DefaultStallTimeout    = 10 * time.Second
-	DefaultMaxListingBytes = 16 << 20
+	DefaultMaxListingBytes = 64 << 20
 	DefaultMaxSumsBytes    = 4 << 20
 	DefaultMaxEntries      = 1_000_000
 	DefaultMaxDepth        = upstream.MaxNameDepth
@@ -98,7 +98,8 @@ type Options struct {
 	// headers included.
 	StallTimeout time.Duration
 	// MaxListingBytes caps the body of one directory listing or of the
-	// origin index.
+	// origin index. The default takes a directory of 500,000 images: one
+	// of 250,000 is 25 MB as nginx's JSON listing, 30 MB as its HTML.
 	MaxListingBytes int64
 	// MaxSumsBytes caps the body of one SHA256SUMS file.
 	MaxSumsBytes int64
