@@ -190,6 +190,9 @@ type watchedBody struct {
 	fail func(error)
 }
 
+// ReadWhole passes on the body's (upstream.WholeReader).
+func (b *watchedBody) ReadWhole() bool { return upstream.ReadWhole(b.ReadCloser) }
+
 func (b *watchedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {

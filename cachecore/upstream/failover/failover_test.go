@@ -117,3 +117,22 @@ func TestBrokenBodyFailsOver(t *testing.T) {
 		t.Fatalf("after a broken body: %q, want b", got)
 	}
 }
+
+// A whole-image reply keeps its ReadWhole through the failover's body.
+func TestFetchPassesReadWhole(t *testing.T) {
+	a := upstreamtest.New("http://a/")
+	a.Add("x.img", []byte("0123456789"), false)
+	a.SetIgnoreRange(true)
+	f := New([]upstream.Upstream{a}, 0, nil)
+	r, err := f.Fetch(context.Background(), upstream.Entry{Name: "x.img", Size: 10}, 4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if !upstream.ReadWhole(r) {
+		t.Fatal("ReadWhole of a whole reply through failover = false")
+	}
+	if b, err := io.ReadAll(r); string(b) != "0123456789" || err != nil {
+		t.Fatalf("read %q, %v; want the whole image", b, err)
+	}
+}

@@ -79,7 +79,7 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 	}
 	if plan.skip > 0 {
 		u.ignoresRange.Do(func() {
-			u.log.Warn("httpdir: the server ignores Range; reading from the start of each image instead", "upstream", u.shown)
+			u.log.Warn("httpdir: the server ignores Range: its replies are whole images", "upstream", u.shown)
 		})
 	}
 	return &rangeReader{
@@ -91,6 +91,8 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 		skip:   plan.skip,
 		left:   plan.yield,
 		want:   n,
+		whole:  plan.whole,
+		size:   e.Size,
 	}, nil
 }
 
@@ -109,9 +111,11 @@ func ifRange(e upstream.Entry) string {
 }
 
 // replyPlan says how to read a checked reply: skip bytes to throw away,
-// then yield bytes that are [off, off+yield) of the image.
+// then yield bytes that are [off, off+yield) of the image. whole: the
+// reply is the whole image.
 type replyPlan struct {
 	skip, yield int64
+	whole       bool
 }
 
 // checkReply checks that resp carries [off, off+n) of e, or a prefix of it.
@@ -131,7 +135,7 @@ func checkReply(resp *http.Response, e upstream.Entry, off, n int64) (replyPlan,
 		if resp.ContentLength >= 0 && resp.ContentLength != e.Size {
 			return replyPlan{}, fmt.Errorf("whole file of %d bytes, was %d: %w", resp.ContentLength, e.Size, upstream.ErrChanged)
 		}
-		return replyPlan{skip: off, yield: n}, nil
+		return replyPlan{skip: off, yield: n, whole: true}, nil
 	case http.StatusRequestedRangeNotSatisfiable:
 		return replyPlan{}, fmt.Errorf("%s (Content-Range %q): the image is shorter than it was: %w",
 			resp.Status, resp.Header.Get("Content-Range"), upstream.ErrChanged)
@@ -198,9 +202,26 @@ type rangeReader struct {
 	left int64 // bytes of the range still to yield
 	got  int64 // bytes yielded
 	want int64 // bytes asked for
+
+	whole bool  // the reply is the whole image (200)
+	size  int64 // the image's
+	read  bool  // Read was called
+}
+
+var _ upstream.WholeReader = (*rangeReader)(nil)
+
+// ReadWhole makes a reply of the whole image yield all of it
+// (upstream.WholeReader).
+func (r *rangeReader) ReadWhole() bool {
+	if !r.whole || r.read {
+		return false
+	}
+	r.skip, r.left, r.want = 0, r.size, r.size
+	return true
 }
 
 func (r *rangeReader) Read(p []byte) (int, error) {
+	r.read = true
 	if r.skip > 0 {
 		k, err := io.CopyN(io.Discard, r.r, r.skip)
 		r.skip -= k

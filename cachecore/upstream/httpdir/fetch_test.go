@@ -276,3 +276,54 @@ func TestFetchLogsIgnoredRangeOnce(t *testing.T) {
 		t.Errorf("logged %d times that the server ignores Range, want once:\n%s", c, logs.String())
 	}
 }
+
+// A reply of the whole file yields all of it when asked before the first
+// Read (upstream.WholeReader), with the same checks; a range reply, or a
+// reader already read, stays the range.
+func TestFetchReadWhole(t *testing.T) {
+	e := upstream.Entry{Name: "a.img", Size: 100}
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		readFst bool   // Read a byte before asking
+		whole   bool   // what ReadWhole reports
+		yield   []byte // what the reader yields in all
+		is      error
+	}{
+		{name: "whole reply", handler: whole(), whole: true, yield: content},
+		{name: "whole reply, read first", handler: whole(), readFst: true, yield: content[40:50]},
+		{name: "range reply", handler: reply("bytes 40-49/100", content[40:50]), yield: content[40:50]},
+		{name: "whole reply, short", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "100")
+			w.Write(content[:70])
+		}, whole: true, yield: content[:70], is: upstream.ErrShortBody},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			u := newTestUpstream(t, srv.URL, Options{})
+			r, err := u.Fetch(context.Background(), e, 40, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var got []byte
+			if tc.readFst {
+				b := make([]byte, 1)
+				n, _ := r.Read(b)
+				got = b[:n]
+			}
+			if w := upstream.ReadWhole(r); w != tc.whole {
+				t.Errorf("ReadWhole = %v, want %v", w, tc.whole)
+			}
+			rest, err := readAll(r)
+			got = append(got, rest...)
+			if !bytes.Equal(got, tc.yield) {
+				t.Errorf("yielded %d bytes %v, want %d", len(got), got, len(tc.yield))
+			}
+			if tc.is == nil && err != nil || tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("error %v, want %v", err, tc.is)
+			}
+		})
+	}
+}

@@ -25,8 +25,9 @@
 //
 // Fetch asks for one byte range with If-Range, and checks the reply
 // before handing out a byte: status, Content-Range, validators, encoding.
-// A server that ignores Range still works (the bytes before the range are
-// read and thrown away), only slower.
+// A server that ignores Range still works: its reply, the whole file,
+// yields the range asked for (the bytes around it thrown away), or, if
+// the caller asks (upstream.WholeReader), all of it.
 //
 // # Credentials
 //

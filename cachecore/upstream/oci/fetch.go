@@ -92,6 +92,7 @@ func (u *Upstream) fetchBlob(ctx context.Context, repo string, e upstream.Entry,
 		desc: desc, body: resp.Body, ctx: ctx, cancel: cancel,
 		stall: stall, timeout: u.opts.StallTimeout,
 		skip: skip, left: yield, want: n,
+		whole: resp.StatusCode == http.StatusOK, size: e.Size,
 	}, nil
 }
 
@@ -155,6 +156,24 @@ type rangeReader struct {
 	left int64 // bytes of the range still to yield
 	got  int64 // bytes yielded
 	want int64 // bytes asked for
+
+	whole bool  // the reply is the whole blob (200)
+	size  int64 // the blob's
+	began bool  // Read was called
+}
+
+var _ upstream.WholeReader = (*rangeReader)(nil)
+
+// ReadWhole makes a reply of the whole blob yield all of it, so that the
+// cache keeps every byte of it (upstream.WholeReader): a pull-through
+// registry that sends a cold blob whole also finishes its own pull only
+// if the reply is read to its end.
+func (r *rangeReader) ReadWhole() bool {
+	if !r.whole || r.began {
+		return false
+	}
+	r.skip, r.left, r.want = 0, r.size, r.size
+	return true
 }
 
 func (r *rangeReader) read(p []byte) (int, error) {
@@ -165,6 +184,7 @@ func (r *rangeReader) read(p []byte) (int, error) {
 }
 
 func (r *rangeReader) Read(p []byte) (int, error) {
+	r.began = true
 	for r.skip > 0 {
 		buf := p
 		if int64(len(buf)) > r.skip {

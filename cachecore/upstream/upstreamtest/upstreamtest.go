@@ -38,6 +38,7 @@ type Upstream struct {
 	downErr  error                                                                    // every List and Fetch fails with it
 	fetchErr func(name string, off, n int64) error                                    // nil: serve
 	gate     chan struct{}                                                            // if set, each fetch waits for a token
+	whole    bool                                                                     // ignore ranges: every reply is the whole image
 
 	fetched  atomic.Int64 // bytes served
 	requests atomic.Int64 // Fetch calls
@@ -144,6 +145,16 @@ func (u *Upstream) SetBody(wrap func(ctx context.Context, name string, body io.R
 	u.wrap = wrap
 }
 
+// SetIgnoreRange makes every reply the whole image, as a server that
+// ignores Range sends it: its reader yields the range asked for unless
+// ReadWhole is called first (upstream.WholeReader). The bytes of such a
+// reply count as served as they are read.
+func (u *Upstream) SetIgnoreRange(on bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.whole = on
+}
+
 // Fetched is the number of bytes served.
 func (u *Upstream) Fetched() int64 { return u.fetched.Load() }
 
@@ -196,7 +207,7 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 	u.mu.Lock()
 	b, ok := u.images[e.Name]
 	_, listed := u.entries[e.Name]
-	fn, wrap := u.fetchErr, u.wrap
+	fn, wrap, whole := u.fetchErr, u.wrap, u.whole
 	u.mu.Unlock()
 	if !ok && !listed {
 		return nil, upstream.ErrNotFound
@@ -210,6 +221,12 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 	switch {
 	case off < 0 || n < 0:
 		return nil, fmt.Errorf("range %d+%d of %q", off, n, e.Name)
+	case whole && ok && off+n <= int64(len(b)):
+		body = &wholeBody{u: u, all: b, off: off, n: n}
+		if wrap != nil {
+			body = &wrappedWhole{ReadCloser: wrap(ctx, e.Name, body), w: body.(*wholeBody)}
+		}
+		return body, nil
 	case !ok:
 		body = io.NopCloser(io.LimitReader(&OffsetBytes{Off: off}, n))
 	case off+n > int64(len(b)):
@@ -223,6 +240,56 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 	}
 	return body, nil
 }
+
+// wholeBody is a reply of the whole image to a range request.
+type wholeBody struct {
+	u      *Upstream
+	all    []byte
+	off, n int64 // the range asked for
+	pos    int64 // the next byte of all to send
+	began  bool
+	whole  bool
+}
+
+var _ upstream.WholeReader = (*wholeBody)(nil)
+
+func (w *wholeBody) ReadWhole() bool {
+	if w.began {
+		return false
+	}
+	w.whole = true
+	return true
+}
+
+func (w *wholeBody) Read(p []byte) (int, error) {
+	w.began = true
+	if !w.whole && w.pos < w.off { // the bytes before the range are sent and thrown away
+		w.u.fetched.Add(w.off - w.pos)
+		w.pos = w.off
+	}
+	end := int64(len(w.all))
+	if !w.whole {
+		end = w.off + w.n
+	}
+	if w.pos >= end {
+		return 0, io.EOF
+	}
+	k := copy(p, w.all[w.pos:end])
+	w.pos += int64(k)
+	w.u.fetched.Add(int64(k))
+	return k, nil
+}
+
+func (w *wholeBody) Close() error { return nil }
+
+// wrappedWhole is a whole body behind SetBody's wrapper, still a
+// WholeReader.
+type wrappedWhole struct {
+	io.ReadCloser
+	w *wholeBody
+}
+
+func (b *wrappedWhole) ReadWhole() bool { return b.w.ReadWhole() }
 
 // OffsetBytes yields byte(offset) at each offset from Off on.
 type OffsetBytes struct{ Off int64 }
