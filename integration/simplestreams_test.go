@@ -99,6 +99,16 @@ func TestSimplestreamsMirrorForLXC(t *testing.T) {
 		}
 	}
 
+	// The upstream sent each exported file once, whole.
+	served := up.BytesServed()
+	for _, c := range exports {
+		for _, it := range []*teststreams.Item{c.img.Meta, c.img.Root} {
+			if it != nil && served[it.Path] != it.Size {
+				t.Fatalf("the upstream sent %d bytes of %s (%d bytes) for one export", served[it.Path], it.Path, it.Size)
+			}
+		}
+	}
+
 	// Offline: the upstream stops and the daemon restarts; the mirror
 	// still lists every image and serves what was fetched.
 	up.Stop()
