@@ -67,7 +67,11 @@ gen_data() {
       if [ "$(stat -c %s "$WWW/big/big.img" 2>/dev/null)" != "$SIZE" ]; then
         log "generating $SIZE_MB MiB image"
         head -c "$SIZE" /dev/urandom >"$WWW/big/big.img"
+        rm -f "$WWW/big/SHA256SUMS"
       fi
+      # Its digest, published as mirrors do: the mount verifies the image
+      # against it, and opens it settled (passthrough) only once verified.
+      [ -s "$WWW/big/SHA256SUMS" ] || (cd "$WWW/big" && sha256sum --binary big.img >SHA256SUMS)
   fi
   if want mem && [ "$(stat -c %s "$WWW/huge/huge.img" 2>/dev/null)" != $((BIG_MB << 20)) ]; then
     log "generating $BIG_MB MiB image"
@@ -268,10 +272,12 @@ if want seq; then
     mark=$(log_mark)
     seq_read "$MNT/big.img"; add cold "$MBS"
     add cold_us "$LAST_US"
-    # A complete image is hashed once (chunk sums; its digest if it has
-    # one): let that finish rather than compete with what is measured next.
-    sleep 5
+    # At once, as a user who downloads an image and boots it does: no wait
+    # for the hash of the new image (it grows with the cold read).
+    seq_read "$MNT/big.img"; add reread "$MBS"
+    add reread_state "$(getfattr --absolute-names -n user.imgcache.state --only-values "$MNT/big.img" 2>/dev/null)"
     bf=$(backing_file "$cache")
+    seq_read "$bf"; add reread_local "$MBS"
     for i in 1 2; do # interleaved: the machine's noise hits both alike
       seq_read "$bf"; add backing "$MBS"
       seq_read "$MNT/big.img"; add warm "$MBS"
@@ -282,7 +288,7 @@ if want seq; then
     seq_read "$MNT/big.img"; add remount "$MBS"
     seq_read "$bf"; add backing "$MBS"
     umount_ours
-    log "rep $r (MB/s): curl $(last curl) cold $(last cold) warm $(last warm) remount $(last remount) backing $(last backing)"
+    log "rep $r (MB/s): curl $(last curl) cold $(last cold) first re-read $(last reread) ($(last reread_local) local) warm $(last warm) remount $(last remount) backing $(last backing)"
     ((r < REPS)) && rm -rf "$cache"
   done
 fi
@@ -292,7 +298,6 @@ if want random; then
   want seq || cache=$RUN/cache/random # else the last sequential run's
   mount_ours big "$cache"
   seq_read "$MNT/big.img"
-  want seq || sleep 5 # the hashing of the newly complete image
   bf=$(backing_file "$cache")
   V_FIO_LOCAL_BUF=$(fio_iops "$bf" 0)
   V_FIO_OURS_BUF=$(fio_iops "$MNT/big.img" 0)
@@ -432,6 +437,7 @@ fi
 # ---------------------------------------------------------------- report
 CU=$(med curl); BK=$(med backing)
 COLD=$(med cold); WARM=$(med warm); REM=$(med remount)
+REREAD=$(med reread); REREAD_LOCAL=$(med reread_local); R_REREAD=$(ratio "$REREAD" "$REREAD_LOCAL")
 PB=$(med partial_bytes); CB=$(med conc_bytes); CCB=$(med cold_bytes)
 CONC_S=$(awk -v u="$(med conc_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
 ONE_S=$(awk -v u="$(med cold_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
@@ -500,12 +506,12 @@ index_table() {
   echo "Serve mode of complete images: **${MODE:-unknown}**."
   echo "Image: ${SIZE_MB} MiB of random bytes; sequential reads are \`dd bs=1M\` of the whole file, wall time including open;"
   echo "MB/s are 10^6 bytes/s. Every figure is the median of REPS=$REPS runs (min–max), baselines taken in the same run."
-  echo "After each cold read the script waits 5 s: the cache hashes a newly complete image once (chunk sums), which"
-  echo "would otherwise compete with the warm reads measured next."
+  echo "The image's digest is published in a SHA256SUMS file beside it (verified as it is read); nothing waits after a cold read."
   echo
   echo "| case | imgcache | baseline | ratio | target | |"
   echo "|---|---:|---:|---:|---|---|"
   want seq && echo "| cold sequential, MB/s | $COLD ($(spread cold)) | curl of the same URL: $CU ($(spread curl)) | $R_COLD | >= 0.60 | $(verdict "$R_COLD" ">=" 0.60) |"
+  want seq && echo "| first re-read right after the cold read (no wait), MB/s | $REREAD ($(spread reread)) | the backing file, read next: $REREAD_LOCAL ($(spread reread_local)) | $R_REREAD | >= 0.90 | $(verdict "$R_REREAD" ">=" 0.90) |"
   want seq && echo "| warm sequential, same mount, MB/s | $WARM ($(spread warm)) | the backing file (page cache): $BK ($(spread backing)) | $R_WARM | >= 0.90 | $(verdict "$R_WARM" ">=" 0.90) |"
   want seq && echo "| warm after remount, MB/s | $REM ($(spread remount)) | the same | $R_REM | >= 0.90 | $(verdict "$R_REM" ">=" 0.90) |"
   want random && echo "| random 4 KiB reads, buffered, fio 4 jobs, IOPS | $V_FIO_OURS_BUF | the backing file: $V_FIO_LOCAL_BUF | $R_FIO | >= 0.80 | $(verdict "$R_FIO" ">=" 0.80) |"
