@@ -101,11 +101,15 @@ type Cache struct {
 	lost      atomic.Pointer[storageLoss] // set once the storage is gone (storage.go)
 	life      lifecycle
 
-	mu        sync.Mutex        // protects the following
-	images    map[string]*Image // every image with a record, by ID
+	mu        sync.Mutex               // protects the following
+	images    map[string]*Image        // every image of the catalog, by ID
+	lingering map[string]*Image        // images that left the catalog and are not yet deleted, by ID
+	deleting  map[string]chan struct{} // lingering images being deleted: closed when done
+	gen       uint32                   // counts the listings published (Image.seen)
 	catalog   index.CatalogMeta
 	listErr   error // the last refresh's error, nil after a success
 	listErrAt time.Time
+	warnings  []string // what the upstream left out of its last listing (upstream.Warner)
 }
 
 // Open opens (creating if needed) the cache in cfg.Dir and starts its
@@ -146,6 +150,8 @@ func Open(cfg Config) (*Cache, error) {
 		relist:    make(chan struct{}, 1),
 		verifying: make(chan struct{}, 1),
 		images:    make(map[string]*Image),
+		lingering: make(map[string]*Image),
+		deleting:  make(map[string]chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.openStorage(); err != nil {
@@ -157,7 +163,7 @@ func Open(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	if r, ok := c.up.(upstream.Rememberer); ok {
-		r.Remember(c.entries())
+		r.Remember(c.remembered())
 	}
 	fresh := c.catalog.RefreshedAt.IsZero()
 	if fresh {
@@ -271,7 +277,12 @@ func (c *Cache) openStorage() error {
 			r.Verdict = index.Unchecked
 			fix.PutMap(r.ID, present.Marshal())
 		}
-		c.images[r.ID] = newImage(c, r, present)
+		img := newImage(c, r, present)
+		if !r.Extras().RetiredAt.IsZero() && !img.trustedLocked() { // a retired image stays while it is whole
+			fix.Deletes = append(fix.Deletes, r.ID)
+			continue
+		}
+		c.images[r.ID] = img
 	}
 	for _, id := range fix.Deletes {
 		if !store.ValidID(id) {
@@ -295,10 +306,18 @@ func (c *Cache) openStorage() error {
 			}
 		}
 	}
+	t, unplaced := c.buildTree()
+	for _, img := range unplaced { // retired, and its names taken: it leaves the catalog
+		delete(c.images, img.id)
+		fix.Deletes = append(fix.Deletes, img.id)
+		if err := c.store.Remove(img.id); err != nil {
+			return err
+		}
+	}
 	if err := c.idx.Write(&fix); err != nil && !errors.Is(err, ErrIndexHeld) { // held: written later
 		return fmt.Errorf("write index: %w", err)
 	}
-	c.tree.Store(c.buildTree())
+	c.tree.Store(t)
 	return nil
 }
 
@@ -354,9 +373,16 @@ func (c *Cache) Source() string { return c.up.URL("") }
 // imageID names one version of one image. An image with a digest is
 // identified by it (the same bytes under the same name from any mirror);
 // otherwise the upstream's URL is part of the identity, since size and
-// mtime prove nothing across servers.
+// mtime prove nothing across servers. An entry named by its digest
+// (ByDigest) is identified by the digest alone: one image under all its
+// names (catalog_intake.go).
 func (c *Cache) imageID(e upstream.Entry) string {
 	h := sha256.New()
+	if e.ByDigest {
+		io.WriteString(h, "by digest\x00")
+		io.WriteString(h, e.Digest)
+		return hex.EncodeToString(h.Sum(nil))
+	}
 	if e.Digest == "" {
 		io.WriteString(h, c.up.URL(""))
 	}
@@ -378,8 +404,27 @@ func inoOf(hexID string) uint64 {
 	return ino
 }
 
-// deleteImage drops an image that left the catalog and is unused.
+// deleteImage drops an image that left the catalog and is unused: its
+// data file and record. Until it is done the image lingers (c.lingering),
+// so that a refresh that lists its ID again waits for it rather than make
+// a record and a file that it would then remove (publish); before it
+// begins, such a refresh takes the image back (reviveLocked), and then
+// nothing is deleted.
 func (c *Cache) deleteImage(img *Image) {
+	c.mu.Lock()
+	img.mu.Lock()
+	ok := c.lingering[img.id] == img && img.retired && img.users == 0 && c.deleting[img.id] == nil
+	if ok {
+		c.deleting[img.id] = make(chan struct{})
+		// A node the kernel still holds may open it again: it must
+		// fetch afresh, not read a file made anew as present.
+		img.present.Clear()
+	}
+	img.mu.Unlock()
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
 	if err := c.store.Remove(img.id); err != nil {
 		c.log.Warn("removing cache file", "image", img.entry.Name, "err", err)
 	} else {
@@ -388,6 +433,11 @@ func (c *Cache) deleteImage(img *Image) {
 	if err := c.idx.Write(&index.Batch{Deletes: []string{img.id}}); err != nil {
 		c.log.Warn("removing index record", "image", img.entry.Name, "err", err)
 	}
+	c.mu.Lock()
+	delete(c.lingering, img.id)
+	close(c.deleting[img.id])
+	delete(c.deleting, img.id)
+	c.mu.Unlock()
 }
 
 // checkRecord says whether a record can become an image: what a catalog entry
@@ -396,9 +446,15 @@ func (c *Cache) deleteImage(img *Image) {
 // a record that is not; start-up drops it (and its data) instead of
 // building an image from it.
 func checkRecord(r *index.Record) error {
-	e := upstream.Entry{Name: r.Name, Size: r.Size, ModTime: r.ModTime, ETag: r.ETag, Digest: r.Digest}
+	e := upstream.Entry{Name: r.Name, Size: r.Size, ModTime: r.ModTime, ETag: r.ETag, Digest: r.Digest,
+		ByDigest: r.ByDigest, Attrs: r.Extras().Attrs.Map()}
 	if err := e.Validate(); err != nil {
 		return err
+	}
+	for _, l := range r.Extras().Links {
+		if clean, err := upstream.CleanName(l); err != nil || clean != l || l == r.Name {
+			return fmt.Errorf("%w: %q: another name %q is not a clean name of its own", upstream.ErrBadEntry, r.Name, l)
+		}
 	}
 	if r.ChunkSize < MinChunkSize || r.ChunkSize > MaxChunkSize {
 		return fmt.Errorf("%w: %q: chunk size %d is outside [%d, %d]", upstream.ErrBadEntry, r.Name,

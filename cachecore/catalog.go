@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
@@ -41,46 +41,72 @@ func (c *Cache) Lookup(path string) (*Entry, bool) {
 }
 
 // buildTree makes the catalog tree of c.images; c.mu must be held (or the
-// cache not yet running). Names were
-// cleaned by the upstream; a name that is both a file and a directory
-// keeps the directory.
-func (c *Cache) buildTree() *tree {
+// cache not yet running). Names were cleaned by the upstream; a name
+// that is both a file and a directory keeps the directory. An image has
+// an entry for each of its names (ByDigest: like hard links), and its
+// link count is set to how many were placed. Images of the listing come
+// first; retired ones (catalog_retain.go) take the names left free, and
+// those that get none are returned, to leave the catalog.
+func (c *Cache) buildTree() (t *tree, unplaced []*Image) {
 	// Sorted by name; the names sit beside the pointers so that sorting
 	// 100,000 of them at start-up does not chase a pointer per comparison.
 	type named struct {
 		name string
 		img  *Image
 	}
-	sorted := make([]named, 0, len(c.images))
-	for _, img := range c.images { // c.images holds exactly the listed images
-		sorted = append(sorted, named{img.entry.Name, img})
+	var listed, retired []named
+	var retiredImgs []*Image
+	for _, img := range c.images { // c.images holds exactly the catalog's images
+		img.placed = 0
+		x := img.rec.Extras()
+		list := &listed
+		if !x.RetiredAt.IsZero() {
+			list = &retired
+			retiredImgs = append(retiredImgs, img)
+		}
+		*list = append(*list, named{img.rec.Name, img})
+		for _, l := range x.Links {
+			*list = append(*list, named{l, img})
+		}
 	}
-	slices.SortFunc(sorted, func(a, b named) int { return strings.Compare(a.name, b.name) })
-	t := &tree{byPath: make(map[string]*Entry, len(sorted)+1)}
+	t = &tree{byPath: make(map[string]*Entry, len(listed)+len(retired)+1)}
 	t.byPath[""] = &Entry{Ino: 1}
-	for _, n := range sorted {
-		img := n.img
-		if t.byPath[img.entry.Name] != nil {
-			continue
+	for _, names := range [][]named{listed, retired} {
+		slices.SortFunc(names, func(a, b named) int { return strings.Compare(a.name, b.name) })
+		for _, n := range names {
+			img := n.img
+			if t.byPath[n.name] != nil {
+				continue
+			}
+			parent := t.dir(n.name)
+			if parent == nil {
+				c.log.Warn("image name clashes with a directory; not listed", "image", n.name)
+				continue
+			}
+			e := &Entry{Name: baseName(n.name), Path: n.name, Ino: img.ino, Image: img}
+			t.byPath[e.Path] = e
+			parent.Children = append(parent.Children, e)
+			img.placed++
 		}
-		parent := t.dir(img.entry.Name)
-		if parent == nil {
-			c.log.Warn("image name clashes with a directory; not listed", "image", img.entry.Name)
-			continue
-		}
-		e := &Entry{Name: baseName(img.entry.Name), Path: img.entry.Name, Ino: img.ino, Image: img}
-		t.byPath[e.Path] = e
-		parent.Children = append(parent.Children, e)
 	}
 	byName := func(a, b *Entry) int { return strings.Compare(a.Name, b.Name) }
 	for _, e := range t.byPath {
 		// Children come in path order, which is name order unless a
-		// subdirectory's name is a prefix of a sibling's ("a/b/x", "a/b-c").
+		// subdirectory's name is a prefix of a sibling's ("a/b/x", "a/b-c")
+		// or retired images came after the others.
 		if e.IsDir() && !slices.IsSortedFunc(e.Children, byName) {
 			slices.SortFunc(e.Children, byName)
 		}
 	}
-	return t
+	for _, img := range c.images {
+		img.links.Store(img.placed)
+	}
+	for _, img := range retiredImgs {
+		if img.placed == 0 {
+			unplaced = append(unplaced, img)
+		}
+	}
+	return t, unplaced
 }
 
 // dir returns the directory that holds name, creating directories on the
@@ -165,57 +191,103 @@ func (c *Cache) listFailed() bool {
 }
 
 // refresh lists the upstream and makes the result the catalog: new images
-// get records (nothing cached yet), images no longer listed are retired
-// (deleted once no one uses them), and the kernel is told what changed.
+// get records (nothing cached yet; Content stored whole), images no
+// longer listed are retired (deleted once no one uses them) or, for an
+// upstream that retains them, kept while cached, and the kernel is told
+// what changed. A listing whose Content cannot be stored is refused as a
+// failed listing is: the catalog stays as it was.
 func (c *Cache) refresh(ctx context.Context) error {
 	entries, err := c.up.List(ctx)
-	if err == nil {
-		entries = c.acceptable(entries)
-	}
-	now := c.now()
-	c.mu.Lock()
 	if err != nil {
-		c.listErr, c.listErrAt = err, now
-		var stale *index.CatalogMeta
-		if c.catalog.StaleSince.IsZero() {
-			c.catalog.StaleSince = now
-			stale = &index.CatalogMeta{}
-			*stale = c.catalog
-		}
-		c.mu.Unlock()
-		if stale != nil {
-			if werr := c.idx.Write(&index.Batch{Catalog: stale}); werr != nil {
-				c.log.Warn("saving catalog", "err", werr)
-			}
-		}
+		c.refreshFailed(err)
 		return err
 	}
+	entries = c.acceptable(entries)
+	in := c.group(entries)
+	for {
+		puts, err := c.storeContent(entries, in)
+		if err != nil {
+			c.log.Warn("catalog refused: a file of it cannot be stored", "err", err)
+			c.refreshFailed(err)
+			return err
+		}
+		wait := c.publish(entries, in, puts)
+		if wait == nil {
+			return nil
+		}
+		c.dropStored(in, puts) // an ID of the listing was being deleted: again, after it
+		<-wait
+	}
+}
+
+// refreshFailed records a refresh that failed; the catalog stays.
+func (c *Cache) refreshFailed(err error) {
+	now := c.now()
+	c.mu.Lock()
+	c.listErr, c.listErrAt = err, now
+	var stale *index.CatalogMeta
+	if c.catalog.StaleSince.IsZero() {
+		c.catalog.StaleSince = now
+		stale = &index.CatalogMeta{}
+		*stale = c.catalog
+	}
+	c.mu.Unlock()
+	if stale != nil {
+		if werr := c.idx.Write(&index.Batch{Catalog: stale}); werr != nil {
+			c.log.Warn("saving catalog", "err", werr)
+		}
+	}
+}
+
+// publish makes the grouped listing the catalog, in one tree swap. It
+// returns a channel to wait on, and does nothing, if an ID of the
+// listing is being deleted (deleteImage): its record and file would go
+// after the new image's were made.
+func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*stored) (wait <-chan struct{}) {
+	warnings := c.upstreamWarnings()
+	now := c.now()
+	c.mu.Lock()
+	if wait := c.deletionOfLocked(in); wait != nil {
+		c.mu.Unlock()
+		return wait
+	}
 	c.listErr = nil
+	c.gen++
 	var b index.Batch
+	var renamed []*Image // images whose names changed: their link counts too
 	old := c.tree.Load()
-	listed := make(map[string]bool, len(entries))
-	for _, e := range entries {
-		id := c.imageID(e)
-		listed[id] = true
-		if img := c.images[id]; img != nil {
-			continue
+	for gi := range in {
+		g := &in[gi]
+		img := c.images[g.id]
+		if img == nil {
+			img = c.reviveLocked(g.id)
 		}
-		r := index.Record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
-			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
-		c.images[id] = newImage(c, r, chunkmap.New(chunkmap.Chunks(e.Size, r.ChunkSize)))
-		b.Records = append(b.Records, r)
-	}
-	var retired []*Image
-	for id, img := range c.images {
-		if !listed[id] {
-			delete(c.images, id)
-			retired = append(retired, img)
+		switch {
+		case img == nil:
+			s := puts[int32(gi)]
+			r := c.record(g, entries)
+			img = c.newListed(r, s)
+			c.images[g.id] = img
+			b.Records = append(b.Records, img.rec)
+			if s != nil {
+				b.PutMap(g.id, img.present.Marshal())
+				if b.Sums == nil {
+					b.Sums = make(map[string][]byte)
+				}
+				b.Sums[g.id] = s.sums
+			}
+		case c.update(img, g, entries):
+			renamed = append(renamed, img)
 		}
+		img.seen = c.gen
 	}
+	retired := c.unlistedLocked(now)
 	c.catalog = index.CatalogMeta{RefreshedAt: now, Source: c.up.URL("")}
+	c.warnings = warnings
 	meta := c.catalog // a copy: the batch is written outside the lock
 	b.Catalog = &meta
-	t := c.buildTree()
+	t, unplaced := c.buildTree()
+	retired = append(retired, c.unlistLocked(unplaced)...)
 	c.tree.Store(t)
 	c.mu.Unlock()
 
@@ -225,12 +297,95 @@ func (c *Cache) refresh(ctx context.Context) error {
 	for _, img := range retired {
 		c.retire(img)
 	}
-	if changes := diffTrees(old, t); len(changes) > 0 {
+	changes := diffTrees(old, t)
+	for _, img := range renamed { // the link count shows through every name
+		for _, name := range img.names() {
+			changes = append(changes, Change{Dir: parentPath(name), Name: baseName(name)})
+		}
+	}
+	if len(changes) > 0 {
 		c.log.Info("catalog changed", "entries", len(entries), "changes", len(changes))
 		c.cfg.Notifier.CatalogChanged(changes)
 	}
+	if len(renamed) > 0 {
+		c.kickFlush()
+	}
 	return nil
 }
+
+// unlistedLocked deals with the images the listing just published left
+// out (their seen is old): kept, as retired, if the upstream retains
+// them (catalog_retain.go), else taken out of the catalog and returned,
+// to be retired. c.mu is held.
+func (c *Cache) unlistedLocked(now time.Time) []*Image {
+	retain := c.retainsRemoved()
+	var out []*Image
+	for _, img := range c.images {
+		if img.seen == c.gen || retain && c.keepRetiredLocked(img, now) {
+			continue
+		}
+		out = append(out, img)
+	}
+	return c.unlistLocked(out)
+}
+
+// unlistLocked takes imgs out of the catalog; they linger until they are
+// deleted, so that a listing that names them again while they are still
+// in use gets them back (reviveLocked). c.mu is held.
+func (c *Cache) unlistLocked(imgs []*Image) []*Image {
+	for _, img := range imgs {
+		delete(c.images, img.id)
+		c.lingering[img.id] = img
+	}
+	return imgs
+}
+
+// reviveLocked puts back into the catalog the image id that left it but
+// is still in use (not yet deleted), nil if there is none. c.mu is held.
+func (c *Cache) reviveLocked(id string) *Image {
+	img := c.lingering[id]
+	if img == nil {
+		return nil
+	}
+	delete(c.lingering, id)
+	c.images[id] = img
+	img.mu.Lock()
+	img.retired, img.rec.Listed, img.dirty = false, true, true
+	img.mu.Unlock()
+	return img
+}
+
+// deletionOfLocked returns the end of a deletion in progress of an ID of
+// in, nil if there is none. c.mu is held.
+func (c *Cache) deletionOfLocked(in []intake) <-chan struct{} {
+	if len(c.deleting) == 0 {
+		return nil
+	}
+	for gi := range in {
+		if done := c.deleting[in[gi].id]; done != nil {
+			return done
+		}
+	}
+	return nil
+}
+
+// upstreamWarnings is what the upstream left out of its last listing
+// (upstream.Warner), at most maxWarnings lines and a count of the rest.
+func (c *Cache) upstreamWarnings() []string {
+	w, ok := c.up.(upstream.Warner)
+	if !ok {
+		return nil
+	}
+	lines := w.Warnings()
+	out := slices.Clone(lines[:min(len(lines), maxWarnings)])
+	if len(lines) > maxWarnings {
+		out = append(out, fmt.Sprintf("and %d more", len(lines)-maxWarnings))
+	}
+	return out
+}
+
+// maxWarnings bounds the upstream's warnings kept and shown.
+const maxWarnings = 16
 
 // refusalsLogged is how many refused entries a refresh logs one by one.
 const refusalsLogged = 10
@@ -313,6 +468,9 @@ type CatalogStatus struct {
 	// Active is the URL of the upstream in use now: Source, or the
 	// mirror a failover moved to.
 	Active string
+	// Warnings say what the upstream left out of its last listing
+	// (upstream.Warner): at most maxWarnings lines, then a count.
+	Warnings []string
 }
 
 // activeSource is the upstream in use now, for upstreams that fail over.
@@ -327,7 +485,7 @@ func (c *Cache) CatalogStatus() CatalogStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return CatalogStatus{RefreshedAt: c.catalog.RefreshedAt, Err: c.listErr, ErrAt: c.listErrAt, StaleSince: c.catalog.StaleSince,
-		Active: c.activeSource()}
+		Active: c.activeSource(), Warnings: c.warnings}
 }
 
 // Images returns a snapshot of every image in the catalog, sorted by name:

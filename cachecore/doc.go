@@ -32,8 +32,11 @@
 // # Where the coming work goes
 //
 //   - Catalog intake: Cache.refresh and acceptable (catalog.go) take the
-//     upstream's entries in; an entry's identity is Cache.imageID
-//     (cache.go) and its version upstream.Entry.Version.
+//     upstream's entries in, group (catalog_intake.go) makes them images
+//     (one per ID: the names of a digest are one), storeContent
+//     (catalog_content.go) stores catalog files before publish swaps the
+//     tree; an entry's identity is Cache.imageID (cache.go) and its
+//     version upstream.Entry.Version.
 //   - The fetcher: fetchRun and fetchRange (fetch.go), with request.go
 //     (abandonment, the low-speed limit) and slots.go.
 //   - The image: newImage (image.go) from an index.Record.
@@ -44,7 +47,7 @@
 // never taken while one below it is held):
 //
 //	lifecycle.pruneMu   one pruning pass at a time (prune.go)
-//	Cache.mu            the images by ID, the catalog's state
+//	Cache.mu            the images by ID (listed and lingering), the catalog's state
 //	lifecycle.indexMu   orders writes of chunk maps: flush against eviction
 //	                    (never held together with Cache.mu)
 //	Image.mu            an image's chunk map, flights, users, record

@@ -2,6 +2,7 @@ package cachecore
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/imgcache/imgcache/cachecore/index"
 )
@@ -17,6 +18,9 @@ var (
 	ErrBusy = errors.New("image is open")
 	// ErrPinned: the image is pinned; unpin it first.
 	ErrPinned = errors.New("image is pinned")
+	// ErrCatalogFile: the image is a file of the catalog (Content): it
+	// is kept while it is listed. It is an ErrPinned.
+	ErrCatalogFile = fmt.Errorf("%w as a file of the catalog, kept while it is listed", ErrPinned)
 )
 
 // Dropped says what an eviction, a prune or a clean dropped.
@@ -51,7 +55,7 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 			img.mu.Unlock()
 			continue
 		}
-		if img.users > 0 || img.rec.Pinned {
+		if img.users > 0 || img.rec.Pinned || img.rec.Content {
 			d.Skipped = append(d.Skipped, img.entry.Name)
 			img.mu.Unlock()
 			continue
@@ -82,8 +86,12 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 		}
 		return d
 	}
+	var retired []*Image
 	for _, img := range dropped {
 		img.mu.Lock()
+		if !img.rec.Extras().RetiredAt.IsZero() {
+			retired = append(retired, img)
+		}
 		if img.users == 0 && img.present.Count() == 0 {
 			if err := c.store.Remove(img.id); err != nil {
 				c.log.Warn("evicting: removing cache file", "image", img.entry.Name, "err", err)
@@ -104,6 +112,15 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 	}
 	if len(d.Evicted) > 0 {
 		c.log.Debug("evicted", "images", len(d.Evicted), "bytes", d.FreedBytes)
+	}
+	if len(retired) > 0 {
+		// Not here: an eviction may be inside a read, and this builds
+		// the tree anew and tells the kernel.
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.unlistEvicted(retired) // catalog_retain.go
+		}()
 	}
 	return d
 }
@@ -126,10 +143,13 @@ func (c *Cache) Evict(name string) (Dropped, error) {
 		return Dropped{}, err
 	}
 	img.mu.Lock()
-	pinned := img.rec.Pinned
+	pinned, content := img.rec.Pinned, img.rec.Content
 	img.mu.Unlock()
 	if pinned {
 		return Dropped{}, &Error{Op: "evict", Name: name, Err: ErrPinned}
+	}
+	if content {
+		return Dropped{}, &Error{Op: "evict", Name: name, Err: ErrCatalogFile}
 	}
 	d := c.dropData([]*Image{img})
 	if len(d.Evicted) == 0 { // open (or pinned meanwhile)

@@ -3,6 +3,7 @@ package cachecore
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
@@ -34,7 +35,7 @@ type Image struct {
 	ino       uint64
 
 	mu        sync.Mutex   // protects the following
-	rec       index.Record // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed
+	rec       index.Record // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed...; Name, Links and RetiredAt change with Cache.mu held too
 	present   chunkmap.Map
 	flights   map[int]*flight // chunk -> the fetch that will bring it
 	file      *os.File        // open while users > 0
@@ -48,6 +49,12 @@ type Image struct {
 	sumsRead  bool            // sums holds what the index has
 	rest      restState       // checks at rest since the mount (rest.go)
 	life      imageLife       // usage, eviction generation (lifecycle.go)
+
+	links atomic.Uint32 // names in the current tree (nlink)
+
+	// protected by Cache.mu (catalog.go)
+	placed uint32 // names placed by the tree being built
+	seen   uint32 // the catalog generation that last listed it
 }
 
 // flight is one chunk on its way from the upstream. done is closed when
@@ -68,7 +75,7 @@ func newImage(c *Cache, r index.Record, present chunkmap.Map) *Image {
 		c:  c,
 		id: r.ID,
 		entry: upstream.Entry{Name: r.Name, Size: r.Size, ModTime: r.ModTime,
-			ETag: r.ETag, Digest: r.Digest},
+			ETag: r.ETag, Digest: r.Digest, ByDigest: r.ByDigest},
 		chunkSize: r.ChunkSize,
 		nChunks:   n,
 		ino:       inoOf(r.ID),
@@ -87,8 +94,13 @@ func (img *Image) Size() int64 { return img.entry.Size }
 // ModTime is the upstream's modification time (zero when unknown).
 func (img *Image) ModTime() time.Time { return img.entry.ModTime }
 
-// Name is the image's path in the catalog.
+// Name is the image's path in the catalog (its first name, if it has
+// several), as it was when the image was made.
 func (img *Image) Name() string { return img.entry.Name }
+
+// Links is how many names the image has in the catalog (ByDigest images
+// may have several, like hard links); 1 before it is placed.
+func (img *Image) Links() uint32 { return max(img.links.Load(), 1) }
 
 // Info is a snapshot of an image's metadata and cache state.
 type Info struct {
@@ -105,13 +117,21 @@ type Info struct {
 	LastErrorAt time.Time
 	Pinned      bool // never evicted; fetched completely in the background
 	Queued      bool // in the prefetch queue
+	// Attrs are the upstream's facts about the image (upstream.Entry.Attrs),
+	// nil if none.
+	Attrs map[string]string
+	// Retired is when the image left the upstream's catalog; zero while
+	// it is listed (an upstream.Retainer's images stay while cached).
+	Retired time.Time
+	// Links is how many names the image has in the catalog.
+	Links uint32
 }
 
 func (img *Image) Info() Info {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	return Info{
-		Name:        img.entry.Name,
+		Name:        img.rec.Name,
 		Size:        img.entry.Size,
 		ModTime:     img.entry.ModTime,
 		Digest:      img.entry.Digest,
@@ -124,6 +144,9 @@ func (img *Image) Info() Info {
 		LastErrorAt: img.rec.LastErrorAt,
 		Pinned:      img.rec.Pinned,
 		Queued:      !img.rec.QueuedAt.IsZero(),
+		Attrs:       img.rec.Extras().Attrs.Map(),
+		Retired:     img.rec.Extras().RetiredAt,
+		Links:       img.Links(),
 	}
 }
 

@@ -53,6 +53,9 @@ func ReadIndex(cacheDir string) (IndexView, error) {
 			LastErrorAt: r.LastErrorAt,
 			Pinned:      r.Pinned,
 			Queued:      !r.QueuedAt.IsZero(),
+			Attrs:       r.Extras().Attrs.Map(),
+			Retired:     r.Extras().RetiredAt,
+			Links:       uint32(1 + len(r.Extras().Links)),
 		})
 	}
 	slices.SortFunc(v.Images, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })

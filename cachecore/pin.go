@@ -28,7 +28,7 @@ func (c *Cache) PinImage(img *Image, on bool) error {
 	incomplete := !img.present.Complete()
 	if on {
 		c.life.space.Keep(img.id)
-	} else if img.users == 0 && img.life.alloc > 0 {
+	} else if img.users == 0 && img.life.alloc > 0 && !img.rec.Content {
 		c.life.space.Evictable(img.id, img, img.life.alloc)
 	}
 	img.mu.Unlock()

@@ -62,10 +62,11 @@ func (c *Cache) rebuildIndex(damage error) error {
 	now := c.now()
 	var b index.Batch
 	var kept, bySums, byDigest, dropped, chunks int
-	for _, e := range entries {
-		id := c.imageID(e)
-		r := index.Record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
-			Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: now}
+	in := c.group(entries)
+	for gi := range in {
+		id, e := in[gi].id, entries[in[gi].first]
+		r := c.record(&in[gi], entries) // a Content image's bytes are stored again at the first refresh, if need be
+		r.Added = now
 		if c.store.Exists(id) {
 			v := c.vouch(e, id, salvaged[id])
 			switch {
@@ -97,7 +98,7 @@ func (c *Cache) rebuildIndex(damage error) error {
 		return fmt.Errorf("writing the rebuilt index: %w", err)
 	}
 	c.log.Warn("index rebuilt", "damage", damage, "moved_to", filepath.Join(c.cfg.Dir, aside),
-		"images", len(entries), "data_files_kept", kept, "chunks_kept", chunks,
+		"images", len(in), "data_files_kept", kept, "chunks_kept", chunks,
 		"vouched_by_chunk_sums", bySums, "vouched_by_digest", byDigest, "data_files_dropped", dropped)
 	return nil
 }

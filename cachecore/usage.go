@@ -61,7 +61,7 @@ func (c *Cache) loadUsage() error {
 		}
 		img.life.alloc = f.Alloc
 		used += img.life.alloc
-		if !img.rec.Pinned {
+		if !img.rec.Pinned && !img.rec.Content {
 			evictable = append(evictable, img)
 		}
 	}
@@ -244,7 +244,7 @@ func (c *Cache) releasedLocked(img *Image, synced bool) {
 			c.setAllocLocked(img, a)
 		}
 	}
-	if img.users == 0 && !img.rec.Pinned && !img.retired && img.life.alloc > 0 {
+	if img.users == 0 && !img.rec.Pinned && !img.rec.Content && !img.retired && img.life.alloc > 0 {
 		c.life.space.Evictable(img.id, img, img.life.alloc)
 	} else {
 		c.life.space.Keep(img.id)

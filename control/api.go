@@ -58,6 +58,12 @@ type Image struct {
 	Source      string    `json:"source,omitempty"`
 	Error       string    `json:"error,omitempty"` // the last fetch error, if not cleared since
 	ErrorAt     time.Time `json:"error_at,omitzero"`
+	// Attrs are the upstream's facts about the image (an item's ftype,
+	// LXD's fingerprint, a layer's media type): user.imgcache.<key>.
+	Attrs map[string]string `json:"attrs,omitempty"`
+	// Retired is when the image left the upstream's catalog; it stays
+	// listed while cached (a mirror's). Absent while it is listed.
+	Retired time.Time `json:"retired,omitzero"`
 }
 
 // EvictResult says what an eviction dropped.

@@ -140,14 +140,14 @@ func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 	if d.path != "" {
 		return 0, syscall.ENODATA
 	}
-	return getxattr(rootXattrs, rootInfo(d.Root().Operations().(*Root)), attr, dest)
+	return getxattr(rootXattrs, noAttrs, rootInfo(d.Root().Operations().(*Root)), attr, dest)
 }
 
 func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	if d.path != "" {
 		return 0, 0
 	}
-	return listxattr(rootXattrs, rootInfo(d.Root().Operations().(*Root)), dest)
+	return listxattr(rootXattrs, noAttrs, rootInfo(d.Root().Operations().(*Root)), dest)
 }
 
 func (d *dirNode) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {

@@ -175,27 +175,45 @@ func TestErrnoTable(t *testing.T) {
 
 func TestXattrTable(t *testing.T) {
 	info := cachecore.Info{Hits: 12, State: cachecore.StatePartial, Source: "http://x/y"}
-	n, errno := getxattr(imageXattrs, info, "user.imgcache.hits", nil)
+	n, errno := getxattr(imageXattrs, attrsOf, info, "user.imgcache.hits", nil)
 	if n != 2 || errno != syscall.ERANGE {
 		t.Fatalf("probe: %d %v", n, errno)
 	}
 	buf := make([]byte, 2)
-	if n, errno := getxattr(imageXattrs, info, "user.imgcache.hits", buf); n != 2 || errno != 0 || string(buf) != "12" {
+	if n, errno := getxattr(imageXattrs, attrsOf, info, "user.imgcache.hits", buf); n != 2 || errno != 0 || string(buf) != "12" {
 		t.Fatalf("read: %d %v %q", n, errno, buf)
 	}
 	for _, name := range []string{"user.imgcache.error", "user.imgcache.digest", "user.imgcache.nope", "security.selinux", "user.other", "hits"} {
-		if _, errno := getxattr(imageXattrs, info, name, buf); errno != syscall.ENODATA {
+		if _, errno := getxattr(imageXattrs, attrsOf, info, name, buf); errno != syscall.ENODATA {
 			t.Errorf("%s: %v, want ENODATA", name, errno)
 		}
 	}
 	want := "user.imgcache.hits\x00user.imgcache.state\x00user.imgcache.cached_bytes\x00user.imgcache.size\x00user.imgcache.source\x00user.imgcache.pinned\x00user.imgcache.queued\x00"
-	n, errno = listxattr(imageXattrs, info, nil)
+	n, errno = listxattr(imageXattrs, attrsOf, info, nil)
 	if int(n) != len(want) || errno != syscall.ERANGE {
 		t.Fatalf("list probe: %d %v", n, errno)
 	}
 	list := make([]byte, n)
-	if n, errno := listxattr(imageXattrs, info, list); string(list[:n]) != want || errno != 0 {
+	if n, errno := listxattr(imageXattrs, attrsOf, info, list); string(list[:n]) != want || errno != 0 {
 		t.Fatalf("list = %q %v", list[:n], errno)
+	}
+
+	// The upstream's attributes follow, in key order; a name the table
+	// has stays the table's.
+	info.Attrs = map[string]string{"ftype": "squashfs", "state": "forged", "arch": "amd64"}
+	if n, errno := getxattr(imageXattrs, attrsOf, info, "user.imgcache.ftype", buf[:0]); n != 8 || errno != syscall.ERANGE {
+		t.Fatalf("attribute probe: %d %v", n, errno)
+	}
+	big := make([]byte, 64)
+	for name, v := range map[string]string{"ftype": "squashfs", "arch": "amd64", "state": "partial"} {
+		if n, errno := getxattr(imageXattrs, attrsOf, info, "user.imgcache."+name, big); errno != 0 || string(big[:n]) != v {
+			t.Errorf("%s = %q %v, want %q", name, big[:n], errno, v)
+		}
+	}
+	list = make([]byte, 512)
+	n, _ = listxattr(imageXattrs, attrsOf, info, list)
+	if got := string(list[:n]); got != want+"user.imgcache.arch\x00user.imgcache.ftype\x00" {
+		t.Fatalf("list with attributes = %q", got)
 	}
 }
 

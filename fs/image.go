@@ -59,7 +59,7 @@ func imageAttr(img *cachecore.Image, a *fuse.Attr) time.Duration {
 	cached := img.CachedBytes()
 	a.Ino = img.Ino()
 	a.Mode = fuse.S_IFREG | 0o444
-	a.Nlink = 1
+	a.Nlink = img.Links() // one image under several names (ByDigest) is one inode
 	a.Size = uint64(img.Size())
 	a.Blocks = uint64((cached + 511) / 512)
 	a.Blksize = 1 << 20 // a hint to readers: large reads are cheap
@@ -86,11 +86,11 @@ func (n *imageNode) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *
 }
 
 func (n *imageNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return getxattr(imageXattrs, n.img.Info(), attr, dest)
+	return getxattr(imageXattrs, attrsOf, n.img.Info(), attr, dest)
 }
 
 func (n *imageNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	return listxattr(imageXattrs, n.img.Info(), dest)
+	return listxattr(imageXattrs, attrsOf, n.img.Info(), dest)
 }
 
 func (n *imageNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {

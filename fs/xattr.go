@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,7 +37,13 @@ var imageXattrs = []xattr[cachecore.Info]{
 	{"source", func(i cachecore.Info) (string, bool) { return i.Source, true }},
 	{"pinned", func(i cachecore.Info) (string, bool) { return boolValue(i.Pinned), true }},
 	{"queued", func(i cachecore.Info) (string, bool) { return boolValue(i.Queued), true }},
+	{"retired", func(i cachecore.Info) (string, bool) { return timeValue(i.Retired) }},
 }
+
+// attrsOf are the upstream's attributes of an image (Info.Attrs), shown
+// after the table's as user.imgcache.<key>; a key the table has is the
+// table's.
+func attrsOf(i cachecore.Info) map[string]string { return i.Attrs }
 
 // rootInfo is what the root directory shows: where the catalog comes from
 // and how fresh it is.
@@ -72,7 +80,13 @@ var rootXattrs = []xattr[rootInfoT]{
 		}
 		return errorValue(r.storageAt, r.storage.Error())
 	}},
+	{"catalog_warnings", func(r rootInfoT) (string, bool) {
+		return strings.Join(r.catalog.Warnings, "\n"), len(r.catalog.Warnings) > 0
+	}},
 }
+
+// noAttrs: the root has no upstream attributes.
+func noAttrs(rootInfoT) map[string]string { return nil }
 
 func timeValue(t time.Time) (string, bool) {
 	if t.IsZero() {
@@ -88,39 +102,54 @@ func errorValue(at time.Time, msg string) (string, bool) {
 	return at.UTC().Format(time.RFC3339) + " " + msg, true
 }
 
-// getxattr answers a Getxattr from a table. A dest too small for the value
-// gets ERANGE with the size needed (go-fuse turns the size-0 probe's
-// ERANGE into a plain size answer).
-func getxattr[T any](table []xattr[T], info T, attr string, dest []byte) (uint32, syscall.Errno) {
+// getxattr answers a Getxattr from a table, then from the upstream's
+// attributes (extra). A dest too small for the value gets ERANGE with the
+// size needed (go-fuse turns the size-0 probe's ERANGE into a plain size
+// answer).
+func getxattr[T any](table []xattr[T], extra func(T) map[string]string, info T, attr string, dest []byte) (uint32, syscall.Errno) {
 	name, ok := strings.CutPrefix(attr, xattrPrefix)
 	if !ok {
 		return 0, syscall.ENODATA
 	}
-	for _, x := range table {
-		if x.name != name {
-			continue
-		}
-		v, ok := x.value(info)
-		if !ok {
-			return 0, syscall.ENODATA
-		}
-		if len(dest) < len(v) {
-			return uint32(len(v)), syscall.ERANGE
-		}
-		return uint32(copy(dest, v)), 0
+	v, ok := lookupXattr(table, extra, info, name)
+	if !ok {
+		return 0, syscall.ENODATA
 	}
-	return 0, syscall.ENODATA
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func lookupXattr[T any](table []xattr[T], extra func(T) map[string]string, info T, name string) (string, bool) {
+	for _, x := range table {
+		if x.name == name {
+			return x.value(info)
+		}
+	}
+	v, ok := extra(info)[name]
+	return v, ok
 }
 
 // listxattr answers a Listxattr: the names that have a value now, each
-// NUL-terminated.
-func listxattr[T any](table []xattr[T], info T, dest []byte) (uint32, syscall.Errno) {
+// NUL-terminated: the table's, then the upstream's attributes in key
+// order.
+func listxattr[T any](table []xattr[T], extra func(T) map[string]string, info T, dest []byte) (uint32, syscall.Errno) {
 	var b []byte
+	add := func(name string) {
+		b = append(b, xattrPrefix...)
+		b = append(b, name...)
+		b = append(b, 0)
+	}
 	for _, x := range table {
 		if _, ok := x.value(info); ok {
-			b = append(b, xattrPrefix...)
-			b = append(b, x.name...)
-			b = append(b, 0)
+			add(x.name)
+		}
+	}
+	attrs := extra(info)
+	for _, k := range slices.Sorted(maps.Keys(attrs)) {
+		if !slices.ContainsFunc(table, func(x xattr[T]) bool { return x.name == k }) {
+			add(k)
 		}
 	}
 	if len(dest) < len(b) {

@@ -211,6 +211,8 @@ func ImageOf(i cachecore.Info) control.Image {
 		ErrorAt:     i.LastErrorAt,
 		Pinned:      i.Pinned,
 		Queued:      i.Queued,
+		Attrs:       i.Attrs,
+		Retired:     i.Retired,
 	}
 }
 

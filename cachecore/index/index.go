@@ -63,9 +63,41 @@ type Record struct {
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Added       time.Time `json:"added"`
 	// lifecycle (cachecore: pin.go, prefetch.go, clean.go)
-	Pinned    bool      `json:"pinned,omitempty"`
+	Pinned bool `json:"pinned,omitempty"`
+	// catalog (cachecore: catalog*.go); absent in indexes written before
+	// them, which read as they did
+	ByDigest  bool      `json:"by_digest,omitempty"` // the ID is the digest's alone
+	Content   bool      `json:"content,omitempty"`   // stored whole at intake (Entry.Content): never evicted
 	QueuedAt  time.Time `json:"queued_at,omitzero"`  // in the prefetch queue since
 	LastFetch time.Time `json:"last_fetch,omitzero"` // when a chunk last landed
+	// Extra is nil for most images (an HTTP directory's): a record in
+	// memory stays small. It is replaced, never changed in place
+	// (records are copied into batches).
+	Extra *Extra `json:"extra,omitempty"`
+}
+
+// Extra is what a listing says of an image beyond its version.
+type Extra struct {
+	Links     []string  `json:"links,omitempty"`     // the image's other names, sorted (ByDigest)
+	Attrs     Attrs     `json:"attrs,omitempty"`     // upstream.Entry.Attrs of the first name
+	RetiredAt time.Time `json:"retired_at,omitzero"` // left the catalog then, listed while cached (upstream.Retainer)
+}
+
+// Extras returns r.Extra, the zero Extra if nil.
+func (r *Record) Extras() Extra {
+	if r.Extra == nil {
+		return Extra{}
+	}
+	return *r.Extra
+}
+
+// SetExtras sets r.Extra to (a copy of) e, nil if e is zero.
+func (r *Record) SetExtras(e Extra) {
+	if len(e.Links) == 0 && e.Attrs == "" && e.RetiredAt.IsZero() {
+		r.Extra = nil
+		return
+	}
+	r.Extra = &e
 }
 
 // Verdict is the outcome of checking a complete image against its digest.

@@ -115,7 +115,8 @@ type DataFile struct {
 // usage. What is where imgcache would put a data file or a fan-out
 // directory must be one (scan fails on a link, another user's file, a
 // file others may write...: dir.go); anything else is a stray, never
-// opened: it is named to stray (if not nil) and left alone.
+// opened: it is named to stray (if not nil) and left alone. A work file
+// of Put that a crash left is removed.
 func (s *Store) Scan(stray func(name string)) ([]DataFile, error) {
 	if stray == nil {
 		stray = func(string) {}
@@ -142,6 +143,13 @@ func (s *Store) Scan(stray func(name string)) ([]DataFile, error) {
 		}
 		slices.Sort(names)
 		for _, id := range names {
+			if isWork(id) && id[:2] == fan {
+				if err := removeWork(dir, id); err != nil {
+					dir.Close()
+					return nil, err
+				}
+				continue
+			}
 			if !ValidID(id) || id[:2] != fan {
 				stray(fan + "/" + id)
 				continue

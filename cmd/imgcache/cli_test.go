@@ -243,4 +243,11 @@ func TestImageOf(t *testing.T) {
 	if _, err := imageOf("a", map[string]string{"size": "1"}); err == nil {
 		t.Fatal("no state: no error")
 	}
+	// The upstream's attributes are the rest; retired is the mount's.
+	img, err = imageOf("i", map[string]string{"state": "verified", "ftype": "squashfs", "fingerprint": "ab",
+		"retired": "2026-01-02T03:04:05Z"})
+	if err != nil || len(img.Attrs) != 2 || img.Attrs["ftype"] != "squashfs" || img.Attrs["fingerprint"] != "ab" ||
+		!img.Retired.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Fatalf("imageOf with attributes = %+v, %v", img, err)
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/imgcache/imgcache/cachecore"
@@ -104,6 +106,12 @@ func statFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 			}
 			if img.Error != "" {
 				fmt.Fprintf(w, "error:\t%s (at %s)\n", shown(img.Error), humanTime(img.ErrorAt))
+			}
+			if !img.Retired.IsZero() {
+				fmt.Fprintf(w, "retired:\t%s\n", humanTime(img.Retired))
+			}
+			for _, k := range slices.Sorted(maps.Keys(img.Attrs)) {
+				fmt.Fprintf(w, "%s:\t%s\n", k, shown(img.Attrs[k]))
 			}
 		})
 	}

@@ -142,5 +142,20 @@ func imageOf(name string, a map[string]string) (control.Image, error) {
 		img.ErrorAt, err = time.Parse(time.RFC3339, at)
 		return err
 	})
+	parse("retired", func(s string) (err error) { img.Retired, err = time.Parse(time.RFC3339, s); return err })
+	for k, v := range a { // the rest are the upstream's attributes
+		if !ownXattrs[k] {
+			if img.Attrs == nil {
+				img.Attrs = map[string]string{}
+			}
+			img.Attrs[k] = v
+		}
+	}
 	return img, errors.Join(errs...)
 }
+
+// ownXattrs are the attributes the mount shows of every image (fs/xattr.go);
+// any other is the upstream's.
+var ownXattrs = map[string]bool{"hits": true, "state": true, "cached_bytes": true, "size": true,
+	"digest": true, "last_access": true, "error": true, "source": true, "pinned": true, "queued": true,
+	"retired": true}

@@ -46,6 +46,8 @@ type Upstream struct {
 var (
 	_ upstream.Upstream   = (*Upstream)(nil)
 	_ upstream.Rememberer = (*Upstream)(nil)
+	_ upstream.Retainer   = (*Upstream)(nil)
+	_ upstream.Warner     = (*Upstream)(nil)
 )
 
 // New returns an upstream that tries ups in order; probeAfter <= 0 means
@@ -133,6 +135,25 @@ func (f *Upstream) Remember(entries []upstream.Entry) {
 			r.Remember(entries)
 		}
 	}
+}
+
+// RetainsRemoved is the first upstream's (upstream.Retainer): mirrors of
+// one protocol answer alike.
+func (f *Upstream) RetainsRemoved() bool {
+	r, ok := f.ups[0].(upstream.Retainer)
+	return ok && r.RetainsRemoved()
+}
+
+// Warnings are the active upstream's (upstream.Warner): the one the last
+// List used.
+func (f *Upstream) Warnings() []string {
+	f.mu.Lock()
+	u := f.ups[f.active]
+	f.mu.Unlock()
+	if w, ok := u.(upstream.Warner); ok {
+		return w.Warnings()
+	}
+	return nil
 }
 
 // List lists the first upstream in order that answers.

@@ -32,6 +32,7 @@ type Upstream struct {
 	mu       sync.Mutex // protects the following
 	images   map[string][]byte
 	entries  map[string]upstream.Entry                                                // listed as given (AddEntry)
+	bodies   map[string][]byte                                                        // bytes served for an entry (AddEntryData)
 	wrap     func(ctx context.Context, name string, body io.ReadCloser) io.ReadCloser // nil: bodies as they are
 	digests  map[string]string                                                        // name -> digest to publish ("" none)
 	listErr  error                                                                    // every List fails with it
@@ -39,18 +40,27 @@ type Upstream struct {
 	fetchErr func(name string, off, n int64) error                                    // nil: serve
 	gate     chan struct{}                                                            // if set, each fetch waits for a token
 	whole    bool                                                                     // ignore ranges: every reply is the whole image
+	retains  bool                                                                     // RetainsRemoved
+	warnings []string                                                                 // Warnings
+	told     [][]upstream.Entry                                                       // what Remember was given, each call
+	byName   map[string]int64                                                         // Fetch calls by name
 
 	fetched  atomic.Int64 // bytes served
 	requests atomic.Int64 // Fetch calls
 	calls    atomic.Int64 // List and Fetch calls
 }
 
-var _ upstream.Upstream = (*Upstream)(nil)
+var (
+	_ upstream.Upstream   = (*Upstream)(nil)
+	_ upstream.Rememberer = (*Upstream)(nil)
+	_ upstream.Retainer   = (*Upstream)(nil)
+	_ upstream.Warner     = (*Upstream)(nil)
+)
 
 // New returns an empty upstream whose URL is url (names are appended).
 func New(url string) *Upstream {
 	return &Upstream{url: url, images: map[string][]byte{}, digests: map[string]string{},
-		entries: map[string]upstream.Entry{}}
+		entries: map[string]upstream.Entry{}, bodies: map[string][]byte{}, byName: map[string]int64{}}
 }
 
 // Digest is the "sha256:<hex>" digest of b.
@@ -75,11 +85,22 @@ func (u *Upstream) Add(name string, data []byte, withDigest bool) {
 // AddEntry lists e exactly as given, whatever it says (hostile entries,
 // fields a protocol fills), and serves any range of it as bytes that
 // depend only on the offset (OffsetBytes), so an image of any size can be
-// read anywhere.
+// read anywhere; an entry with Content serves its Content.
 func (u *Upstream) AddEntry(e upstream.Entry) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.entries[e.Name] = e
+	delete(u.bodies, e.Name)
+}
+
+// AddEntryData lists e exactly as given and serves data for it (the
+// bytes of a ByDigest blob, say, while e carries whatever a protocol
+// would say of it).
+func (u *Upstream) AddEntryData(e upstream.Entry, data []byte) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.entries[e.Name] = e
+	u.bodies[e.Name] = data
 }
 
 // Remove takes an image out of the listing.
@@ -89,6 +110,7 @@ func (u *Upstream) Remove(name string) {
 	delete(u.images, name)
 	delete(u.digests, name)
 	delete(u.entries, name)
+	delete(u.bodies, name)
 }
 
 // Replace changes the bytes served for name and nothing else that is
@@ -155,6 +177,57 @@ func (u *Upstream) SetIgnoreRange(on bool) {
 	u.whole = on
 }
 
+// SetRetains says what RetainsRemoved answers.
+func (u *Upstream) SetRetains(on bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.retains = on
+}
+
+// RetainsRemoved is upstream.Retainer's: as set by SetRetains (false at
+// first).
+func (u *Upstream) RetainsRemoved() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.retains
+}
+
+// SetWarnings sets what Warnings answers.
+func (u *Upstream) SetWarnings(w []string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.warnings = w
+}
+
+// Warnings is upstream.Warner's: as set by SetWarnings.
+func (u *Upstream) Warnings() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.warnings
+}
+
+// Remember records what it is given (upstream.Rememberer), and nothing
+// more: the fake lists what it holds.
+func (u *Upstream) Remember(entries []upstream.Entry) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.told = append(u.told, entries)
+}
+
+// Remembered is what each call of Remember was given, in order.
+func (u *Upstream) Remembered() [][]upstream.Entry {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.told
+}
+
+// RequestsFor is the number of Fetch calls for the entry called name.
+func (u *Upstream) RequestsFor(name string) int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.byName[name]
+}
+
 // Fetched is the number of bytes served.
 func (u *Upstream) Fetched() int64 { return u.fetched.Load() }
 
@@ -205,8 +278,14 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 		}
 	}
 	u.mu.Lock()
+	u.byName[e.Name]++
 	b, ok := u.images[e.Name]
-	_, listed := u.entries[e.Name]
+	le, listed := u.entries[e.Name]
+	if body, has := u.bodies[e.Name]; listed && has {
+		b, ok = body, true
+	} else if listed && le.Content != nil {
+		b, ok = le.Content, true
+	}
 	fn, wrap, whole := u.fetchErr, u.wrap, u.whole
 	u.mu.Unlock()
 	if !ok && !listed {

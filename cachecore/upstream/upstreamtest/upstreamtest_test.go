@@ -52,3 +52,34 @@ func TestContract(t *testing.T) {
 		t.Errorf("counts: %d bytes, %d requests, %d calls", u.Fetched(), u.Requests(), u.Calls())
 	}
 }
+
+// TestEntryBytes: an entry listed as given serves its Content, or the
+// bytes given with it; the optional interfaces answer as set.
+func TestEntryBytes(t *testing.T) {
+	ctx := context.Background()
+	u := New("fake://up/")
+	doc := []byte(`{"a":1}`)
+	blob := []byte("blob bytes")
+	u.AddEntry(upstream.Entry{Name: "index.json", Size: int64(len(doc)), Digest: Digest(doc), Content: doc})
+	u.AddEntryData(upstream.Entry{Name: "x/blob", Size: int64(len(blob)), Digest: Digest(blob), ByDigest: true}, blob)
+	for name, want := range map[string]string{"index.json": `"a":1`, "x/blob": "bytes"} {
+		rc, err := u.Fetch(ctx, upstream.Entry{Name: name}, int64(len(want)/2), int64(len(want)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if full := map[string][]byte{"index.json": doc, "x/blob": blob}[name]; string(got) != string(full[len(want)/2:len(want)/2+len(want)]) {
+			t.Errorf("%s: served %q", name, got)
+		}
+	}
+	if u.RequestsFor("x/blob") != 1 || u.RequestsFor("none") != 0 {
+		t.Errorf("requests by name: %d %d", u.RequestsFor("x/blob"), u.RequestsFor("none"))
+	}
+	u.Remember([]upstream.Entry{{Name: "a"}})
+	u.SetRetains(true)
+	u.SetWarnings([]string{"w"})
+	if r := u.Remembered(); len(r) != 1 || r[0][0].Name != "a" || !u.RetainsRemoved() || u.Warnings()[0] != "w" {
+		t.Errorf("remembered %v, retains %v, warnings %v", r, u.RetainsRemoved(), u.Warnings())
+	}
+}

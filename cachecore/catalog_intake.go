@@ -1,0 +1,164 @@
+package cachecore
+
+import (
+	"slices"
+
+	"github.com/imgcache/imgcache/cachecore/chunkmap"
+	"github.com/imgcache/imgcache/cachecore/index"
+	"github.com/imgcache/imgcache/cachecore/upstream"
+)
+
+// Catalog intake: a listing becomes images. Entries with the same ID are
+// one image: ByDigest entries (IDs of the digest alone) under several
+// names, like hard links: one record, data file, inode, LRU entry, pin
+// and hit counter. The facts of the first name in byte order are the
+// image's (size, times, Attrs), so that the choice does not depend on
+// the listing's order. Entries with Content are stored whole before the
+// new tree is published (catalog_content.go).
+
+// intake is one image of a listing: the entries of one ID.
+type intake struct {
+	id      string
+	first   int32    // the entry of the first name: its facts are the image's
+	content int32    // an entry with Content, -1 if none
+	links   []string // the other names, sorted
+}
+
+// group gathers a listing's entries into images, one per ID. Entries of
+// one digest that disagree on its size cannot all be its bytes: the size
+// of the image the catalog has already wins, else the first name's, and
+// the entries of another size are refused.
+func (c *Cache) group(entries []upstream.Entry) []intake {
+	at := make(map[string]int32, len(entries))
+	of := make([]int32, len(entries))
+	in := make([]intake, 0, len(entries))
+	for i := range entries {
+		id := c.imageID(entries[i])
+		g, ok := at[id]
+		if !ok {
+			g = int32(len(in))
+			at[id] = g
+			in = append(in, intake{id: id, first: int32(i), content: -1})
+		} else if entries[i].Name < entries[in[g].first].Name {
+			in[g].first = int32(i)
+		}
+		of[i] = g
+	}
+	c.settleSizes(entries, in, of)
+	refused := 0
+	for i := range entries {
+		g, e := &in[of[i]], &entries[i]
+		first := &entries[g.first]
+		if e.Size != first.Size {
+			if refused++; refused <= refusalsLogged {
+				c.log.Warn("catalog entry refused: its digest names another size", "upstream", c.up.URL(""),
+					"entry", e.Name, "size", e.Size, "digest", e.Digest, "as", first.Name, "size_there", first.Size)
+			}
+			continue
+		}
+		if e.Content != nil && g.content < 0 {
+			g.content = int32(i)
+		}
+		if int32(i) != g.first && e.Name != first.Name {
+			g.links = append(g.links, e.Name)
+		}
+	}
+	for i := range in {
+		if len(in[i].links) > 1 {
+			slices.Sort(in[i].links)
+			in[i].links = slices.Compact(in[i].links)
+		}
+	}
+	return in
+}
+
+// settleSizes makes the first entry of an image whose entries disagree on
+// its size the first name of the size that wins (see group).
+func (c *Cache) settleSizes(entries []upstream.Entry, in []intake, of []int32) {
+	want := map[int32]int64{} // images whose entries disagree: the size that wins
+	for i := range entries {
+		if g := of[i]; entries[i].Size != entries[in[g].first].Size {
+			want[g] = entries[in[g].first].Size
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	c.mu.Lock()
+	for g := range want {
+		if img := c.images[in[g].id]; img != nil {
+			want[g] = img.entry.Size
+		}
+	}
+	c.mu.Unlock()
+	firsts := map[int32]int32{}
+	for i := range entries {
+		g := of[i]
+		size, ok := want[g]
+		if f, has := firsts[g]; ok && entries[i].Size == size && (!has || entries[i].Name < entries[f].Name) {
+			firsts[g] = int32(i)
+		}
+	}
+	for g, f := range firsts { // none: the image's size is no entry's, and the first name's stays
+		in[g].first = f
+	}
+}
+
+// record is the index record of a new image of the catalog.
+func (c *Cache) record(g *intake, entries []upstream.Entry) index.Record {
+	e := &entries[g.first]
+	r := index.Record{ID: g.id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
+		Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: c.now(),
+		ByDigest: e.ByDigest, Content: g.content >= 0}
+	r.SetExtras(index.Extra{Links: g.links, Attrs: index.AttrsOf(e.Attrs)})
+	return r
+}
+
+// newListed makes the image of a new ID of a listing; its Content, if it
+// has any, was stored as s (nil: none).
+func (c *Cache) newListed(r index.Record, s *stored) *Image {
+	present := chunkmap.New(chunkmap.Chunks(r.Size, r.ChunkSize))
+	if s != nil {
+		for i := range present.Len() {
+			present.Set(i)
+		}
+		r.Verdict = index.Verified
+	}
+	img := newImage(c, r, present)
+	if s != nil {
+		img.life.alloc = s.alloc // on the books since it was stored
+		img.rest.checked, img.rest.stamp = true, s.stamp
+	}
+	return img
+}
+
+// update brings an image of the catalog in line with its entries in a
+// new listing: its names, attributes, Content mark, and it is no longer
+// retired. c.mu is held; these record fields change only with c.mu and
+// img.mu held, so that buildTree may read them under c.mu alone. It
+// reports whether its names changed.
+func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed bool) {
+	e := &entries[g.first]
+	attrs := index.AttrsOf(e.Attrs)
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	r, x := &img.rec, img.rec.Extras()
+	renamed = r.Name != e.Name || !slices.Equal(x.Links, g.links)
+	content := r.Content || g.content >= 0
+	if !renamed && x.Attrs == attrs && r.Content == content && x.RetiredAt.IsZero() {
+		return false
+	}
+	r.Name, r.Content = e.Name, content
+	r.SetExtras(index.Extra{Links: g.links, Attrs: attrs}) // and no longer retired: listed again
+	if content {
+		c.life.space.Keep(img.id) // a catalog file is never evicted
+	}
+	img.dirty = true
+	return renamed
+}
+
+// names are the image's names in the catalog: its record's name and
+// links. c.mu or img.mu is held (update).
+func (img *Image) names() []string {
+	return append([]string{img.rec.Name}, img.rec.Extras().Links...)
+}
