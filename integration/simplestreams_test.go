@@ -148,3 +148,25 @@ func lxcLists(t *testing.T, out string, images []teststreams.Image) {
 		t.Fatalf("lxc lists fingerprints\n %q\nof the mirror, want the upstream's\n %q", got, want)
 	}
 }
+
+// A plain URL whose root has the streams is recognised: the mount is the
+// same mirror as with simplestreams+http://.
+func TestSimplestreamsPlainURL(t *testing.T) {
+	need(t, "nginx", "ls", "sha256sum", "getfattr")
+	tree, err := teststreams.Write(t.TempDir(), lxcMirrorSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := teststreams.StartNginx(t, tree.Dir, teststreams.NginxOptions{})
+	m := startMount(t, up.URL, "")
+	if got := strings.Fields(run(t, "ls", m.path("streams/v1"))); !slices.Equal(got, []string{"images.json", "index.json"}) {
+		t.Fatalf("ls streams/v1 of a plain URL over a simplestreams server: %v", got)
+	}
+	it := tree.Images[0].Root
+	if got := sha256sum(t, m.path(it.Path)); got != it.SHA256 {
+		t.Fatalf("%s: sha256 %s, want %s", it.Path, got, it.SHA256)
+	}
+	if x := xattrs(t, m.path(it.Path)); x["digest"] != "sha256:"+it.SHA256 {
+		t.Fatalf("%s: %v, want its sha256 as digest", it.Path, x)
+	}
+}

@@ -105,8 +105,8 @@ func openUpstream(raw string, t Trust, repos []string, log *slog.Logger) (upstre
 		Proxy:          t.Proxy,
 	}
 	switch u.Scheme {
-	case "http", "https":
-		return httpdir.New(raw, dir)
+	case "http", "https": // a directory, or an image server's streams at its root
+		return simplestreams.Detect(raw, simplestreams.Options{HTTP: dir})
 	case "oci", "oci+http":
 		return oci.New(raw, oci.Options{
 			Repos:          repos,

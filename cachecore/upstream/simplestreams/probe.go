@@ -22,6 +22,10 @@ func Probe(ctx context.Context, rawURL string, opts Options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return u.probe(ctx)
+}
+
+func (u *Upstream) probe(ctx context.Context) (bool, error) {
 	f, err := u.dir.Get(ctx, IndexPath, u.opts.MaxIndexBytes, nil)
 	if errors.Is(err, upstream.ErrNotFound) {
 		return false, nil
