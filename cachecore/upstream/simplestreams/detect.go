@@ -28,6 +28,8 @@ type Detecting struct {
 var (
 	_ upstream.Upstream   = (*Detecting)(nil)
 	_ upstream.Rememberer = (*Detecting)(nil)
+	_ upstream.Retainer   = (*Detecting)(nil)
+	_ upstream.Warner     = (*Detecting)(nil)
 )
 
 // Detect makes the upstream of the plain URL rawURL.
@@ -112,4 +114,24 @@ func (d *Detecting) Remember(entries []upstream.Entry) {
 	if r, ok := u.(upstream.Rememberer); ok {
 		r.Remember(entries)
 	}
+}
+
+// RetainsRemoved is the chosen upstream's (upstream.Retainer); false
+// before the choice.
+func (d *Detecting) RetainsRemoved() bool {
+	d.mu.Lock()
+	r, ok := d.chosen.(upstream.Retainer)
+	d.mu.Unlock()
+	return ok && r.RetainsRemoved()
+}
+
+// Warnings are the chosen upstream's (upstream.Warner).
+func (d *Detecting) Warnings() []string {
+	d.mu.Lock()
+	w, ok := d.chosen.(upstream.Warner)
+	d.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return w.Warnings()
 }

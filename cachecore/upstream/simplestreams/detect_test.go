@@ -37,6 +37,9 @@ func TestDetect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !d.RetainsRemoved() {
+		t.Fatal("a mirror of a simplestreams server does not retain removed items")
+	}
 	if len(entries) != len(tree.Items)+2 { // and index.json, images.json
 		t.Fatalf("%d entries, want the %d items and the two JSON files", len(entries), len(tree.Items))
 	}
@@ -53,5 +56,8 @@ func TestDetect(t *testing.T) {
 	entries, err = d.List(ctx)
 	if err != nil || d.Chosen() != "directory" || len(entries) != 1 || entries[0].Name != "a.img" {
 		t.Fatalf("List of a directory: %v %v, chosen %q", entries, err, d.Chosen())
+	}
+	if d.RetainsRemoved() {
+		t.Fatal("an HTTP directory retains removed images")
 	}
 }

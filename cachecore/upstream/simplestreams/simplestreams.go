@@ -178,3 +178,8 @@ func (u *Upstream) Remember(entries []upstream.Entry) {
 		u.files[e.Name] = &httpdir.File{Data: e.Content, ETag: e.ETag, ModTime: e.ModTime}
 	}
 }
+
+// RetainsRemoved is true (upstream.Retainer): a client that read an older
+// index may still ask for the files it named, so an item that leaves the
+// catalog stays listed while it is cached, marked retired.
+func (u *Upstream) RetainsRemoved() bool { return true }
