@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -46,7 +48,7 @@ func (f *ociFixture) upstream() string {
 // file of its tag's directory that qemu-img reads in place, the same
 // bytes as its blob, verified by its digest.
 func TestOCIRegistryMount(t *testing.T) {
-	need(t, "ls", "sha256sum", "getfattr")
+	need(t, "ls", "sha256sum", "getfattr", "stat")
 	f := startOCIFixture(t)
 	m := startMount(t, f.upstream(), "", "--repo", "library/alpine", "--repo", "vm/disks")
 
@@ -64,8 +66,30 @@ func TestOCIRegistryMount(t *testing.T) {
 		t.Fatalf("qemu-img info through the mount:\n%s", out)
 	}
 	blob := m.path("vm/disks/blobs/sha256/" + sha256sum(t, f.disk))
-	if x := xattrs(t, blob); x["digest"] != "sha256:"+sha256sum(t, f.disk) {
+	if x := xattrs(t, blob); x["digest"] != "sha256:"+sha256sum(t, f.disk) || x["state"] != "verified" ||
+		x["media_type"] != "application/octet-stream" {
 		t.Fatalf("xattrs of the disk's blob: %v", x)
 	}
+	// The titled file and the blob are one image: one inode, two links,
+	// cached once.
+	if a, b := run(t, "stat", "-c", "%i %h", blob), run(t, "stat", "-c", "%i %h", m.path("vm/disks/jammy/jammy.qcow2")); a != b || !strings.HasSuffix(strings.TrimSpace(a), " 2") {
+		t.Fatalf("stat of the blob %q and of its titled name %q: want one inode with 2 links", a, b)
+	}
 
+}
+
+// skopeo reads each repository directory of the mount as an OCI image
+// layout and copies an image out of it with the registry's bytes.
+func TestOCILayoutForSkopeo(t *testing.T) {
+	f := startOCIFixture(t)
+	m := startMount(t, f.upstream(), "", "--repo", "library/alpine", "--repo", "vm/disks")
+	dest := filepath.Join(t.TempDir(), "alpine")
+	cmd := exec.Command("skopeo", "copy", "oci:"+m.path("library/alpine")+":3.20", "dir:"+dest)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy out of the mount: %v\n%s", err, out)
+	}
+	if got := sha256sum(t, filepath.Join(dest, "manifest.json")); got != strings.TrimPrefix(f.image.Digest, "sha256:") {
+		t.Fatalf("skopeo copied a manifest of sha256 %s, want %s", got, f.image.Digest)
+	}
 }

@@ -93,14 +93,28 @@ func TestSimplestreamsMirrorForLXC(t *testing.T) {
 			if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != it.SHA256 {
 				t.Fatalf("export of %s: %s differs from the upstream's", c.alias, it.Path)
 			}
-			if x := xattrs(t, m.path(it.Path)); x["state"] != "verified" || x["digest"] != "sha256:"+it.SHA256 {
-				t.Fatalf("%s after lxc exported it: %v, want verified by its sha256", it.Path, x)
+			x := xattrs(t, m.path(it.Path))
+			if x["state"] != "verified" || x["digest"] != "sha256:"+it.SHA256 || x["ftype"] != it.FType {
+				t.Fatalf("%s after lxc exported it: %v, want verified by its sha256, ftype %s", it.Path, x, it.FType)
+			}
+			if it != c.img.Meta && x["fingerprint"] != c.img.Fingerprint {
+				t.Fatalf("%s: fingerprint %q, want LXD's %s", it.Path, x["fingerprint"], c.img.Fingerprint)
 			}
 		}
 	}
 
-	// The upstream sent each exported file once, whole.
+	// The upstream sent each exported file once, whole, and each JSON
+	// file once (the catalog keeps the bytes it listed).
 	served := up.BytesServed()
+	for _, p := range []string{teststreams.IndexPath, teststreams.ProductsPath} {
+		fi, err := os.Stat(filepath.Join(tree.Dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if served[p] != fi.Size() {
+			t.Fatalf("the upstream sent %d bytes of %s (%d bytes)", served[p], p, fi.Size())
+		}
+	}
 	for _, c := range exports {
 		for _, it := range []*teststreams.Item{c.img.Meta, c.img.Root} {
 			if it != nil && served[it.Path] != it.Size {
