@@ -106,6 +106,7 @@ type Upstream struct {
 var (
 	_ upstream.Upstream   = (*Upstream)(nil)
 	_ upstream.Rememberer = (*Upstream)(nil)
+	_ upstream.Retainer   = (*Upstream)(nil)
 )
 
 // Prefix marks an upstream URL as simplestreams: "simplestreams+https://host/".
