@@ -229,7 +229,7 @@ func (c *Cache) remembered() []upstream.Entry {
 		img.mu.Lock()
 		e := img.entry
 		x := img.rec.Extras()
-		e.Name, e.Attrs = img.rec.Name, x.Attrs.Map()
+		e.Name, e.ETag, e.Attrs = img.rec.Name, img.rec.ETag, x.Attrs.Map()
 		names, retired := img.names(), !x.RetiredAt.IsZero()
 		img.mu.Unlock()
 		if retired {

@@ -210,18 +210,22 @@ func TestContentIsNeverEvicted(t *testing.T) {
 
 // TestRememberGetsContent: at start the upstream is told the catalog's
 // entries with their ETags and, for catalog files, their bytes (read from
-// the data files), so that it can ask only whether they changed.
+// the data files), so that it can ask only whether they changed. A
+// catalog file's ETag is the last listing's: an upstream gives none for a
+// file just written.
 func TestRememberGetsContent(t *testing.T) {
 	dir := t.TempDir()
 	up := newFake()
 	doc := []byte(`{"index":1}`)
 	blob := randomBytes(70<<10, 10)
-	up.AddEntry(contentEntry("streams/v1/index.json", doc, `"etag-1"`))
+	up.AddEntry(contentEntry("streams/v1/index.json", doc, ""))
 	up.AddEntryData(upstream.Entry{Name: "a/blobs/sha256/x", Size: int64(len(blob)), Digest: upstreamtest.Digest(blob),
 		ByDigest: true, Attrs: map[string]string{"media_type": "disk"}}, blob)
 	up.AddEntryData(upstream.Entry{Name: "b/blobs/sha256/x", Size: int64(len(blob)), Digest: upstreamtest.Digest(blob),
 		ByDigest: true}, blob)
 	c := openTest(t, dir, up)
+	up.AddEntry(contentEntry("streams/v1/index.json", doc, `"etag-1"`)) // no longer new: a validator
+	refreshNow(t, c)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -145,10 +145,17 @@ func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed
 	r, x := &img.rec, img.rec.Extras()
 	renamed = r.Name != e.Name || !slices.Equal(x.Links, g.links)
 	content := r.Content || g.content >= 0
-	if !renamed && x.Attrs == attrs && r.Content == content && x.RetiredAt.IsZero() {
+	etag := r.ETag
+	if content && g.content >= 0 {
+		// A catalog file is never fetched: its ETag serves only the
+		// conditional request after a restart (remembered), and the
+		// upstream may give one only once the file is no longer new.
+		etag = entries[g.content].ETag
+	}
+	if !renamed && x.Attrs == attrs && r.Content == content && x.RetiredAt.IsZero() && r.ETag == etag {
 		return false
 	}
-	r.Name, r.Content = e.Name, content
+	r.Name, r.Content, r.ETag = e.Name, content, etag
 	r.SetExtras(index.Extra{Links: g.links, Attrs: attrs}) // and no longer retired: listed again
 	if content {
 		c.life.space.Keep(img.id) // a catalog file is never evicted

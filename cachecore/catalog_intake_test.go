@@ -140,6 +140,37 @@ func TestByDigestNamesChange(t *testing.T) {
 	}
 }
 
+// evictedNotifier is a Notifier that hears only evictions.
+type evictedNotifier func([]string)
+
+func (evictedNotifier) CatalogChanged([]Change)           {}
+func (evictedNotifier) PagesDropped(*Image, int64, int64) {}
+func (f evictedNotifier) Evicted(names []string)          { f(names) }
+
+// TestEvictionIsToldByEveryName: the kernel may know the inode of an
+// image of several names by any of them; an eviction names them all, so
+// that none keeps the attributes of the bytes that went.
+func TestEvictionIsToldByEveryName(t *testing.T) {
+	up := newFake()
+	blob := randomBytes(70<<10, 21)
+	for _, n := range []string{"a/blobs/sha256/x", "b/t/disk"} {
+		up.AddEntryData(blobEntry(n, blob, nil), blob)
+	}
+	var told []string
+	c := openTest(t, t.TempDir(), up, func(cfg *Config) {
+		cfg.Notifier = evictedNotifier(func(names []string) { told = append(told, names...) })
+	})
+	defer c.Close()
+	readAll(t, c, mustLookup(t, c, "b/t/disk"))
+	d, err := c.Evict("b/t/disk")
+	if err != nil || len(d.Evicted) != 1 || d.Evicted[0] != "a/blobs/sha256/x" {
+		t.Fatalf("evict: %+v %v; want the image, by its first name", d, err)
+	}
+	if len(told) != 2 || told[0] != "a/blobs/sha256/x" || told[1] != "b/t/disk" {
+		t.Fatalf("the kernel was told of the eviction of %q, want both names", told)
+	}
+}
+
 // TestRelistedWhileOpenIsTheSameImage: an image that leaves the catalog
 // while open and comes back before it is closed is the same image: the
 // last release must not delete the data file and record it shares with

@@ -87,6 +87,7 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 		return d
 	}
 	var retired []*Image
+	var told []string // every name of each: the kernel may know the inode by any
 	for _, img := range dropped {
 		img.mu.Lock()
 		if !img.rec.Extras().RetiredAt.IsZero() {
@@ -103,12 +104,13 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 		if img.users == 0 && img.life.alloc == 0 {
 			c.life.space.Keep(img.id)
 		}
-		d.Evicted = append(d.Evicted, img.entry.Name)
+		d.Evicted = append(d.Evicted, img.rec.Name)
+		told = append(told, img.names()...)
 		img.mu.Unlock()
 	}
 	c.stats.Evictions.Add(uint64(len(d.Evicted)))
-	if len(d.Evicted) > 0 {
-		c.cfg.Notifier.Evicted(d.Evicted)
+	if len(told) > 0 {
+		c.cfg.Notifier.Evicted(told)
 	}
 	if len(d.Evicted) > 0 {
 		c.log.Debug("evicted", "images", len(d.Evicted), "bytes", d.FreedBytes)
