@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/imgcache/imgcache/cachecore/upstream"
 	"github.com/imgcache/imgcache/cachecore/upstream/httpclient"
 )
@@ -270,32 +272,21 @@ func (u *Upstream) applySums(ctx context.Context, files []*file, byName map[stri
 // first error it starts no more calls, cancels the ones running, and
 // returns that error.
 func forEach[T any](ctx context.Context, limit int, items []T, fn func(context.Context, T) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	sem := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
 	for _, it := range items {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
+		if gctx.Err() != nil {
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := fn(ctx, it); err != nil {
-				once.Do(func() { first = err; cancel(err) })
+		g.Go(func() error {
+			if gctx.Err() != nil { // cancelled while this waited for its turn
+				return nil
 			}
-		}()
+			return fn(gctx, it)
+		})
 	}
-	wg.Wait()
-	if first != nil {
-		return first
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return context.Cause(ctx)
 }
