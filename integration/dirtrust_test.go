@@ -39,21 +39,23 @@ func tryMount(t *testing.T, upstream, cacheDir string) (*mount, string) {
 	t.Helper()
 	mnt := t.TempDir()
 	p := start(t, "", bin, "mount", "--cache-dir", cacheDir, upstream, mnt)
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	exited := func() bool {
 		select {
 		case <-p.done:
-			// The last lines may still be on their way through the pipe.
-			waitUntil(t, "the daemon's error", func() bool { return strings.Contains(p.stderr.String(), "imgcache") })
-			return nil, p.stderr.String()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if p.readyLine("ready: ") != "" {
-			return &mount{dir: mnt, cacheDir: cacheDir, proc: p}, ""
+			return true
+		default:
+			return false
 		}
 	}
-	t.Fatalf("imgcache mount neither ready nor exited within 60s:\n%s", p.stderr.String())
-	return nil, ""
+	if !poll(60*time.Second, func() bool { return exited() || p.readyLine("ready: ") != "" }) {
+		t.Fatalf("imgcache mount neither ready nor exited within 60s:\n%s", p.stderr.String())
+	}
+	if !exited() {
+		return &mount{dir: mnt, cacheDir: cacheDir, proc: p}, ""
+	}
+	// The last lines may still be on their way through the pipe.
+	waitUntil(t, "the daemon's error", func() bool { return strings.Contains(p.stderr.String(), "imgcache") })
+	return nil, p.stderr.String()
 }
 
 // wantRefusal checks that a mount was refused with one line naming path.

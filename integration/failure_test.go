@@ -168,6 +168,9 @@ func TestFailoverToMirror(t *testing.T) {
 	if err := first.proc.stop(); err != nil {
 		t.Fatal(err)
 	}
+	// catalog_refreshed has whole seconds: one that shows the second
+	// after the stop or later is of a refresh that began after it.
+	stopped := time.Now().Truncate(time.Second).Add(time.Second)
 	if got := sha256sum(t, m.path("b.img")); got != imgs["b.img"].sha256 {
 		t.Fatal("b.img wrong from the mirror")
 	}
@@ -177,9 +180,18 @@ func TestFailoverToMirror(t *testing.T) {
 	if n := second.bytesServed(t)["b.img"]; n != 2<<20 {
 		t.Fatalf("the mirror served %d bytes of b.img, want all %d", n, 2<<20)
 	}
-	time.Sleep(1500 * time.Millisecond) // a catalog refresh, which must go to the mirror
-	if _, ok := xattrs(t, m.dir)["catalog_error"]; ok {
-		t.Fatalf("catalog refresh failed with a mirror up: %v", xattrs(t, m.dir))
+	// A catalog refresh after the stop, which must go to the mirror: one
+	// that failed would leave catalog_refreshed where it was.
+	var x map[string]string
+	if !poll(20*time.Second, func() bool {
+		x = xattrs(t, m.dir)
+		at, err := time.Parse(time.RFC3339, x["catalog_refreshed"])
+		return err == nil && !at.Before(stopped)
+	}) {
+		t.Fatalf("no catalog refresh succeeded within 20s of the first upstream's stop, with the mirror up: %v", x)
+	}
+	if _, ok := x["catalog_error"]; ok {
+		t.Fatalf("catalog refresh failed with a mirror up: %v", x)
 	}
 	if ls := run(t, "ls", m.dir); !strings.Contains(ls, "b.img") {
 		t.Fatalf("ls after failover: %q", ls)

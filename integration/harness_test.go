@@ -2,7 +2,8 @@
 // binary mounts a real FUSE filesystem over real upstream servers on
 // 127.0.0.1 (imgcache serve, nginx), and real tools (ls, cat, sha256sum,
 // getfattr, du, dd) read it from processes of their own. This process
-// never serves FUSE, so it may run them freely.
+// never serves FUSE, so it may run them freely, and reads the attributes
+// itself (pkg/xattr) where getfattr is not what a test is about.
 package integration
 
 import (
@@ -10,18 +11,23 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pkg/xattr"
 )
 
 // bin is the imgcache binary under test, built once by TestMain (with the
@@ -213,17 +219,70 @@ func sha256sum(t *testing.T, path string) string {
 	return f[0]
 }
 
-// xattrs runs getfattr -d and returns the user.imgcache.* attributes.
-func xattrs(t *testing.T, path string) map[string]string {
-	t.Helper()
-	out := run(t, "getfattr", "-d", "--absolute-names", path)
+// xattrPrefix is the namespace of the mount's attributes.
+const xattrPrefix = "user.imgcache."
+
+// ourXattrs reads the user.imgcache.* attributes of path, if any; it
+// also returns every name listed.
+func ourXattrs(path string) (map[string]string, []string, error) {
+	names, err := xattr.List(path)
+	if err != nil {
+		return nil, nil, err
+	}
 	m := map[string]string{}
-	for _, l := range strings.Split(out, "\n") {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || !strings.HasPrefix(k, "user.imgcache.") {
+	for _, name := range names {
+		short, ok := strings.CutPrefix(name, xattrPrefix)
+		if !ok {
 			continue
 		}
-		m[strings.TrimPrefix(k, "user.imgcache.")] = strings.Trim(v, `"`)
+		v, err := xattr.Get(path, name)
+		if errors.Is(err, xattr.ENOATTR) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		m[short] = string(v)
+	}
+	return m, names, nil
+}
+
+// xattrTree reads the user.imgcache.* attributes of every file and
+// directory under dir that has some: path relative to dir -> attributes.
+func xattrTree(dir string) (map[string]map[string]string, error) {
+	all := map[string]map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		m, _, err := ourXattrs(path)
+		if err != nil {
+			return err
+		}
+		if len(m) > 0 {
+			rel, _ := filepath.Rel(dir, path)
+			all[rel] = m
+		}
+		return nil
+	})
+	return all, err
+}
+
+// xattrs reads the user.imgcache.* attributes of path with
+// listxattr(2) and getxattr(2) (pkg/xattr): raw bytes, names without the
+// prefix. An attribute that has no value now is absent from the map
+// (told apart from an empty value): left out of the list, or ENODATA when
+// it went between the list and the read. Any other failure fails the test, and so does a path with none of ours (every
+// image and the root have some): an assertion that an attribute is
+// absent must not pass on a path that is not in the mount.
+func xattrs(t *testing.T, path string) map[string]string {
+	t.Helper()
+	m, names, err := ourXattrs(path)
+	if err != nil {
+		t.Fatalf("reading the attributes of %s: %v", path, err)
+	}
+	if len(m) == 0 {
+		t.Fatalf("%s has no %s* attributes (listed: %q)", path, xattrPrefix, names)
 	}
 	return m
 }
@@ -231,8 +290,15 @@ func xattrs(t *testing.T, path string) map[string]string {
 // duBytes runs du -B1 (allocated bytes, as du shows by default).
 func duBytes(t *testing.T, path string) int64 {
 	t.Helper()
-	var n int64
-	fmt.Sscan(run(t, "du", "-B1", path), &n)
+	out := run(t, "du", "-B1", path)
+	f := strings.Fields(out)
+	if len(f) == 0 {
+		t.Fatalf("du -B1 %s: no output", path)
+	}
+	n, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		t.Fatalf("du -B1 %s: %q: %v", path, out, err)
+	}
 	return n
 }
 
@@ -284,27 +350,37 @@ func freePort(t *testing.T) int {
 
 func waitTCP(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
+	var err error
+	if !poll(20*time.Second, func() bool {
+		var c net.Conn
+		if c, err = net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not accept connections: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err == nil
+	}) {
+		t.Fatalf("%s does not accept connections: %v", addr, err)
 	}
 }
 
+// waitUntil waits for cond, checked every 20 ms; the test fails if it does
+// not hold within 20 s. It is how tests wait: a condition, never a sleep.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	if !poll(20*time.Second, cond) {
+		t.Fatalf("waited 20s for %s", what)
+	}
+}
+
+// poll checks cond every 20 ms until it holds (true) or within has passed
+// (false, after one last check), for callers that report a timeout their
+// own way.
+func poll(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("waited 20s for %s", what)
+			return cond()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }

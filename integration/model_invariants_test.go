@@ -112,24 +112,20 @@ const blocksWait = 5 * time.Second
 // settledViews are views in which st_blocks agrees with cached_bytes,
 // waiting for that up to blocksWait; then it is a defect.
 func (s *sequence) settledViews() map[string]view {
-	deadline := time.Now().Add(blocksWait)
-	for {
-		views := s.views()
-		var bad []string
+	var views map[string]view
+	var bad []string
+	if !poll(blocksWait, func() bool {
+		views, bad = s.views(), nil
 		for name, v := range views {
 			if !v.blocksAgree() {
 				bad = append(bad, fmt.Sprintf("%s: st_blocks %d, cached_bytes %d", name, v.blocks, v.cached()))
 			}
 		}
-		if len(bad) == 0 {
-			return views
-		}
-		if time.Now().After(deadline) {
-			s.t.Errorf("stat disagrees with the xattrs for %v: %s", blocksWait, strings.Join(bad, "; "))
-			return views
-		}
-		time.Sleep(200 * time.Millisecond)
+		return len(bad) == 0
+	}) {
+		s.t.Errorf("stat disagrees with the xattrs for %v: %s", blocksWait, strings.Join(bad, "; "))
 	}
+	return views
 }
 
 // statAll runs stat on every image: name -> mtime, size, st_blocks.
@@ -158,26 +154,13 @@ func (s *sequence) statAll() map[string]fileStat {
 	return st
 }
 
-// xattrDump reads every image's user.imgcache.* attributes with one
-// getfattr -R of the mount: name -> attribute -> value.
+// xattrDump reads every image's user.imgcache.* attributes, walking the
+// mount: name -> attribute -> value.
 func (s *sequence) xattrDump() map[string]map[string]string {
-	out, err := runErr("getfattr", "-R", "-d", "--absolute-names", s.mnt.dir)
+	all, err := xattrTree(s.mnt.dir)
 	if err != nil {
-		s.t.Errorf("getfattr -R -d %s: %v\n%s", s.mnt.dir, err, out)
+		s.t.Errorf("reading the attributes under %s: %v", s.mnt.dir, err)
 		return nil
-	}
-	all := map[string]map[string]string{}
-	var cur map[string]string
-	for _, l := range strings.Split(out, "\n") {
-		if p, ok := strings.CutPrefix(l, "# file: "); ok {
-			rel, _ := filepath.Rel(s.mnt.dir, p)
-			cur = map[string]string{}
-			all[rel] = cur
-		} else if k, v, ok := strings.Cut(l, "="); ok && cur != nil {
-			if name, ok := strings.CutPrefix(k, "user.imgcache."); ok {
-				cur[name] = strings.Trim(v, `"`)
-			}
-		}
 	}
 	return all
 }
@@ -254,18 +237,15 @@ func (s *sequence) checkPins() {
 		if !im.pinDue || !im.pinnedAt(im.current()) {
 			continue
 		}
-		deadline := time.Now().Add(pinWait)
-		for {
-			vw, ok := s.views()[im.name]
-			if ok && vw.x["state"] == "verified" && im.versionAt(vw.mtime) == im.current() {
-				im.completeAt = im.current()
-				break
-			}
-			if time.Now().After(deadline) {
-				s.t.Errorf("pinned %s not complete %v after it was due: %+v", im.name, pinWait, vw)
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
+		var vw view
+		if poll(pinWait, func() bool {
+			var ok bool
+			vw, ok = s.views()[im.name]
+			return ok && vw.x["state"] == "verified" && im.versionAt(vw.mtime) == im.current()
+		}) {
+			im.completeAt = im.current()
+		} else {
+			s.t.Errorf("pinned %s not complete %v after it was due: %+v", im.name, pinWait, vw)
 		}
 		im.pinDue = false // complete: it stays so (completeAt)
 	}
@@ -278,24 +258,19 @@ const catalogWait = 30 * time.Second
 // checkCatalogCatchesUp: with the upstream up, every image shows the
 // upstream's current version within --catalog-ttl (and catalogWait).
 func (s *sequence) checkCatalogCatchesUp(ttl time.Duration) {
-	deadline := time.Now().Add(ttl + catalogWait)
-	for {
-		var stale []string
+	var stale []string
+	if !poll(ttl+catalogWait, func() bool {
+		stale = nil
 		views := s.views()
 		for _, im := range s.m.images {
 			if vw, ok := views[im.name]; !ok || im.versionAt(vw.mtime) != im.current() {
 				stale = append(stale, fmt.Sprintf("%s shows version %d of %d", im.name, im.versionAt(vw.mtime), im.current()))
 			}
 		}
-		if len(stale) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Errorf("the catalog did not catch up with the upstream within --catalog-ttl %v and %v: %s",
-				ttl, catalogWait, strings.Join(stale, "; "))
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
+		return len(stale) == 0
+	}) {
+		s.t.Errorf("the catalog did not catch up with the upstream within --catalog-ttl %v and %v: %s",
+			ttl, catalogWait, strings.Join(stale, "; "))
 	}
 }
 

@@ -6,6 +6,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pkg/xattr"
 
 	"github.com/imgcache/imgcache/control"
 )
@@ -126,11 +129,14 @@ func (s *sequence) manageImage(cmd, name string) control.Image {
 
 // imageError is the image's user.imgcache.error, for reports.
 func (s *sequence) imageError(im *modelImage) string {
-	out, err := runErr("getfattr", "--absolute-names", "--only-values", "-n", "user.imgcache.error", s.mnt.path(im.name))
-	if err != nil {
+	v, err := xattr.Get(s.mnt.path(im.name), xattrPrefix+"error")
+	switch {
+	case errors.Is(err, xattr.ENOATTR):
 		return "no user.imgcache.error"
+	case err != nil:
+		return "user.imgcache.error unread: " + err.Error()
 	}
-	return "user.imgcache.error " + strings.TrimSpace(out)
+	return "user.imgcache.error " + string(v)
 }
 
 // evict runs imgcache evict NAME: a pinned image is refused, an open one

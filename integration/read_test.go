@@ -84,7 +84,14 @@ func TestListAndReadThroughMount(t *testing.T) {
 			}
 			for _, name := range []string{"hits", "state", "cached_bytes", "size", "last_access", "source"} {
 				if x[name] == "" {
-					t.Errorf("getfattr -d lacks user.imgcache.%s: %v", name, x)
+					t.Errorf("user.imgcache.%s is missing: %v", name, x)
+				}
+			}
+			// getfattr -d, as a user runs it, shows them too.
+			shown := run(t, "getfattr", "-d", "--absolute-names", small)
+			for _, name := range []string{"hits", "cached_bytes", "size", "source"} {
+				if line := fmt.Sprintf("user.imgcache.%s=%q\n", name, x[name]); !strings.Contains(shown, line) {
+					t.Errorf("getfattr -d lacks %q:\n%s", line, shown)
 				}
 			}
 			// An image with a digest is "partial" until its verification,
