@@ -94,6 +94,11 @@ func (img *Image) Size() int64 { return img.entry.Size }
 // ModTime is the upstream's modification time (zero when unknown).
 func (img *Image) ModTime() time.Time { return img.entry.ModTime }
 
+// Added is when the cache first listed the image (its record was made):
+// a stable stand-in for a modification time the upstream does not give
+// (a registry's blobs and manifests). It never changes.
+func (img *Image) Added() time.Time { return img.rec.Added }
+
 // Name is the image's path in the catalog (its first name, if it has
 // several), as it was when the image was made.
 func (img *Image) Name() string { return img.entry.Name }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,9 @@ func TestCatalogFilesLinksAndAttrs(t *testing.T) {
 	sa, sb := sh(t, "stat -c '%i %h' "+a), sh(t, "stat -c '%i %h' "+b)
 	if sa != sb || !strings.HasSuffix(sa, " 2\n") {
 		t.Fatalf("two names of a digest: %q and %q, want one inode with 2 links", sa, sb)
+	}
+	if mtime, _ := strconv.ParseInt(strings.TrimSpace(sh(t, "stat -c %Y "+a)), 10, 64); mtime < time.Now().Add(-time.Hour).Unix() {
+		t.Errorf("an image without a modification time shows %d, want when it was first listed", mtime)
 	}
 	if got := sh(t, "cat "+a+" | sha256sum"); !strings.HasPrefix(got, hexSum(blob)) {
 		t.Fatalf("blob: %s", got)

@@ -63,7 +63,11 @@ func imageAttr(img *cachecore.Image, a *fuse.Attr) time.Duration {
 	a.Size = uint64(img.Size())
 	a.Blocks = uint64((cached + 511) / 512)
 	a.Blksize = 1 << 20 // a hint to readers: large reads are cheap
-	fillTimes(a, img.ModTime())
+	t := img.ModTime()
+	if t.IsZero() { // unknown upstream (a registry's blobs): when the cache first listed it, not 1970
+		t = img.Added()
+	}
+	fillTimes(a, t)
 	switch {
 	case cached == img.Size():
 		return longTimeout
