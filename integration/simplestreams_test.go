@@ -185,69 +185,6 @@ func TestSimplestreamsPlainURL(t *testing.T) {
 	}
 }
 
-// A refresh that adds a version and drops one changes the tree at once:
-// the new product file and the new items appear together, and the dropped
-// version's file that is cached stays readable, marked retired, for a
-// client that read the old index, while a reader holds it open.
-func TestSimplestreamsRefreshRetiresCachedItems(t *testing.T) {
-	need(t, "nginx", "ls", "sha256sum", "getfattr", "perl")
-	spec := lxcMirrorSpec()
-	tree, err := teststreams.Write(t.TempDir(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := teststreams.StartNginx(t, tree.Dir, teststreams.NginxOptions{})
-	m := startMount(t, "simplestreams+"+up.URL, "", "--catalog-ttl", "1s")
-	old := tree.Images[0].Root // debian/12's first version
-	if got := sha256sum(t, m.path(old.Path)); got != old.SHA256 {
-		t.Fatalf("%s: sha256 %s, want %s", old.Path, got, old.SHA256)
-	}
-	h := holdOpen(t, m.path(old.Path))
-	never := tree.Images[2].Root // debian/12/cloud's first version, never read
-
-	spec.Products[0].Versions = []string{"20240102_05:24", "20240103_05:24"}
-	spec.Products[1].Versions = []string{"20240102_05:24", "20240103_05:24"}
-	tree2, err := teststreams.Write(tree.Dir, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var added *teststreams.Item
-	for _, im := range tree2.Images {
-		if im.Product.Name() == spec.Products[0].Name() && im.Version == "20240103_05:24" {
-			added = im.Root
-		}
-	}
-	waitUntil(t, "the refresh to show the new version", func() bool {
-		_, err := os.Stat(m.path(added.Path))
-		return err == nil
-	})
-	// The product file the mount shows is the new one, and every item it
-	// names is there with its size.
-	if got, want := sha256sum(t, m.path(teststreams.ProductsPath)), sha256sum(t, filepath.Join(tree.Dir, teststreams.ProductsPath)); got != want {
-		t.Fatal("the mount's product file is not the upstream's new one")
-	}
-	for _, it := range tree2.Items {
-		fi, err := os.Stat(m.path(it.Path))
-		if err != nil || fi.Size() != it.Size {
-			t.Fatalf("%s named by the new product file: %v, size %v want %d", it.Path, err, fi, it.Size)
-		}
-	}
-	// The dropped version: cached, so still there and marked; never read,
-	// so gone.
-	if x := xattrs(t, m.path(old.Path)); x["retired"] == "" || x["state"] != "verified" {
-		t.Fatalf("%s, cached and dropped upstream: %v, want retired and verified", old.Path, x)
-	}
-	if got := sha256sum(t, m.path(old.Path)); got != old.SHA256 {
-		t.Fatalf("retired %s reads as %s, want %s", old.Path, got, old.SHA256)
-	}
-	if got := h.read(t, 0, old.Size); got != "ok "+old.SHA256 {
-		t.Fatalf("the reader holding %s open reads %s", old.Path, got)
-	}
-	if _, err := os.Stat(m.path(never.Path)); !os.IsNotExist(err) {
-		t.Fatalf("%s, dropped upstream and never cached: %v, want it gone", never.Path, err)
-	}
-}
-
 // A product file that names an item a mirror cannot serve as named is
 // refused whole: the root says why and the mount keeps its last good tree.
 func TestSimplestreamsBadProductFileKeepsTheTree(t *testing.T) {
