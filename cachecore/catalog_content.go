@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/index"
@@ -66,26 +69,51 @@ func (c *Cache) storeContent(entries []upstream.Entry, in []intake) (map[int32]*
 		}
 		<-wait
 	}
+	// Files are written side by side: each sync waits for a journal
+	// commit, which concurrent ones share (10,000 manifests of 1.5 KB one
+	// by one took 66 s here).
 	puts := make(map[int32]*stored)
+	var mu sync.Mutex // protects puts
+	var g errgroup.Group
+	g.SetLimit(contentWriters)
 	for _, w := range work {
-		g := &in[w.g]
-		e := &entries[g.content]
-		var err error
-		if w.img == nil {
-			var s *stored
-			if s, err = c.putContent(g.id, e.Content, c.cfg.ChunkSize); err == nil {
-				puts[w.g] = s
+		g.Go(func() error {
+			it, e := &in[w.g], &entries[in[w.g].content]
+			if w.img != nil {
+				if err := c.repairContent(w.img, e.Content); err != nil {
+					return &Error{Op: "store catalog file", Name: e.Name, Err: err}
+				}
+				return nil
 			}
-		} else {
-			err = c.repairContent(w.img, e.Content)
+			s, err := c.putContent(it.id, e.Content, c.cfg.ChunkSize)
+			if err != nil {
+				return &Error{Op: "store catalog file", Name: e.Name, Err: err}
+			}
+			mu.Lock()
+			puts[w.g] = s
+			mu.Unlock()
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err == nil && len(puts) > 0 {
+		ids := make([]string, 0, len(puts))
+		for gi := range puts {
+			ids = append(ids, in[gi].id)
 		}
-		if err != nil {
-			c.dropStored(in, puts)
-			return nil, &Error{Op: "store catalog file", Name: e.Name, Err: err}
+		if err = c.store.SyncDirs(ids); err != nil {
+			err = &Error{Op: "store catalog files", Err: err}
 		}
+	}
+	if err != nil {
+		c.dropStored(in, puts)
+		return nil, err
 	}
 	return puts, nil
 }
+
+// contentWriters is how many catalog files are written at once.
+const contentWriters = 16
 
 // putContent writes data as the data file of the new image id, within
 // room reserved for it.
@@ -150,6 +178,9 @@ func (c *Cache) repairContent(img *Image, data []byte) error {
 	var stamp fileStamp
 	if err == nil {
 		stamp, err = stampOf(f)
+	}
+	if err == nil {
+		err = c.store.SyncDirs([]string{img.id})
 	}
 	if err != nil {
 		return err
@@ -224,21 +255,40 @@ func (c *Cache) readContent(img *Image) []byte {
 // start can ask only whether they changed. Retired images are left out:
 // the upstream no longer lists them.
 func (c *Cache) remembered() []upstream.Entry {
-	var es []upstream.Entry
+	type one struct {
+		img     *Image
+		e       upstream.Entry
+		names   []string
+		content bool
+	}
+	var all []one
 	for _, img := range c.imageList() {
 		img.mu.Lock()
-		e := img.entry
-		x := img.rec.Extras()
+		e, x := img.entry, img.rec.Extras()
 		e.Name, e.ETag, e.Attrs = img.rec.Name, img.rec.ETag, x.Attrs.Map()
-		names, retired := img.names(), !x.RetiredAt.IsZero()
+		o := one{img, e, img.names(), img.rec.Content}
 		img.mu.Unlock()
-		if retired {
-			continue
+		if x.RetiredAt.IsZero() {
+			all = append(all, o)
 		}
-		e.Content = c.readContent(img)
-		for _, name := range names {
-			e.Name = name
-			es = append(es, e)
+	}
+	// Read side by side: a catalog of 10,000 manifests is 10,000 files.
+	var g errgroup.Group
+	g.SetLimit(contentWriters)
+	for i := range all {
+		if all[i].content {
+			g.Go(func() error {
+				all[i].e.Content = c.readContent(all[i].img)
+				return nil
+			})
+		}
+	}
+	g.Wait()
+	var es []upstream.Entry
+	for _, o := range all {
+		for _, name := range o.names {
+			o.e.Name = name
+			es = append(es, o.e)
 		}
 	}
 	return es

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -146,6 +147,9 @@ func TestContentThatCannotBeStoredRefusesTheRefresh(t *testing.T) {
 	usage := c.Usage().CacheBytes
 
 	up.AddEntry(contentEntry("streams/v1/index.json", randomBytes(2<<20, 5), "")) // over the limit
+	for i := range 20 {                                                           // these fit: stored, then removed
+		up.AddEntry(contentEntry(fmt.Sprintf("streams/v1/p%d.json", i), randomBytes(4<<10, uint64(100+i)), ""))
+	}
 	up.Add("items/b.img", randomBytes(10<<10, 6), true)
 	err := c.refresh(context.Background())
 	if !errors.Is(err, ErrNoRoom) {

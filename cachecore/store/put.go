@@ -15,11 +15,13 @@ import (
 const workSuffix = ".work"
 
 // Put stores data as the whole data file of an image: written to a work
-// file beside it, synced, renamed over it and the rename synced, so that
-// the data file is either as it was or whole with data, never partly
-// written (stargz's Writer.Commit). It returns the data file, open for
-// reading, for the caller to measure and close; a failure (ENOSPC, EIO)
-// leaves no work file behind.
+// file beside it, synced and renamed over it, so that the data file is
+// either as it was or whole with data, never partly written (stargz's
+// Writer.Commit). The rename is durable once SyncDirs has synced its
+// directory (one sync of each directory for many Puts: a sync costs a
+// journal commit). It returns the data file, open for reading, for the
+// caller to measure and close; a failure (ENOSPC, EIO) leaves no work
+// file behind. Puts of different IDs may run at once.
 func (s *Store) Put(id string, data []byte) (*os.File, error) {
 	name := DataName(id)
 	if name == "" {
@@ -52,11 +54,30 @@ func (s *Store) Put(id string, data []byte) (*os.File, error) {
 	if err := fan.Rename(work, id); err != nil {
 		return fail(&fs.PathError{Op: "rename", Path: fan.join(work), Err: err})
 	}
-	if err := unix.Fsync(fan.fd); err != nil {
-		f.Close()
-		return nil, &fs.PathError{Op: "sync", Path: fan.path, Err: err}
-	}
 	return f, nil
+}
+
+// SyncDirs makes the renames of the Puts of ids durable: it syncs the
+// directory of each.
+func (s *Store) SyncDirs(ids []string) error {
+	done := map[string]bool{}
+	for _, id := range ids {
+		name := DataName(id)
+		if name == "" || done[name[:2]] {
+			continue
+		}
+		done[name[:2]] = true
+		fan, err := s.root.openDir(name[:2], false)
+		if err != nil {
+			return err
+		}
+		err = unix.Fsync(fan.fd)
+		fan.Close()
+		if err != nil {
+			return &fs.PathError{Op: "sync", Path: fan.path, Err: err}
+		}
+	}
+	return nil
 }
 
 // isWork says whether name (in a fan-out directory) is a work file of
