@@ -74,6 +74,11 @@ type Config struct {
 
 	Lifecycle // size limit, pruner, cleaner, prefetcher (lifecycle.go)
 
+	// Products, for an upstream of products with versions and aliases
+	// (simplestreams), lets pins by glob keep only the newest version of
+	// each product and pins by alias be made (pins.go); nil: none.
+	Products Products
+
 	now          func() time.Time // tests
 	abandonAfter time.Duration    // tests; 0: defaultAbandonAfter (request.go)
 }
@@ -100,6 +105,7 @@ type Cache struct {
 	tree      atomic.Pointer[tree]
 	lost      atomic.Pointer[storageLoss] // set once the storage is gone (storage.go)
 	life      lifecycle
+	pins      pinState // the pin rules (pins.go)
 
 	mu        sync.Mutex               // protects the following
 	images    map[string]*Image        // every image of the catalog, by ID
@@ -318,7 +324,7 @@ func (c *Cache) openStorage() error {
 		return fmt.Errorf("write index: %w", err)
 	}
 	c.tree.Store(t)
-	return nil
+	return c.loadPins(l.Pins)
 }
 
 // openLoadedIndex opens the index and reads it whole.
@@ -430,7 +436,10 @@ func (c *Cache) deleteImage(img *Image) {
 	} else {
 		c.forgetUsage(img)
 	}
-	if err := c.idx.Write(&index.Batch{Deletes: []string{img.id}}); err != nil {
+	c.life.indexMu.Lock() // after any flush of a snapshot taken before it was retired (flush.go)
+	err := c.idx.Write(&index.Batch{Deletes: []string{img.id}})
+	c.life.indexMu.Unlock()
+	if err != nil {
 		c.log.Warn("removing index record", "image", img.entry.Name, "err", err)
 	}
 	c.mu.Lock()

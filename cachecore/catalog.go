@@ -288,6 +288,7 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	b.Catalog = &meta
 	t, unplaced := c.buildTree()
 	retired = append(retired, c.unlistLocked(unplaced)...)
+	c.applyPinsLocked(entries, t, &b) // before anyone sees a new version unpinned (pins.go)
 	c.tree.Store(t)
 	c.mu.Unlock()
 

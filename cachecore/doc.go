@@ -46,6 +46,7 @@
 // Every lock of the engine, in the order they may be taken (a lock is
 // never taken while one below it is held):
 //
+//	pinState.mu         one change of the pin rules at a time (pins.go)
 //	lifecycle.pruneMu   one pruning pass at a time (prune.go)
 //	Cache.mu            the images by ID (listed and lingering), the catalog's state
 //	lifecycle.indexMu   orders writes of chunk maps: flush against eviction
@@ -58,7 +59,7 @@
 //	request.mu, rateGuard.mu  one run's waiters, its speed  }
 //	ownWrites.mu        an image's writes while it is hashed }
 //	index.Index.mu      the index (taken with none of the above held but
-//	                    lifecycle.indexMu)
+//	                    lifecycle.indexMu or pinState.mu)
 //
 // No lock is held across network I/O. Disk I/O under a lock: Image.mu
 // covers opening an image's data file on its first use, fstat at its last

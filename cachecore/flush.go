@@ -41,7 +41,8 @@ func (c *Cache) kickFlush() {
 // then the data file is synced, then the map is written, so the index
 // never says a chunk is present that a crash could lose. A snapshot of an
 // image whose data was dropped meanwhile (its gen moved on) is stale and
-// is not written: the eviction wrote the image's empty map itself.
+// is not written: the eviction wrote the image's empty map itself; nor is
+// one of an image retired meanwhile, whose record is being deleted.
 func (c *Cache) flush() error {
 	if c.storageLost() != nil {
 		return nil // nothing can be synced or recorded (storage.go)
@@ -86,7 +87,9 @@ func (c *Cache) flush() error {
 	var b index.Batch
 	for _, s := range snaps {
 		s.img.mu.Lock()
-		stale := s.img.life.gen != s.gen
+		// A retired image's record is deleted (deleteImage, under
+		// indexMu too): a snapshot taken before must not bring it back.
+		stale := s.img.life.gen != s.gen || s.img.retired
 		s.img.mu.Unlock()
 		if !stale {
 			b.Records = append(b.Records, s.rec)

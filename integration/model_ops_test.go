@@ -190,7 +190,8 @@ func (m *model) plan(k opKind) op {
 		}
 	case opPin:
 		o.img = pick(func(im *modelImage) bool { return im.pinned || m.fits(im) })
-		o.img.pinned, o.img.pinDue = true, m.up
+		o.img.pinned = true
+		o.img.pinDue = m.up && m.fits() // an image pinned before may have grown past what fits
 	case opUnpin:
 		o.img = pick(func(im *modelImage) bool { return im.pinned })
 		o.img.pinned, o.img.pinDue, o.img.completeAt = false, false, -1
@@ -213,11 +214,13 @@ func (m *model) plan(k opKind) op {
 }
 
 // restarted: a new daemon rebuilds the prefetch queue at start, so pinned
-// images are due if the upstream is up; after a kill -9 the last chunks
-// fetched may not have been recorded.
+// images are due if the upstream is up and they fit together (a pin
+// follows its name to a larger version, which may not); after a kill -9
+// the last chunks fetched may not have been recorded.
 func (m *model) restarted(killed bool) {
+	fit := m.fits()
 	for _, im := range m.images {
-		im.pinDue = im.pinned && m.up
+		im.pinDue = im.pinned && m.up && fit
 		if killed {
 			im.completeAt = -1
 		}

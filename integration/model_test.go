@@ -68,22 +68,20 @@ type modelImage struct {
 // knownDefects (IMGCACHE_MODEL_DEFECTS=1) runs the model into the open
 // defects it found (docs/failure.md), expecting what should happen:
 //
-//   - a pin is on the name, so a version published later is pinned too
-//     (today a refresh that finds a new version makes a record without
-//     the pin);
 //   - the upstream republishes the bytes an image has, or had before its
 //     last version (a rollback), as a new file (today the record keeps the
 //     old validators, so every uncached read fails as "changed upstream",
 //     and a rollback while the old version is open serves zeros).
 //
-// Without it the model expects the pin on the version it landed on only
-// and publishes only new bytes, so that CI stays green until they are
-// fixed; then this goes.
+// Without it the model publishes only new bytes, so that CI stays green
+// until they are fixed; then this goes. (A pin is on the name, so a
+// version published later is pinned too: that defect is fixed.)
 var knownDefects = os.Getenv("IMGCACHE_MODEL_DEFECTS") == "1"
 
-// pinnedAt says whether version v of the image must show pinned.
+// pinnedAt says whether version v of the image must show pinned: the
+// pin is on the name, so every version from the one it landed on is.
 func (im *modelImage) pinnedAt(v int) bool {
-	return im.pinned && (v == im.pinVersion || knownDefects && v > im.pinVersion)
+	return im.pinned && v >= im.pinVersion
 }
 
 // surelyPinned: whichever version the catalog shows now is pinned.

@@ -11,6 +11,7 @@
 //
 //	meta/schema   "1"; an index of another schema is refused
 //	meta/catalog  CatalogMeta (JSON): when the catalog was last refreshed
+//	meta/pins     PinRules (JSON): the pin rules (pins.go)
 //	img/<id>      Record (JSON): one image version, its metadata and counters
 //	map/<id>      chunk map (binary, chunkmap.Map.Marshal) of that image
 //	sum/<id>      sha256 of each chunk of that image, concatenated
@@ -244,6 +245,7 @@ type Loaded struct {
 	Records []Record
 	Maps    map[string][]byte // chunk maps by image ID
 	Catalog CatalogMeta
+	Pins    *PinRules // nil: the index has no meta/pins (written before pin rules)
 }
 
 func (x *Index) Load() (l Loaded, err error) {
@@ -273,6 +275,9 @@ func (x *Index) Load() (l Loaded, err error) {
 					l.Maps[key[len(mapPrefix):]] = append([]byte(nil), v...)
 				case key == catalogKey:
 					return json.Unmarshal(v, &l.Catalog)
+				case key == pinsKey:
+					l.Pins = &PinRules{}
+					return json.Unmarshal(v, l.Pins)
 				}
 				return nil
 			})
@@ -299,10 +304,12 @@ type Batch struct {
 	Deletes []string          // image IDs: their record, chunk map and sums go
 	Sums    map[string][]byte // chunk checksums to record, by image ID
 	Catalog *CatalogMeta
+	Pins    *PinRules // replaces the rules whole
 }
 
 func (b *Batch) Empty() bool {
-	return len(b.Records) == 0 && len(b.Maps) == 0 && len(b.Deletes) == 0 && len(b.Sums) == 0 && b.Catalog == nil
+	return len(b.Records) == 0 && len(b.Maps) == 0 && len(b.Deletes) == 0 && len(b.Sums) == 0 && b.Catalog == nil &&
+		b.Pins == nil
 }
 
 func (b *Batch) PutMap(id string, m []byte) {
@@ -366,6 +373,15 @@ func (x *Index) writeBatch(b *Batch) error {
 			return err
 		}
 		if err := wb.Set([]byte(catalogKey), v); err != nil {
+			return err
+		}
+	}
+	if b.Pins != nil {
+		v, err := json.Marshal(b.Pins)
+		if err != nil {
+			return err
+		}
+		if err := wb.Set([]byte(pinsKey), v); err != nil {
 			return err
 		}
 	}

@@ -446,12 +446,13 @@ type pending struct {
 	sums    map[string][]byte
 	deletes map[string]bool
 	catalog *CatalogMeta
+	pins    *PinRules
 	bytes   int64 // about what writing them takes
 	big     int64 // of which in values that go to the value log
 }
 
 func (p *pending) empty() bool {
-	return len(p.records) == 0 && len(p.maps) == 0 && len(p.sums) == 0 && len(p.deletes) == 0 && p.catalog == nil
+	return len(p.records) == 0 && len(p.maps) == 0 && len(p.sums) == 0 && len(p.deletes) == 0 && p.catalog == nil && p.pins == nil
 }
 
 // add takes in a Batch written after everything already pending.
@@ -477,6 +478,9 @@ func (p *pending) add(b *Batch) {
 	if b.Catalog != nil {
 		p.catalog = b.Catalog
 	}
+	if b.Pins != nil {
+		p.pins = b.Pins
+	}
 	p.bytes, p.big = 0, 0
 	for _, vs := range []map[string][]byte{p.maps, p.sums} {
 		for id, v := range vs {
@@ -489,11 +493,16 @@ func (p *pending) add(b *Batch) {
 	for _, r := range p.records {
 		p.bytes += int64(400 + 2*len(r.Name) + len(r.ETag) + len(r.Digest) + len(r.LastError)) // about its JSON
 	}
+	if p.pins != nil {
+		for _, r := range p.pins.Rules {
+			p.bytes += int64(100 + len(r.Pattern))
+		}
+	}
 	p.bytes += int64(len(p.deletes))*256 + 1024
 }
 
 func (p *pending) batch() *Batch {
-	b := &Batch{Maps: p.maps, Sums: p.sums, Catalog: p.catalog}
+	b := &Batch{Maps: p.maps, Sums: p.sums, Catalog: p.catalog, Pins: p.pins}
 	for id := range p.deletes {
 		b.Deletes = append(b.Deletes, id)
 	}

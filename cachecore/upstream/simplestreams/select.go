@@ -81,3 +81,14 @@ func Newest(entries []upstream.Entry, pick func(upstream.Entry) bool) []upstream
 	}
 	return out
 }
+
+// Products is this package's Newest and HasAlias as one value: what the
+// cache's pins by glob and by alias need of an upstream of products
+// (cachecore.Products), given by the mount.
+type Products struct{}
+
+func (Products) Newest(entries []upstream.Entry, pick func(upstream.Entry) bool) []upstream.Entry {
+	return Newest(entries, pick)
+}
+
+func (Products) HasAlias(e upstream.Entry, alias string) bool { return HasAlias(e, alias) }
