@@ -6,7 +6,8 @@
 # Knobs (env): SIZE_MB=1024 (the image), BIG_MB=4096 (memory case), REPS=3,
 #   FIO_RUNTIME=8, NFILES=10000 (ls -l case), NINDEX=100000 (catalog case:
 #   NINDEX images in four directories; the issue's scale is NINDEX=1000000),
-#   CASES="seq random partial conc mem meta index" (the cases to run),
+#   CASES="seq random partial conc mem meta index norange" (the cases to run),
+#   NR_MB=256 (the image python3 -m http.server serves in the norange case),
 #   BASE=/var/tmp/imgcache-bench (generated images are kept there and reused),
 #   REPO=the checkout to build (default: this one; to measure another commit
 #   with this script), OUT=bench/results.md, PEERS=1 also runs
@@ -30,7 +31,8 @@ NINDEX=${NINDEX:-100000}
 BASE=${BASE:-/var/tmp/imgcache-bench}
 OUT=${OUT:-$HERE/results.md}
 PEERS=${PEERS:-0}
-CASES=${CASES:-seq random partial conc mem meta index}
+CASES=${CASES:-seq random partial conc mem meta index norange}
+NR_MB=${NR_MB:-256}
 want() { [[ " $CASES " == *" $1 "* ]]; }
 SIZE=$((SIZE_MB << 20))
 
@@ -38,6 +40,7 @@ SIZE=$((SIZE_MB << 20))
 for tool in nginx curl fio dd getfattr fusermount3 go /usr/bin/time; do
   command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install nginx-light curl fio attr fuse3 time)" >&2; exit 1; }
 done
+want norange && { command -v python3 >/dev/null || { echo "bench/run.sh: python3 is missing (the norange case)" >&2; exit 1; }; }
 
 WWW=$BASE/www
 RUN=$BASE/run
@@ -81,6 +84,10 @@ gen_data() {
     log "generating $NFILES small images"
     rm -rf "$WWW/many" && mkdir -p "$WWW/many"
     (cd "$WWW/many" && seq -f 'img-%06g.img' 1 "$NFILES" | xargs truncate -s 4096)
+  fi
+  if want norange && [ "$(stat -c %s "$WWW/norange/norange.img" 2>/dev/null)" != $((NR_MB << 20)) ]; then
+    log "generating $NR_MB MiB image for python3 -m http.server"
+    mkdir -p "$WWW/norange" && head -c $((NR_MB << 20)) /dev/urandom >"$WWW/norange/norange.img"
   fi
   # The catalog case: NINDEX sparse 1 MiB files in four directories
   # d1..d4 (a quarter each), listed by nginx's JSON autoindex.
@@ -138,6 +145,25 @@ CONF
   echo "nginx did not start; see $LOGS/nginx-error.log" >&2
   exit 1
 }
+# start_python: python3 -m http.server over $WWW (it answers every Range
+# request with 200 and the whole file); sets PYURL and PYPID.
+start_python() {
+  local p
+  for p in $(seq 18500 18599); do
+    (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { PYPORT=$p; break; }
+  done
+  PYURL=http://127.0.0.1:$PYPORT
+  python3 -m http.server "$PYPORT" --bind 127.0.0.1 --directory "$WWW" >>"$LOGS/python.log" 2>&1 &
+  PYPID=$!
+  PIDS+=($PYPID)
+  local i
+  for ((i = 0; i < 100; i++)); do curl -sf -o /dev/null "$PYURL/norange/" && return 0; sleep 0.1; done
+  echo "python3 -m http.server did not start; see $LOGS/python.log" >&2
+  exit 1
+}
+# py_read: bytes the python server has read from files (its rchar): what it
+# sent, or began to send before a client closed.
+py_read() { awk '/^rchar:/ { print $2 }' "/proc/$PYPID/io"; }
 log_mark() { wc -l <"$LOGS/access.log"; }
 # bytes_since MARK FILE: body bytes nginx sent for FILE (a URI) after MARK;
 # waits a moment first: nginx logs a request when it ends.
@@ -148,14 +174,15 @@ bytes_since() {
 
 # ---------------------------------------------------------------- mounts
 # mount_ours SUBDIR CACHE: mounts $URL/SUBDIR/ at $RUN/mnt (with
-# $MOUNT_ARGS); sets MPID, MNT, MOUNT_US (time from start to the ready line).
+# $MOUNT_ARGS; $UP_URL instead of $URL if set); sets MPID, MNT, MOUNT_US
+# (time from start to the ready line).
 mount_ours() {
   MNT=$RUN/mnt
   mkdir -p "$MNT" "$2"
   : >"$LOGS/mount.log"
   local t0 i
   t0=$(now_us)
-  "$BIN" mount --cache-dir "$2" ${MOUNT_ARGS:-} "$URL/$1/" "$MNT" 2>>"$LOGS/mount.log" &
+  "$BIN" mount --cache-dir "$2" ${MOUNT_ARGS:-} "${UP_URL:-$URL}/$1/" "$MNT" 2>>"$LOGS/mount.log" &
   MPID=$!
   PIDS+=($MPID)
   while (($(now_us) - t0 < 300000000)); do
@@ -426,6 +453,32 @@ if want index; then
   MOUNT_ARGS=
 fi
 
+if want norange; then
+  log "=== a server that ignores Range: python3 -m http.server, cold reads of a $NR_MB MiB image"
+  start_python
+  UP_URL=$PYURL
+  for ((r = 1; r <= REPS; r++)); do
+    cache=$RUN/cache/norange
+    mount_ours norange "$cache"
+    b0=$(py_read)
+    seq_read "$MNT/norange.img"; add norange_mbs "$MBS"
+    umount_ours # ends every fetch: the count is final
+    add norange_bytes $(($(py_read) - b0))
+    rm -rf "$cache"
+    # A reader of the middle first (the server sends from byte 0 anyway),
+    # then the whole image.
+    mount_ours norange "$cache"
+    b0=$(py_read)
+    dd if="$MNT/norange.img" of=/dev/null bs=1M count=1 skip=$((NR_MB / 2)) status=none
+    seq_read "$MNT/norange.img"
+    umount_ours
+    add norange_mid_bytes $(($(py_read) - b0))
+    rm -rf "$cache"
+    log "rep $r: python http.server sent $(last norange_bytes) bytes for a cold read, $(last norange_mid_bytes) for a middle-first one"
+  done
+  UP_URL=
+fi
+
 if [ "$PEERS" = 1 ]; then
   log "=== peers (../shared/bench/peers.sh)"
   PEERS_SH=$(cd "$REPO/.." && pwd)/shared/bench/peers.sh
@@ -450,6 +503,8 @@ R_PART=$(ratio "$PB" 2097152); R_CONCB=$(ratio "$CB" "$SIZE"); R_CONCT=$(ratio "
 HWM_S_MB=$(awk -v k="$HWM_SMALL" 'BEGIN { printf "%.1f", k / 1024 }')
 HWM_B_MB=$(awk -v k="$HWM_BIG" 'BEGIN { printf "%.1f", k / 1024 }')
 R_HWM=$(ratio "$HWM_BIG" "$HWM_SMALL")
+NR=$((NR_MB << 20)); NRB=$(med norange_bytes); NRMB=$(med norange_mid_bytes)
+R_NRB=$(ratio "$NRB" "$NR"); R_NRMB=$(ratio "$NRMB" "$NR")
 # mrow LABEL KEY DIVISOR FORMAT [OP LIMIT]: a row of the catalog table,
 # the median of KEY's samples over DIVISOR (min–max), against LIMIT.
 mrow() {
@@ -502,7 +557,7 @@ index_table() {
   echo "Generated by \`bash bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${SECONDS} s;"
   echo "$(nproc) CPUs, kernel $(uname -r), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM; cache and images on $(df -T "$BASE" | awk 'NR == 2 { print $2 }')."
   echo "Upstream: nginx $(nginx -v 2>&1 | sed 's/.*\///') on loopback (sendfile, 2 workers). Cases run: $CASES."
-  if want seq || want random || want partial || want conc || want mem || want meta; then
+  if want seq || want random || want partial || want conc || want mem || want meta || want norange; then
   echo "Serve mode of complete images: **${MODE:-unknown}**."
   echo "Image: ${SIZE_MB} MiB of random bytes; sequential reads are \`dd bs=1M\` of the whole file, wall time including open;"
   echo "MB/s are 10^6 bytes/s. Every figure is the median of REPS=$REPS runs (min–max), baselines taken in the same run."
@@ -524,6 +579,8 @@ index_table() {
   want mem && echo "| peak RSS, ${BIG_MB} MiB vs ${SIZE_MB} MiB image | $HWM_B_MB | $HWM_S_MB ($(us_range hwm_small 1024 .1f)) | $R_HWM | <= 1.10 | $(verdict "$R_HWM" "<=" 1.10) |"
   want meta && echo "| \`ls -l\` of $NFILES images, warm, s | $LS_S ($(us_range ls_us 1e6 .3f)) | | | < 0.3 | $(verdict "$LS_S" "<=" 0.3) |"
   want meta && echo "| \`getfattr -d\` of $NFILES images, ms per file | $GF_MS | | | < 1 | $(verdict "$GF_MS" "<=" 1) |"
+  want norange && echo "| \`python3 -m http.server\` (ignores Range): bytes it sent for a cold read of $NR_MB MiB | $NRB ($(spread norange_bytes)) | the image: $NR | $R_NRB | = 1.00 | $(verdict "$R_NRB" "<=" 1.00) |"
+  want norange && echo "| the same, 1 MiB at the middle read first, then the whole image | $NRMB ($(spread norange_mid_bytes)) | the image: $NR | $R_NRMB | <= 1.05 | $(verdict "$R_NRMB" "<=" 1.05) |"
   echo
   want mem && echo "The ${BIG_MB} MiB image was read cold at $HUGE_MBS MB/s (median; a read that writes more to the cache than the" &&
     echo "kernel lets be dirty at once is paced by writeback to disk)."

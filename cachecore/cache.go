@@ -103,6 +103,8 @@ type Cache struct {
 	verifying chan struct{} // one token per image being hashed
 	stats     Stats
 	tree      atomic.Pointer[tree]
+	noRanges  atomic.Bool                 // the upstream's replies say it ignores Range (stream.go)
+	probed    atomic.Bool                 // a reply has said whether it does
 	lost      atomic.Pointer[storageLoss] // set once the storage is gone (storage.go)
 	life      lifecycle
 	pins      pinState // the pin rules (pins.go)

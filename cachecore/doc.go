@@ -38,7 +38,8 @@
 //     tree; an entry's identity is Cache.imageID (cache.go) and its
 //     version upstream.Entry.Version.
 //   - The fetcher: fetchRun and fetchRange (fetch.go), with request.go
-//     (abandonment, the low-speed limit) and slots.go.
+//     (abandonment, the low-speed limit), slots.go, and stream.go (a
+//     whole reply from a server that ignores Range, read once).
 //   - The image: newImage (image.go) from an index.Record.
 //
 // # Lock order

@@ -32,12 +32,15 @@ const pieceSize = 1 << 20
 
 var piecePool = newFreeList(DefaultMaxFetches+2, pieceSize) // freelist.go
 
-// run is a contiguous range of chunks [first, end) claimed by one fetch.
+// run is a contiguous range of chunks [first, end) claimed by one fetch,
+// or, if stream is set, the image's stream (stream.go).
 type run struct {
 	first, end int
 	flights    []*flight
 	req        *request
-	then       func() // if set, called when the run ends and its slot is free
+	then       func()  // if set, called when the run ends and its slot is free
+	stream     *stream // set when the run is (or became) the image's stream
+	err        error   // why the run failed, once it is over
 }
 
 // ensure makes chunks [first, last] present, fetching what is missing. It
@@ -79,9 +82,9 @@ func (img *Image) ensureOnce(ctx context.Context, first, last int, counted *bool
 	img.mu.Unlock()
 	defer leaveAll(joined)
 
-	for _, r := range runs {
+	for i := range runs {
 		img.c.wg.Add(1)
-		go img.c.fetchRun(img, file, r, true)
+		go img.c.fetchRun(img, file, &runs[i], true)
 	}
 	for _, f := range waits {
 		select {
@@ -107,7 +110,14 @@ func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run
 	var runs []run
 	var cur *run
 	for i := img.present.NextMissing(from, to); i < to; i = img.present.NextMissing(i+1, to) {
-		if f, ok := img.flights[i]; ok {
+		f, ok := img.flights[i]
+		if !ok && img.stream == nil && img.c.noRanges.Load() && len(runs) != maxRuns {
+			runs = append(runs, img.newStreamLocked(i)) // stream.go
+		}
+		if s := img.stream; !ok && s != nil && i >= s.pos { // the stream brings it
+			f, ok = s.claimLocked(img, i), true
+		}
+		if ok {
 			if waits != nil {
 				*waits = append(*waits, f)
 			}
@@ -121,7 +131,7 @@ func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run
 			runs = append(runs, run{first: i, end: i, req: img.c.newRequest(waits == nil)})
 			cur = &runs[len(runs)-1]
 		}
-		f := &flight{done: make(chan struct{}), req: cur.req}
+		f = &flight{done: make(chan struct{}), req: cur.req}
 		img.flights[i] = f
 		if waits != nil {
 			*waits = append(*waits, f)
@@ -153,10 +163,13 @@ func (c *Cache) readAhead(img *Image, from, to int, then func()) int {
 			c.slots.release(img)
 			return to
 		}
-		r := runs[0]
+		r := &runs[0]
 		r.then = then
 		c.wg.Add(1)
 		go c.fetchRun(img, file, r, false)
+		if r.stream != nil {
+			return to // it brings everything
+		}
 		from = r.end
 	}
 	return to
@@ -168,13 +181,14 @@ func (c *Cache) readAhead(img *Image, from, to int, then func()) int {
 // also recorded on the image. A foreground run waits for its fetch slot
 // here; a background one (read-ahead, prefetch) comes holding one. The
 // slot is given back during the pauses between retries.
-func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) {
+func (c *Cache) fetchRun(img *Image, file fileWriterAt, r *run, foreground bool) {
 	defer c.wg.Done()
 	if r.then != nil {
 		defer r.then()
 	}
 	defer img.release()
 	defer r.req.end()
+	defer r.awaitFlights() // stream.go
 	// The slot and a piece buffer are held together, so that buffers in
 	// use are bounded by the slots.
 	var bufp *[]byte
@@ -193,10 +207,10 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 		}
 	}()
 	next := r.first
-	for attempt := 0; next < r.end; {
+	for attempt := 0; !r.doneLocking(img, next); {
 		if bufp == nil {
 			if err := c.slots.acquire(r.req.ctx, img); err != nil {
-				img.failFrom(r, next, c.stopCause(r.req))
+				img.failRun(r, next, c.stopCause(r.req))
 				return
 			}
 			hold()
@@ -215,11 +229,11 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 			}
 		}
 		if r.req.ctx.Err() != nil { // closing, or nobody waits: not the image's fault
-			img.failFrom(r, next, c.stopCause(r.req))
+			img.failRun(r, next, c.stopCause(r.req))
 			return
 		}
 		if readsAround(err) { // no room, or a full disk: readers read around the cache
-			img.failFrom(r, next, err)
+			img.failRun(r, next, err)
 			return
 		}
 		attempt++
@@ -228,7 +242,7 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 			if c.pauseBeforeRetry(r.req.ctx, img, attempt, err) {
 				continue
 			}
-			img.failFrom(r, next, c.stopCause(r.req))
+			img.failRun(r, next, c.stopCause(r.req))
 			return
 		}
 		if errors.Is(err, upstream.ErrChanged) {
@@ -237,7 +251,7 @@ func (c *Cache) fetchRun(img *Image, file fileWriterAt, r run, foreground bool) 
 		c.stats.FetchErrors.Add(1)
 		err = &Error{Op: "fetch", Name: img.entry.Name, Err: err}
 		c.log.Warn("fetch failed", "image", img.entry.Name, "err", err)
-		img.failFrom(r, next, err)
+		img.failRun(r, next, err)
 		return
 	}
 }
@@ -259,8 +273,13 @@ type fileWriterAt interface {
 }
 
 // fetchRange makes one range request for chunks [from, r.end) and lands
-// them in order; it returns how many it landed.
-func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r run, from int, buf []byte) (landed int, err error) {
+// them in order; it returns how many it landed. A reply of the whole image
+// (a server that ignores Range) is read whole instead (stream.go); so is
+// every request of a run that is the image's stream.
+func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r *run, from int, buf []byte) (landed int, err error) {
+	if r.stream != nil {
+		return c.fetchStream(ctx, img, file, r, buf)
+	}
 	room := &room{c: c, img: img, file: file} // the size limit (usage.go)
 	defer room.giveBack()
 	if err := room.take(from); err != nil {
@@ -276,69 +295,114 @@ func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r
 		return 0, err
 	}
 	defer releaseSpace()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	guard := c.newRateGuard(cancel)
-	defer guard.stop()
-	defer func() {
-		if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrTooSlow) && !errors.Is(err, ErrTooSlow) {
-			err = cause // the upstream's error says only "canceled"
-		}
-	}()
-	guard.begin()
-	body, err := c.up.Fetch(ctx, img.entry, off, n)
-	guard.end(0)
+	learned, err := c.probeTurn(ctx, img) // stream.go
 	if err != nil {
 		return 0, err
 	}
-	defer body.Close()
-	var in io.Reader = body
-	if guard != nil {
-		in = guardedBody{r: body, g: guard}
+	if img.handOver(r, from) { // the image's stream will bring them: asking would resend the image
+		learned(false)
+		return r.end - from, nil
 	}
+	rep, err := c.openReply(ctx, img, off, n)
+	if err != nil {
+		learned(false)
+		return 0, err
+	}
+	defer func() { err = rep.close(err) }()
+	whole := upstream.ReadWhole(rep.body)
+	c.noteReply(whole, off) // stream.go
+	learned(true)
+	in := rep.in
 	check := img.refetchCheck() // nil unless the image was verified before
-	for i := from; i < r.end; i++ {
-		if i > from {
-			if err := room.take(i); err != nil {
-				return landed, err
-			}
-		}
-		chunkOff, left := int64(i)*img.chunkSize, img.chunkLen(i)
-		for left > 0 {
-			k := min(left, int64(len(buf)))
-			got, err := io.ReadFull(in, buf[:k])
-			if err != nil {
-				if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-					err = upstream.ErrShortBody
-				}
-				c.stats.BytesFetched.Add(uint64(got))
-				return landed, err
-			}
-			if _, err := room.WriteAt(buf[:k], chunkOff); err != nil {
-				return landed, &Error{Op: "write cache", Name: img.entry.Name, Err: err}
-			}
-			check.write(buf[:k])
-			c.stats.BytesFetched.Add(uint64(k))
-			chunkOff += k
-			left -= k
-		}
-		room.wrote()
-		if err := check.chunkDone(i); err != nil {
-			return landed, err
-		}
-		img.land(r, i)
-		landed++
+	if whole {
+		room.giveBack()
+		return c.takeWhole(img, file, r, from, in, room, buf, check) // stream.go
 	}
-	return landed, nil
+	return c.readRun(img, r, from, in, room, buf, check)
 }
 
-// land marks chunk i of run r present and wakes its waiters.
-func (img *Image) land(r run, i int) {
+// readRun reads chunks [from, r.end) of run r from in and lands them,
+// reading past those the image's stream took meanwhile. It returns how
+// many it is done with. room holds what the size limit lets it write.
+func (c *Cache) readRun(img *Image, r *run, from int, in io.Reader, room *room, buf []byte, check *chunkCheck) (done int, err error) {
+	for i := from; i < r.end; i++ {
+		f := r.flights[i-r.first]
+		if !img.take(r, i, f) { // the image's stream brings it (stream.go)
+			room.giveBack()
+			if err := c.discard(in, img.chunkLen(i)); err != nil {
+				return done, err
+			}
+			done++
+			continue
+		}
+		if room.held == 0 {
+			if err := room.take(i); err != nil {
+				img.untake(f)
+				return done, err
+			}
+		}
+		if err := c.writeChunk(img, room, in, i, buf, check); err != nil {
+			img.untake(f)
+			return done, err
+		}
+		img.land(i, f)
+		done++
+	}
+	return done, nil
+}
+
+// take makes r the writer of chunk i (its flight f), unless the flight is
+// no longer r's: another run (the image's stream) took it.
+func (img *Image) take(r *run, i int, f *flight) bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.flights[i] != f || f.req != r.req || f.taken {
+		return false
+	}
+	f.taken = true
+	return true
+}
+
+// untake gives back a chunk whose write failed: its flight fails with the
+// run, or another run may take it.
+func (img *Image) untake(f *flight) {
+	img.mu.Lock()
+	f.taken = false
+	img.mu.Unlock()
+}
+
+// writeChunk reads chunk i from in and writes it to the data file within
+// room, checking it against its verified sum if check is set.
+func (c *Cache) writeChunk(img *Image, room *room, in io.Reader, i int, buf []byte, check *chunkCheck) error {
+	chunkOff, left := int64(i)*img.chunkSize, img.chunkLen(i)
+	for left > 0 {
+		k := min(left, int64(len(buf)))
+		got, err := io.ReadFull(in, buf[:k])
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				err = upstream.ErrShortBody
+			}
+			c.stats.BytesFetched.Add(uint64(got))
+			return err
+		}
+		if _, err := room.WriteAt(buf[:k], chunkOff); err != nil {
+			return &Error{Op: "write cache", Name: img.entry.Name, Err: err}
+		}
+		check.write(buf[:k])
+		c.stats.BytesFetched.Add(uint64(k))
+		chunkOff += k
+		left -= k
+	}
+	room.wrote()
+	return check.chunkDone(i)
+}
+
+// land marks chunk i present and wakes the waiters of f, its flight.
+func (img *Image) land(i int, f *flight) {
 	img.mu.Lock()
 	img.present.Set(i)
 	img.dirty, img.unsynced = true, true
 	img.hashSoonLocked() // hashing.go
-	f := r.flights[i-r.first]
 	delete(img.flights, i)
 	complete := img.present.Complete()
 	if complete {
@@ -351,8 +415,18 @@ func (img *Image) land(r run, i int) {
 	}
 }
 
+// failRun fails what is left of r (from chunk next on, or its stream).
+func (img *Image) failRun(r *run, next int, err error) {
+	r.err = err
+	if r.stream != nil {
+		img.endStream(r.stream, err) // stream.go
+		return
+	}
+	img.failFrom(r, next, err)
+}
+
 // failFrom fails the flights of r from chunk i on.
-func (img *Image) failFrom(r run, i int, err error) {
+func (img *Image) failFrom(r *run, i int, err error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	if !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNoRoom) && !errors.Is(err, errAbandoned) {
@@ -360,6 +434,9 @@ func (img *Image) failFrom(r run, i int, err error) {
 	}
 	for ; i < r.end; i++ {
 		f := r.flights[i-r.first]
+		if img.flights[i] != f || f.req != r.req { // the image's stream has it (stream.go)
+			continue
+		}
 		delete(img.flights, i)
 		f.err = err
 		close(f.done)

@@ -38,6 +38,8 @@ type Image struct {
 	rec       index.Record // mutable fields: Hits, LastAccess, LastError*, Verdict, Listed...; Name, Links and RetiredAt change with Cache.mu held too
 	present   chunkmap.Map
 	flights   map[int]*flight // chunk -> the fetch that will bring it
+	stream    *stream         // the stream reading a whole reply, if any (stream.go)
+	probing   chan struct{}   // closed when the request asking first has its reply (stream.go)
 	file      *os.File        // open while users > 0
 	users     int             // open handles and running fetches
 	dirty     bool            // rec or present changed since the last flush
@@ -60,9 +62,10 @@ type Image struct {
 // flight is one chunk on its way from the upstream. done is closed when
 // the chunk is present or err is set.
 type flight struct {
-	done chan struct{}
-	err  error
-	req  *request // the run bringing it (request.go)
+	done  chan struct{}
+	err   error
+	req   *request // the run bringing it (request.go); under img.mu
+	taken bool     // its bytes are being written (by req's run); under img.mu
 }
 
 func newImage(c *Cache, r index.Record, present chunkmap.Map) *Image {

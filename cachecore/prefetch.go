@@ -271,13 +271,11 @@ func (c *Cache) prefetch(img *Image) error {
 			next = to
 			continue
 		}
-		r := runs[0]
+		r := &runs[0]
 		c.wg.Add(1)
 		c.fetchRun(img, file, r, false) // gives the slot back
-		for _, f := range r.flights {
-			if f.err != nil {
-				return f.err
-			}
+		if err := r.failed(); err != nil {
+			return err
 		}
 		next = r.end
 	}

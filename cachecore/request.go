@@ -51,13 +51,13 @@ type request struct {
 	// read only
 	ctx          context.Context // ends when the run is abandoned or the cache closes
 	cancel       context.CancelCauseFunc
-	background   bool // read-ahead or prefetch: never abandoned
 	abandonAfter time.Duration
 
-	mu      sync.Mutex  // protects the following
-	waiters int         // readers waiting for a flight of the run
-	idle    *time.Timer // abandons the run, armed while waiters == 0
-	ended   bool
+	mu         sync.Mutex  // protects the following
+	background bool        // read-ahead, prefetch or an image's stream: never abandoned
+	waiters    int         // readers waiting for a flight of the run
+	idle       *time.Timer // abandons the run, armed while waiters == 0
+	ended      bool
 }
 
 func (c *Cache) newRequest(background bool) *request {
@@ -88,6 +88,17 @@ func (q *request) leave() {
 		q.idle = time.AfterFunc(q.abandonAfter, q.abandonIfIdle)
 	} else {
 		q.idle.Reset(q.abandonAfter)
+	}
+}
+
+// keep makes the run one that is never abandoned (it became its image's
+// stream: what it brings was asked for by others too).
+func (q *request) keep() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.background = true
+	if q.idle != nil {
+		q.idle.Stop()
 	}
 }
 
@@ -127,6 +138,49 @@ func leaveAll(reqs []*request) {
 	for _, q := range reqs {
 		q.leave()
 	}
+}
+
+// reply is the reply to one range request, its body read through the
+// low-speed limit (in).
+type reply struct {
+	body   io.ReadCloser
+	in     io.Reader
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	guard  *rateGuard
+}
+
+// openReply makes one range request for [off, off+n) of img, guarded by
+// the low-speed limit.
+func (c *Cache) openReply(ctx context.Context, img *Image, off, n int64) (*reply, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	rep := &reply{ctx: ctx, cancel: cancel, guard: c.newRateGuard(cancel)}
+	rep.guard.begin()
+	body, err := c.up.Fetch(ctx, img.entry, off, n)
+	rep.guard.end(0)
+	if err != nil {
+		return nil, rep.close(err)
+	}
+	rep.body, rep.in = body, body
+	if rep.guard != nil {
+		rep.in = guardedBody{r: body, g: rep.guard}
+	}
+	return rep, nil
+}
+
+// close ends the request. It returns err, or, if the low-speed limit
+// cancelled the request, why (the upstream's error says only
+// "canceled").
+func (rep *reply) close(err error) error {
+	if rep.body != nil {
+		rep.body.Close()
+	}
+	rep.guard.stop()
+	if cause := context.Cause(rep.ctx); err != nil && errors.Is(cause, ErrTooSlow) && !errors.Is(err, ErrTooSlow) {
+		err = cause
+	}
+	rep.cancel(nil)
+	return err
 }
 
 // tooSlowError says how slow a cancelled request was.

@@ -200,7 +200,7 @@ func TestFaultIgnoredRange(t *testing.T) {
 	u := startFaultUpstream(t, root)
 	m := startMount(t, u.url, "")
 	u.inject("a.img", fault{kind: ignoreRange})
-	// Slower (each reply starts at byte 0), but right.
+	// Each reply starts at byte 0: the first is read whole (stream.go).
 	readsRight(t, m.path("a.img"), imgs["a.img"].sha256, "verified")
 	if u.getCount("a.img") == 0 {
 		t.Fatal("the image was not fetched through the fault")

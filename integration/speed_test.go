@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -47,5 +49,72 @@ func TestEmptyImageWithDigestIsVerified(t *testing.T) {
 	waitUntil(t, "data.img verified", func() bool { return xattrs(t, m.path("data.img"))["state"] == "verified" })
 	if s := xattrs(t, empty)["state"]; s != "verified" {
 		t.Errorf("state of the empty image after reads = %q", s)
+	}
+}
+
+// pythonHTTP is python3 -m http.server over a directory: a real server
+// users meet that answers every Range request with 200 and the whole
+// file.
+type pythonHTTP struct {
+	url string
+	pid int
+}
+
+func startPythonHTTP(t *testing.T, root string) *pythonHTTP {
+	t.Helper()
+	need(t, "python3")
+	port := freePort(t)
+	p := start(t, "", "python3", "-m", "http.server", strconv.Itoa(port), "--bind", "127.0.0.1", "--directory", root)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitTCP(t, addr)
+	return &pythonHTTP{url: "http://" + addr + "/", pid: p.cmd.Process.Pid}
+}
+
+// served is what the server has read from files so far (its rchar): the
+// bytes of the images it sent, or began to send before the client closed.
+func (s *pythonHTTP) served(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", s.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no rchar in /proc/%d/io", s.pid)
+	return 0
+}
+
+// A server that ignores Range sends each image about once, however it is
+// read: a sequential reader (before: quadratic, 31x for 256 MiB), and a
+// reader of the middle of a cold image followed by a whole read, the
+// second image starting as one whole reply.
+func TestRangeIgnoringServerSendsEachByteOnce(t *testing.T) {
+	need(t, "sha256sum", "dd", "getfattr")
+	root := t.TempDir()
+	imgs := makeImages(t, root, map[string]int64{"a.img": 40<<20 + 5, "b.img": 24 << 20})
+	srv := startPythonHTTP(t, root)
+	m := startMount(t, srv.url, "")
+	for _, name := range []string{"a.img", "b.img"} {
+		img, path := imgs[name], m.path(name)
+		before := srv.served(t)
+		if name == "b.img" {
+			run(t, "dd", "if="+path, "of=/dev/null", "bs=1M", "skip=16", "count=1", "status=none")
+		}
+		if got := sha256sum(t, path); got != img.sha256 {
+			t.Fatalf("sha256sum %s = %s, want %s", name, got, img.sha256)
+		}
+		waitUntil(t, name+" cached whole", func() bool { return xattrs(t, path)["cached_bytes"] == strconv.FormatInt(img.size, 10) })
+		sent := srv.served(t) - before
+		t.Logf("%s: the server sent %d bytes for %d (%.3fx)", name, sent, img.size, float64(sent)/float64(img.size))
+		if sent < img.size || float64(sent) > 1.05*float64(img.size) {
+			t.Errorf("%s: the server sent %d bytes (%.2fx) for an image of %d; want at most 1.05x", name, sent, float64(sent)/float64(img.size), img.size)
+		}
 	}
 }
