@@ -6,7 +6,7 @@
 # Knobs (env): SIZE_MB=1024 (the image), BIG_MB=4096 (memory case), REPS=3,
 #   FIO_RUNTIME=8, NFILES=10000 (ls -l case), NINDEX=100000 (catalog case:
 #   NINDEX images in four directories; the issue's scale is NINDEX=1000000),
-#   CASES="seq random partial conc mem meta index norange" (the cases to run),
+#   CASES="seq random partial conc mem meta index norange short" (the cases to run),
 #   NR_MB=256 (the image python3 -m http.server serves in the norange case),
 #   BASE=/var/tmp/imgcache-bench (generated images are kept there and reused),
 #   REPO=the checkout to build (default: this one; to measure another commit
@@ -31,7 +31,7 @@ NINDEX=${NINDEX:-100000}
 BASE=${BASE:-/var/tmp/imgcache-bench}
 OUT=${OUT:-$HERE/results.md}
 PEERS=${PEERS:-0}
-CASES=${CASES:-seq random partial conc mem meta index norange}
+CASES=${CASES:-seq random partial conc mem meta index norange short}
 NR_MB=${NR_MB:-256}
 want() { [[ " $CASES " == *" $1 "* ]]; }
 SIZE=$((SIZE_MB << 20))
@@ -41,6 +41,11 @@ for tool in nginx curl fio dd getfattr fusermount3 go /usr/bin/time; do
   command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install nginx-light curl fio attr fuse3 time)" >&2; exit 1; }
 done
 want norange && { command -v python3 >/dev/null || { echo "bench/run.sh: python3 is missing (the norange case)" >&2; exit 1; }; }
+if want short; then
+  for tool in file strace mkfs.ext4 losetup; do
+    command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (the short case: apt-get install file strace e2fsprogs mount)" >&2; exit 1; }
+  done
+fi
 
 WWW=$BASE/www
 RUN=$BASE/run
@@ -66,7 +71,7 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- data
 gen_data() {
   mkdir -p "$WWW/big" "$WWW/huge" "$WWW/many" "$WWW/index"
-  if want seq || want random || want partial || want conc || want mem; then
+  if want seq || want random || want partial || want conc || want mem || want short; then
       if [ "$(stat -c %s "$WWW/big/big.img" 2>/dev/null)" != "$SIZE" ]; then
         log "generating $SIZE_MB MiB image"
         head -c "$SIZE" /dev/urandom >"$WWW/big/big.img"
@@ -84,6 +89,18 @@ gen_data() {
     log "generating $NFILES small images"
     rm -rf "$WWW/many" && mkdir -p "$WWW/many"
     (cd "$WWW/many" && seq -f 'img-%06g.img' 1 "$NFILES" | xargs truncate -s 4096)
+  fi
+  # The short case: an ext4 image of 256 MiB holding 8 files of 4 MiB and
+  # 64 of 64 KiB, made without mounting anything (mkfs.ext4 -d).
+  if want short && [ ! -s "$WWW/ext4/ext4.img" ]; then
+    log "generating an ext4 image"
+    local src=$BASE/ext4src i
+    rm -rf "$src" && mkdir -p "$src/small" "$WWW/ext4"
+    for i in $(seq 1 8); do head -c $((4 << 20)) /dev/urandom >"$src/big$i.bin"; done
+    for i in $(seq 1 64); do head -c $((64 << 10)) /dev/urandom >"$src/small/s$i.bin"; done
+    truncate -s 256M "$WWW/ext4/ext4.img.tmp" && mkfs.ext4 -q -F -d "$src" "$WWW/ext4/ext4.img.tmp" &&
+      mv "$WWW/ext4/ext4.img.tmp" "$WWW/ext4/ext4.img"
+    rm -rf "$src"
   fi
   if want norange && [ "$(stat -c %s "$WWW/norange/norange.img" 2>/dev/null)" != $((NR_MB << 20)) ]; then
     log "generating $NR_MB MiB image for python3 -m http.server"
@@ -479,6 +496,49 @@ if want norange; then
   UP_URL=
 fi
 
+# file_read FILE: bytes file -s reads of FILE (strace of its reads: 7 MiB
+# at the start, 7 MiB at the end).
+file_read() {
+  strace -f -y -e trace=read,pread64 -o "$LOGS/file.strace" file -s "$1" >/dev/null 2>&1
+  awk -v f="<$1>" 'index($0, f) { n = $NF; if (n > 0) s += n } END { printf "%.0f", s }' "$LOGS/file.strace"
+}
+# ext4_work IMAGE: mounts the ext4 image through a read-only loop device,
+# lists it and reads every file; prints the bytes the loop device read
+# from IMAGE (its sectors read), the client's reads.
+ext4_work() {
+  local dev dir=$RUN/ext4mnt s0 s1
+  mkdir -p "$dir"
+  dev=$(losetup -r -f --show "$1") || return 1
+  s0=$(awk '{ print $3 }' "/sys/block/${dev#/dev/}/stat") # a loop device's counts outlive its attachments
+  mount -o ro,noload "$dev" "$dir" && ls -lR "$dir" >/dev/null && find "$dir" -type f -exec cat {} + >/dev/null
+  umount "$dir"
+  s1=$(awk '{ print $3 }' "/sys/block/${dev#/dev/}/stat")
+  losetup -d "$dev"
+  echo $(((s1 - s0) * 512))
+}
+
+if want short; then
+  log "=== short readers: file -s of the $SIZE_MB MiB image, an ext4 image through a loop device (bytes fetched vs read)"
+  for ((r = 1; r <= REPS; r++)); do
+    add file_read "$(file_read "$WWW/big/big.img")"
+    cache=$RUN/cache/short
+    mount_ours big "$cache"
+    mark=$(log_mark)
+    file -s "$MNT/big.img" >/dev/null
+    umount_ours # ends every fetch: the count is final
+    add file_bytes "$(bytes_since "$mark" /big/big.img)"
+    rm -rf "$cache"
+    add ext4_read "$(ext4_work "$WWW/ext4/ext4.img")"
+    mount_ours ext4 "$cache"
+    mark=$(log_mark)
+    add ext4_read_ours "$(ext4_work "$MNT/ext4.img")"
+    umount_ours
+    add ext4_bytes "$(bytes_since "$mark" /ext4/ext4.img)"
+    rm -rf "$cache"
+    log "rep $r: file -s read $(last file_read), fetched $(last file_bytes); ext4 read $(last ext4_read) ($(last ext4_read_ours) through the mount), fetched $(last ext4_bytes)"
+  done
+fi
+
 if [ "$PEERS" = 1 ]; then
   log "=== peers (../shared/bench/peers.sh)"
   PEERS_SH=$(cd "$REPO/.." && pwd)/shared/bench/peers.sh
@@ -503,6 +563,8 @@ R_PART=$(ratio "$PB" 2097152); R_CONCB=$(ratio "$CB" "$SIZE"); R_CONCT=$(ratio "
 HWM_S_MB=$(awk -v k="$HWM_SMALL" 'BEGIN { printf "%.1f", k / 1024 }')
 HWM_B_MB=$(awk -v k="$HWM_BIG" 'BEGIN { printf "%.1f", k / 1024 }')
 R_HWM=$(ratio "$HWM_BIG" "$HWM_SMALL")
+FR=$(med file_read); FB=$(med file_bytes); R_FB=$(ratio "$FB" "$FR")
+ER=$(med ext4_read); EB=$(med ext4_bytes); R_EB=$(ratio "$EB" "$ER")
 NR=$((NR_MB << 20)); NRB=$(med norange_bytes); NRMB=$(med norange_mid_bytes)
 R_NRB=$(ratio "$NRB" "$NR"); R_NRMB=$(ratio "$NRMB" "$NR")
 # mrow LABEL KEY DIVISOR FORMAT [OP LIMIT]: a row of the catalog table,
@@ -557,7 +619,7 @@ index_table() {
   echo "Generated by \`bash bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${SECONDS} s;"
   echo "$(nproc) CPUs, kernel $(uname -r), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM; cache and images on $(df -T "$BASE" | awk 'NR == 2 { print $2 }')."
   echo "Upstream: nginx $(nginx -v 2>&1 | sed 's/.*\///') on loopback (sendfile, 2 workers). Cases run: $CASES."
-  if want seq || want random || want partial || want conc || want mem || want meta || want norange; then
+  if want seq || want random || want partial || want conc || want mem || want meta || want norange || want short; then
   echo "Serve mode of complete images: **${MODE:-unknown}**."
   echo "Image: ${SIZE_MB} MiB of random bytes; sequential reads are \`dd bs=1M\` of the whole file, wall time including open;"
   echo "MB/s are 10^6 bytes/s. Every figure is the median of REPS=$REPS runs (min–max), baselines taken in the same run."
@@ -579,6 +641,8 @@ index_table() {
   want mem && echo "| peak RSS, ${BIG_MB} MiB vs ${SIZE_MB} MiB image | $HWM_B_MB | $HWM_S_MB ($(us_range hwm_small 1024 .1f)) | $R_HWM | <= 1.10 | $(verdict "$R_HWM" "<=" 1.10) |"
   want meta && echo "| \`ls -l\` of $NFILES images, warm, s | $LS_S ($(us_range ls_us 1e6 .3f)) | | | < 0.3 | $(verdict "$LS_S" "<=" 0.3) |"
   want meta && echo "| \`getfattr -d\` of $NFILES images, ms per file | $GF_MS | | | < 1 | $(verdict "$GF_MS" "<=" 1) |"
+  want short && echo "| \`file -s\` of the image, bytes fetched | $FB ($(spread file_bytes)) | what it read (strace of a local copy): $FR | $R_FB | <= 2.0 | $(verdict "$R_FB" "<=" 2.0) |"
+  want short && echo "| ext4 image through a loop device (mount, \`ls -lR\`, read every file), bytes fetched | $EB ($(spread ext4_bytes)) | what the loop device read of a local copy: $ER ($(spread ext4_read)) | $R_EB | <= 2.0 | $(verdict "$R_EB" "<=" 2.0) |"
   want norange && echo "| \`python3 -m http.server\` (ignores Range): bytes it sent for a cold read of $NR_MB MiB | $NRB ($(spread norange_bytes)) | the image: $NR | $R_NRB | = 1.00 | $(verdict "$R_NRB" "<=" 1.00) |"
   want norange && echo "| the same, 1 MiB at the middle read first, then the whole image | $NRMB ($(spread norange_mid_bytes)) | the image: $NR | $R_NRMB | <= 1.05 | $(verdict "$R_NRMB" "<=" 1.05) |"
   echo
