@@ -87,6 +87,7 @@ func (s *listing) aliases(repo string, t taggedManifest) []upstream.Entry {
 		name, ok, err := title(l)
 		if err != nil {
 			s.u.log.Warn("oci: layer title refused", "repo", repo, "tag", t.tag, "layer", l.Digest.String(), "err", err)
+			s.refused.add("%s:%s: the title of layer %s is refused: %v", repo, t.tag, l.Digest, err)
 			continue
 		}
 		if ok {
@@ -97,6 +98,7 @@ func (s *listing) aliases(repo string, t taggedManifest) []upstream.Entry {
 	for name, ls := range byTitle {
 		if slices.ContainsFunc(ls, func(l ocispec.Descriptor) bool { return l.Digest != ls[0].Digest }) {
 			s.u.log.Warn("oci: layer title refused: layers of different bytes share it", "repo", repo, "tag", t.tag, "title", name)
+			s.refused.add("%s:%s: title %q refused: layers of different bytes share it", repo, t.tag, name)
 			continue
 		}
 		es = append(es, blobEntry(repo+"/"+t.tag+"/"+name, ls[0]))
@@ -138,7 +140,7 @@ func blobEntry(name string, d ocispec.Descriptor) upstream.Entry {
 // and never also a directory of another name (nested repositories, or a
 // tag named like a layout file, can collide), each valid. Layout files
 // win over titles, then the first name in order; every loser is logged.
-func (u *Upstream) settle(es []upstream.Entry) []upstream.Entry {
+func (u *Upstream) settle(es []upstream.Entry, refused *refusals) []upstream.Entry {
 	rank := func(e upstream.Entry) int {
 		if _, rest := splitName(e.Name); rest == "oci-layout" || rest == "index.json" || strings.HasPrefix(rest, "blobs/sha256/") {
 			return 0
@@ -158,15 +160,18 @@ func (u *Upstream) settle(es []upstream.Entry) []upstream.Entry {
 		if prev, ok := files[e.Name]; ok {
 			if prev != e.Digest {
 				u.log.Warn("oci: entry refused: another of different bytes has its name", "name", e.Name)
+				refused.add("%q refused: another of different bytes has its name", e.Name)
 			}
 			continue
 		}
 		if err := e.Validate(); err != nil {
 			u.log.Warn("oci: entry refused", "err", err)
+			refused.add("entry refused: %v", err)
 			continue
 		}
 		if dirs[e.Name] || parentIsFile(e.Name, files) {
 			u.log.Warn("oci: entry refused: its name collides with a directory or file of another", "name", e.Name)
+			refused.add("%q refused: its name collides with a directory or file of another", e.Name)
 			continue
 		}
 		files[e.Name] = e.Digest

@@ -37,24 +37,26 @@ var tagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 // List returns the catalog: the OCI image layout of every repository.
 // See the package comment.
 func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
-	repos, fromCatalog, err := u.repositories(ctx)
+	refused := &refusals{}
+	repos, fromCatalog, err := u.repositories(ctx, refused)
 	if err != nil {
 		return nil, err
 	}
 	u.mu.Lock()
-	s := &listing{u: u, known: u.manifests, lastTags: u.tagged, got: map[string]*manifest{}, views: map[string]*manifest{}}
+	s := &listing{u: u, refused: refused, known: u.manifests, lastTags: u.tagged, got: map[string]*manifest{}, views: map[string]*manifest{}}
 	u.mu.Unlock()
 
 	var entries []upstream.Entry
 	tagged := map[string]map[string]string{}
 	blobRepo := map[string]string{}
 	for _, repo := range repos {
-		tags, err := u.tags(ctx, repo)
+		tags, err := u.tags(ctx, repo, refused)
 		var se *statusError
 		if fromCatalog && errors.As(err, &se) && (se.code == 404 || se.code == 401 || se.code == 403) {
 			// Gone since the catalog, or not ours to pull: a catalog
 			// may list repositories the credentials cannot read.
 			u.log.Info("oci: a repository of the catalog is left out", "repo", repo, "err", err)
+			refused.add("repository %q of the catalog left out: %s", repo, se.status)
 			continue
 		}
 		if err != nil {
@@ -84,15 +86,16 @@ func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
 			}
 		}
 	}
-	entries = u.settle(entries)
+	entries = u.settle(entries, refused)
 	u.mu.Lock()
 	u.manifests, u.tagged, u.blobRepo = s.got, tagged, blobRepo
+	u.warnings = refused.list()
 	u.mu.Unlock()
 	return entries, nil
 }
 
 // repositories are Options.Repos, else the registry's catalog.
-func (u *Upstream) repositories(ctx context.Context) (repos []string, fromCatalog bool, err error) {
+func (u *Upstream) repositories(ctx context.Context, refused *refusals) (repos []string, fromCatalog bool, err error) {
 	if len(u.opts.Repos) > 0 {
 		repos = slices.Clone(u.opts.Repos)
 		slices.Sort(repos)
@@ -117,6 +120,7 @@ func (u *Upstream) repositories(ctx context.Context) (repos []string, fromCatalo
 		for _, r := range page {
 			if err := checkRepo(r); err != nil {
 				u.log.Warn("oci: catalog entry refused", "repo", truncate(r, 256), "err", err)
+				refused.add("repository %q of the catalog refused: %v", truncate(r, 128), err)
 				continue
 			}
 			if repos = append(repos, r); len(repos) > u.opts.MaxRepos {
@@ -137,7 +141,7 @@ func (u *Upstream) repositories(ctx context.Context) (repos []string, fromCatalo
 }
 
 // tags lists the tags of a repository, following Link, at most MaxTags.
-func (u *Upstream) tags(ctx context.Context, repo string) ([]string, error) {
+func (u *Upstream) tags(ctx context.Context, repo string, refused *refusals) ([]string, error) {
 	r := &remote.Repository{
 		Client:           u.client,
 		Reference:        registry.Reference{Registry: u.host, Repository: repo},
@@ -156,6 +160,7 @@ func (u *Upstream) tags(ctx context.Context, repo string) ([]string, error) {
 		for _, t := range page {
 			if !tagRE.MatchString(t) {
 				u.log.Warn("oci: tag refused: not a tag name", "repo", repo, "tag", truncate(t, 256))
+				refused.add("%s: tag %q refused: not a tag name", repo, truncate(t, 128))
 				continue
 			}
 			if tags = append(tags, t); len(tags) > u.opts.MaxTags {
@@ -192,6 +197,7 @@ func registryError(err error) error {
 // listing is the state of one List: the manifests it resolved.
 type listing struct {
 	u        *Upstream
+	refused  *refusals
 	known    map[string]*manifest         // the last catalog's, by digest (read only)
 	lastTags map[string]map[string]string // the last catalog's tags (read only)
 	flight   singleflight.Group           // manifest fetches, by digest
@@ -348,9 +354,11 @@ func (s *listing) keepLast(repo, tag string, refusal error) *manifest {
 	if prev := s.lastTags[repo][tag]; prev != "" {
 		if m := s.lookup(prev); m != nil {
 			s.u.log.Warn("oci: tag kept at its last manifest: the new one is refused", "repo", repo, "tag", tag, "manifest", prev, "err", refusal)
+			s.refused.add("%s:%s kept at its last manifest %s: %v", repo, tag, prev, refusal)
 			return m
 		}
 	}
 	s.u.log.Warn("oci: tag left out: its manifest is refused", "repo", repo, "tag", tag, "err", refusal)
+	s.refused.add("%s:%s left out: %v", repo, tag, refusal)
 	return nil
 }

@@ -30,8 +30,10 @@
 // A tag whose manifest is bad (its digest does not match, over
 // MaxManifestBytes, not JSON, an unknown or schema 1 media type) is left
 // at the manifest it had, or out if it had none, with a log line; so is a
-// layer title that is not one safe file name. A failure to reach the
-// registry fails List, so that the cache keeps its last catalog.
+// layer title that is not one safe file name. Warnings lists these
+// refusals of the last List (upstream.Warner; the mount shows them as
+// catalog_warnings). A failure to reach the registry fails List, so that
+// the cache keeps its last catalog.
 //
 // # Fetch
 //
@@ -142,6 +144,7 @@ func setDefault[T int | int64 | time.Duration](v *T, def T) {
 // Locks: Upstream.mu, listing.mu and authTransport.mu are leaves: none is
 // held while another is taken or while a request is made.
 type Upstream struct {
+	given  string   // oci[+http]://host[:port], as the user names the registry
 	base   *url.URL // scheme://host[:port], no user information
 	host   string   // host[:port], as oras-go names a registry
 	plain  bool     // oci+http
@@ -163,11 +166,14 @@ type Upstream struct {
 	// blobRepo names a repository that holds each blob of the last
 	// catalog, by digest: where Fetch asks for it.
 	blobRepo map[string]string
+	// warnings are what the last catalog left out (Warnings).
+	warnings []string
 }
 
 var (
 	_ upstream.Upstream   = (*Upstream)(nil)
 	_ upstream.Rememberer = (*Upstream)(nil)
+	_ upstream.Warner     = (*Upstream)(nil)
 )
 
 // New returns the upstream of the registry at rawURL: oci://HOST[:PORT]
@@ -232,6 +238,7 @@ func New(rawURL string, opts Options) (*Upstream, error) {
 	auth.set(opts.Credentials)
 	opts.Credentials = "" // kept by the transport only
 	return &Upstream{
+		given:     (&url.URL{Scheme: u.Scheme, Host: u.Host}).String(),
 		base:      base,
 		host:      u.Host,
 		plain:     plain,
@@ -266,8 +273,13 @@ func (u *Upstream) SetCredentials(cred string) error {
 }
 
 // URL returns where the named entry comes from, for users' eyes: the
-// blob or manifest URL of a blob, the tag list of a synthesized file.
+// blob or manifest URL of a blob, the tag list of a synthesized file;
+// for "" (the mount's source) the registry as the user named it,
+// oci[+http]://HOST[:PORT], without credentials.
 func (u *Upstream) URL(name string) string {
+	if name == "" {
+		return u.given
+	}
 	repo, rest := splitName(name)
 	if repo == "" {
 		return u.base.String() + "/v2/"

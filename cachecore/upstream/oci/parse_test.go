@@ -183,7 +183,7 @@ func FuzzTagPages(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tags, err := u.tags(context.Background(), "r")
+		tags, err := u.tags(context.Background(), "r", &refusals{})
 		if pt.calls > 5*maxEmptyPages+10 {
 			t.Fatalf("%d pages asked for", pt.calls)
 		}
@@ -217,7 +217,7 @@ func TestTagPagesLoop(t *testing.T) {
 			pt.bodies = append(pt.bodies, []byte(body))
 		}
 		u, _ := New("oci+http://registry.test", Options{Transport: pt, MaxTags: 100})
-		if _, err := u.tags(context.Background(), "r"); err == nil || pt.calls > 101 {
+		if _, err := u.tags(context.Background(), "r", &refusals{}); err == nil || pt.calls > 101 {
 			t.Errorf("Link loop of %s: %v after %d pages", body, err, pt.calls)
 		}
 	}
@@ -266,6 +266,7 @@ func TestNew(t *testing.T) {
 		"vm/disks/blobs/sha256/" + hex64("a"): "https://r.example/v2/vm/disks/blobs/sha256:" + hex64("a"),
 		"vm/disks/index.json":                 "https://r.example/v2/vm/disks/tags/list",
 		"x":                                   "https://r.example/v2/",
+		"":                                    "oci://r.example",
 	} {
 		if got := u.URL(name); got != want {
 			t.Errorf("URL(%q) = %q, want %q", name, got, want)
@@ -273,6 +274,20 @@ func TestNew(t *testing.T) {
 	}
 	if _, err := url.Parse(u.URL("a/b/c")); err != nil {
 		t.Error(err)
+	}
+	// The mount's source is the registry as given, credentials removed.
+	for given, want := range map[string]string{
+		"oci+http://127.0.0.1:5000":        "oci+http://127.0.0.1:5000",
+		"oci+http://127.0.0.1:5000/":       "oci+http://127.0.0.1:5000",
+		"oci://user:secret@r.example:5000": "oci://r.example:5000",
+	} {
+		u, err := New(given, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := u.URL(""); got != want {
+			t.Errorf("New(%q).URL(\"\") = %q, want %q", given, got, want)
+		}
 	}
 }
 
