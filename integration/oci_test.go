@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +13,10 @@ import (
 	"github.com/imgcache/imgcache/internal/testregistry"
 )
 
-// ociFixture is a registry holding a container image (library/alpine:3.20)
-// and a VM disk image pushed as an ORAS-style artifact (vm/disks:jammy,
-// its layer titled jammy.qcow2), and what the test expects of them.
+// ociFixture is a registry holding a container image (library/alpine:3.20,
+// one layer of it over 3 MiB) and a VM disk image pushed as an ORAS-style
+// artifact (vm/disks:jammy, its layer titled jammy.qcow2), and what the
+// test expects of them.
 type ociFixture struct {
 	reg   *testregistry.Registry
 	disk  string                  // the qcow2 file pushed
@@ -26,7 +29,7 @@ func startOCIFixture(t *testing.T) *ociFixture {
 	reg := testregistry.Start(t, testregistry.Config{})
 	l := testregistry.NewLayout(t)
 	img := l.Image("amd64",
-		map[string]string{"etc/os-release": "ID=alpine\n", "bin/sh": strings.Repeat("x", 300<<10)},
+		map[string]string{"etc/os-release": "ID=alpine\n", "bin/sh": noise("bin/sh", 3<<20+100<<10)},
 		map[string]string{"etc/motd": "welcome\n"})
 	l.Tag("3.20", img)
 	reg.Push(l, "3.20", "library/alpine")
@@ -37,6 +40,16 @@ func startOCIFixture(t *testing.T) *ociFixture {
 	al.Tag("jammy", al.Artifact(testregistry.File{Title: "jammy.qcow2", Path: disk}))
 	reg.Push(al, "jammy", "vm/disks")
 	return &ociFixture{reg: reg, disk: disk, image: img}
+}
+
+// noise is n pseudo-random bytes seeded by name: a layer of it does not
+// compress, so that it spans several chunks of the cache.
+func noise(name string, n int) string {
+	var seed [32]byte
+	copy(seed[:], name)
+	b := make([]byte, n)
+	rand.NewChaCha8(seed).Read(b)
+	return string(b)
 }
 
 func (f *ociFixture) upstream() string {
@@ -52,6 +65,13 @@ func TestOCIRegistryMount(t *testing.T) {
 	f := startOCIFixture(t)
 	m := startMount(t, f.upstream(), "", "--repo", "library/alpine", "--repo", "vm/disks")
 
+	// The source shows as the user named it.
+	if line := m.proc.readyLine("ready: "); !strings.Contains(line, "ready: "+f.upstream()+" mounted at") {
+		t.Errorf("ready line %q does not name the source %s", line, f.upstream())
+	}
+	if got := xattrs(t, m.dir)["source"]; got != f.upstream() {
+		t.Errorf("the root's source is %q, want %q", got, f.upstream())
+	}
 	names := strings.Fields(run(t, "ls", m.path("vm/disks")))
 	for _, want := range []string{"blobs", "index.json", "jammy", "oci-layout"} {
 		if !slices.Contains(names, want) {
@@ -75,21 +95,62 @@ func TestOCIRegistryMount(t *testing.T) {
 	if a, b := run(t, "stat", "-c", "%i %h", blob), run(t, "stat", "-c", "%i %h", m.path("vm/disks/jammy/jammy.qcow2")); a != b || !strings.HasSuffix(strings.TrimSpace(a), " 2") {
 		t.Fatalf("stat of the blob %q and of its titled name %q: want one inode with 2 links", a, b)
 	}
-
 }
 
 // skopeo reads each repository directory of the mount as an OCI image
-// layout and copies an image out of it with the registry's bytes.
+// layout and copies an image out of it: every blob it wrote has the
+// sha256 it is named by, and the registry sent each byte of each blob
+// (and of the manifest) once.
 func TestOCILayoutForSkopeo(t *testing.T) {
 	f := startOCIFixture(t)
 	m := startMount(t, f.upstream(), "", "--repo", "library/alpine", "--repo", "vm/disks")
 	dest := filepath.Join(t.TempDir(), "alpine")
-	cmd := exec.Command("skopeo", "copy", "oci:"+m.path("library/alpine")+":3.20", "dir:"+dest)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("skopeo copy out of the mount: %v\n%s", err, out)
-	}
+	skopeo(t, "copy", "oci:"+m.path("library/alpine")+":3.20", "dir:"+dest)
 	if got := sha256sum(t, filepath.Join(dest, "manifest.json")); got != strings.TrimPrefix(f.image.Digest, "sha256:") {
 		t.Fatalf("skopeo copied a manifest of sha256 %s, want %s", got, f.image.Digest)
 	}
+	var man struct {
+		Config testregistry.Descriptor
+		Layers []testregistry.Descriptor
+	}
+	b, err := os.ReadFile(filepath.Join(dest, "manifest.json"))
+	if err != nil || json.Unmarshal(b, &man) != nil || len(man.Layers) != 2 {
+		t.Fatalf("manifest.json: %v\n%s", err, b)
+	}
+	blobs := append([]testregistry.Descriptor{man.Config}, man.Layers...)
+	for _, d := range blobs {
+		hex := strings.TrimPrefix(d.Digest, "sha256:")
+		if got := sha256sum(t, filepath.Join(dest, hex)); got != hex {
+			t.Errorf("skopeo wrote blob %s with sha256 %s", hex, got)
+		}
+	}
+	// The registry logs a request once it is over: wait for every
+	// blob's bytes, then look for more.
+	sent := f.reg.Sent("blobs")
+	waitUntil(t, "the registry to log every blob sent", func() bool {
+		sent = f.reg.Sent("blobs")
+		return !slices.ContainsFunc(blobs, func(d testregistry.Descriptor) bool { return sent[d.Digest] < d.Size })
+	})
+	for _, d := range blobs {
+		t.Logf("blob %s: %d bytes, the registry sent %d", d.Digest, d.Size, sent[d.Digest])
+		if sent[d.Digest] != d.Size {
+			t.Errorf("the registry sent %d bytes of blob %s, want its %d once", sent[d.Digest], d.Digest, d.Size)
+		}
+	}
+	if got := f.reg.Sent("manifests")[f.image.Digest]; got != f.image.Size {
+		t.Errorf("the registry sent %d bytes of the manifest, want its %d once", got, f.image.Size)
+	}
+}
+
+// skopeo runs skopeo with a HOME of its own (no stray auth.json) and
+// returns its output; a failure fails the test.
+func skopeo(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("skopeo", args...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

@@ -246,6 +246,22 @@ func (r *Registry) BlobBytes() int64 {
 	return n
 }
 
+// Sent is the body bytes the registry sent for GETs of kind ("blobs" or
+// "manifests") in any repository, by the reference the URI ends with (a
+// digest, or a tag). A GET the client left early counts what the
+// registry wrote before it saw the client go.
+func (r *Registry) Sent(kind string) map[string]int64 {
+	out := map[string]int64{}
+	for _, q := range r.Requests() {
+		path, _, _ := strings.Cut(q.URI, "?")
+		i := strings.LastIndex(path, "/"+kind+"/")
+		if q.Method == "GET" && i >= 0 && strings.HasPrefix(path, "/v2/") {
+			out[path[i+len(kind)+2:]] += q.Written
+		}
+	}
+	return out
+}
+
 // Count is the number of requests of method whose URI contains part.
 func (r *Registry) Count(method, part string) int {
 	n := 0
