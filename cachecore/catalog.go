@@ -489,18 +489,6 @@ func (c *Cache) CatalogStatus() CatalogStatus {
 		Active: c.activeSource(), Warnings: c.warnings}
 }
 
-// Images returns a snapshot of every image in the catalog, sorted by name:
-// what the management API lists.
-func (c *Cache) Images() []Info {
-	imgs := c.imageList()
-	infos := make([]Info, 0, len(imgs))
-	for _, img := range imgs {
-		infos = append(infos, img.Info())
-	}
-	slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
-	return infos
-}
-
 // imageList returns the images of the catalog, in no order, so that
 // callers can visit them without holding Cache.mu (each takes Image.mu).
 func (c *Cache) imageList() []*Image {

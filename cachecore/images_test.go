@@ -2,6 +2,7 @@ package cachecore
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -27,7 +28,7 @@ func TestImagesStatsAndIndexView(t *testing.T) {
 	readAll(t, c, img) // warm: hits
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
 
-	infos := c.Images()
+	infos := slices.Collect(c.Images(""))
 	if len(infos) != 2 || infos[0].Name != "a.img" || infos[1].Name != "sub/b.img" {
 		t.Fatalf("Images: %+v", infos)
 	}

@@ -14,6 +14,7 @@ package control
 
 import (
 	"context"
+	"iter"
 	"time"
 )
 
@@ -29,7 +30,10 @@ type Backend interface {
 	// asks it first and answers 400 with its message, rather than ask
 	// the cache about a path like "../x".
 	CheckName(name string) error
-	Images() []Image
+	// Images yields the images of the catalog whose names start with
+	// prefix, in name order, as it goes: a listing is streamed, never
+	// held whole.
+	Images(prefix string) iter.Seq[Image]
 	Image(name string) (Image, error)
 	Evict(name string) (EvictResult, error)
 	EvictAll() (EvictResult, error)

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -88,9 +90,78 @@ func Dial(ctx context.Context, cacheDir string) (*Client, error) {
 // Close releases the client's idle connections.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
-// Images lists every image of the catalog.
+// ListOptions narrow a listing of images.
+type ListOptions struct {
+	Prefix string // only the images whose names start with it ("ubuntu/": a directory's)
+	Limit  int    // at most this many (the first in name order); 0: all
+}
+
+// List yields the images of the catalog in name order as the daemon
+// sends them, so that a listing is never held whole. A failure ends the
+// sequence with its error.
+func (c *Client) List(ctx context.Context, o ListOptions) iter.Seq2[Image, error] {
+	return func(yield func(Image, error) bool) {
+		q := url.Values{}
+		if o.Prefix != "" {
+			q.Set("prefix", o.Prefix)
+		}
+		if o.Limit != 0 {
+			q.Set("limit", strconv.Itoa(o.Limit))
+		}
+		path := "/v1/images"
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		resp, err := c.request(ctx, "GET", path)
+		if err != nil {
+			yield(Image{}, err)
+			return
+		}
+		defer resp.Body.Close()
+		fail := func(err error) { yield(Image{}, fmt.Errorf("GET %s: reading the reply: %w", path, err)) }
+		dec := json.NewDecoder(resp.Body)
+		if err := wantDelim(dec, '['); err != nil {
+			fail(err)
+			return
+		}
+		for dec.More() {
+			var img Image
+			if err := dec.Decode(&img); err != nil {
+				fail(err)
+				return
+			}
+			if !yield(img, nil) {
+				return
+			}
+		}
+		if err := wantDelim(dec, ']'); err != nil {
+			fail(err)
+		}
+	}
+}
+
+// wantDelim reads the next JSON token, which must be d.
+func wantDelim(dec *json.Decoder, d json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok != d {
+		return fmt.Errorf("got %v, want %v", tok, d)
+	}
+	return nil
+}
+
+// Images lists every image of the catalog, held whole; List streams.
 func (c *Client) Images(ctx context.Context) ([]Image, error) {
-	return call[[]Image](ctx, c, "GET", "/v1/images")
+	imgs := []Image{}
+	for img, err := range c.List(ctx, ListOptions{}) {
+		if err != nil {
+			return nil, err
+		}
+		imgs = append(imgs, img)
+	}
+	return imgs, nil
 }
 
 // Image describes one image.

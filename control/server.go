@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 )
 
@@ -126,8 +128,41 @@ func (s *Server) named(h func(w http.ResponseWriter, r *http.Request, name strin
 	}
 }
 
+// listImages streams the images of the catalog, a JSON array written as
+// the walk of the catalog goes, one image to a line, so that neither
+// side holds a listing of a million images whole: ?prefix=P keeps the
+// images whose names start with P, ?limit=N the first N (0: all). A
+// client that goes away stops the walk.
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	reply(w, http.StatusOK, s.b.Images())
+	q := r.URL.Query()
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			reply(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("limit %q: want a whole number of images (0: all)", v)})
+			return
+		}
+		limit = n
+	}
+	w.Header().Set("Content-Type", "application/json")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	sep, n := "[", 0
+	for img := range s.b.Images(q.Get("prefix")) {
+		bw.WriteString(sep)
+		if enc.Encode(img) != nil { // the client went away (a write failed)
+			return
+		}
+		sep, n = ",", n+1
+		if n == limit {
+			break
+		}
+	}
+	if n == 0 {
+		bw.WriteString("[")
+	}
+	bw.WriteString("]\n")
+	bw.Flush()
 }
 
 func (s *Server) getImage(w http.ResponseWriter, r *http.Request, name string) {
@@ -165,7 +200,7 @@ func (s *Server) dequeue(w http.ResponseWriter, r *http.Request, name string) {
 
 func (s *Server) listPins(w http.ResponseWriter, r *http.Request) {
 	pins := []string{}
-	for _, img := range s.b.Images() {
+	for img := range s.b.Images("") {
 		if img.Pinned {
 			pins = append(pins, img.Name)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"net/http"
 	"os"
@@ -59,15 +60,17 @@ func (f *fakeBackend) CheckName(name string) error {
 	return err
 }
 
-func (f *fakeBackend) Images() []Image {
+func (f *fakeBackend) Images(prefix string) iter.Seq[Image] {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var l []Image
 	for _, img := range f.images {
-		l = append(l, *img)
+		if strings.HasPrefix(img.Name, prefix) {
+			l = append(l, *img)
+		}
 	}
 	slices.SortFunc(l, func(a, b Image) int { return strings.Compare(a.Name, b.Name) })
-	return l
+	return slices.Values(l)
 }
 
 func (f *fakeBackend) Image(name string) (Image, error) {

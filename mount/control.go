@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"time"
 
@@ -65,13 +66,14 @@ func (b *backend) CheckName(name string) error {
 	return err
 }
 
-func (b *backend) Images() []control.Image {
-	infos := b.c.Images()
-	imgs := make([]control.Image, len(infos))
-	for i, info := range infos {
-		imgs[i] = ImageOf(info)
+func (b *backend) Images(prefix string) iter.Seq[control.Image] {
+	return func(yield func(control.Image) bool) {
+		for info := range b.c.Images(prefix) {
+			if !yield(ImageOf(info)) {
+				return
+			}
+		}
 	}
-	return imgs
 }
 
 // Image describes the image called name as it is now.

@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/imgcache/imgcache/control"
 )
 
 // completionCmd prints a shell's completion script. The scripts call
@@ -56,6 +57,11 @@ fish:
 // a shell waiting on a tab should not hang.
 const completionTimeout = 2 * time.Second
 
+// maxCompletions bounds the image names a completion offers: the daemon
+// sends only the first names with the prefix typed, however large the
+// catalog.
+const maxCompletions = 1000
+
 // completeImages completes the image names of the daemon of o's cache
 // directory (nothing if none answers), up to max arguments (0: any
 // number).
@@ -71,13 +77,12 @@ func completeImages(o manageOpts, max int) cobra.CompletionFunc {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		defer c.Close()
-		imgs, err := c.Images(ctx)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
 		var names []cobra.Completion
-		for _, img := range imgs {
-			if strings.HasPrefix(img.Name, toComplete) && !slices.Contains(args, img.Name) {
+		for img, err := range c.List(ctx, control.ListOptions{Prefix: toComplete, Limit: maxCompletions}) {
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			if !slices.Contains(args, img.Name) {
 				names = append(names, img.Name)
 			}
 		}

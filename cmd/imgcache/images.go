@@ -21,9 +21,13 @@ import (
 // (as of the daemon's last flush), so they work on an unmounted cache.
 
 func lsCmd() *cobra.Command {
-	return manageCommand("ls [--cache-dir DIR] [--json]", "list the images and their cache state", `
-Lists every image of the cache's catalog: size, bytes cached, state
-(absent, partial, complete, verified, invalid), hits, pinned, last access.
+	return manageCommand("ls [--cache-dir DIR] [--json] [--prefix PREFIX] [--limit N]", "list the images and their cache state", `
+Lists the images of the cache's catalog in name order: size, bytes cached,
+state (absent, partial, complete, verified, invalid), hits, pinned, last
+access. --prefix lists only the images whose names start with PREFIX
+("ubuntu/" for a directory's), --limit only the first N. Images are
+printed as the daemon sends them, so that a catalog of millions lists in
+little memory; a column of the table widens when a longer cell comes.
 With no daemon on the cache directory it reads the cache's index directly
 (read-only) and says so on stderr.`, 0, lsFlags)
 }
@@ -51,25 +55,34 @@ with no access to the daemon's socket; --cache-dir is not used then.`, 1, statFl
 }
 
 func lsFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
+	prefix := fs.String("prefix", "", "list only the images whose names start with `prefix`")
+	limit := intFlag(fs, "limit", 0, nonNegative, "list at most this `number` of images, the first in name order; 0: all")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
 		}
-		imgs, err := listImages(o)
-		if err != nil {
-			return err
-		}
-		if imgs == nil {
-			imgs = []control.Image{}
-		}
-		return o.print(imgs, func(w io.Writer) {
-			fmt.Fprintln(w, "NAME\tSIZE\tCACHED\t\tSTATE\tHITS\tPINNED\tLAST ACCESS")
-			for _, i := range imgs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", shown(i.Name), humanBytes(i.Size),
-					humanBytes(i.CachedBytes), percent(i.CachedBytes, i.Size), i.State, i.Hits,
-					yesNo(i.Pinned), humanTime(i.LastAccess))
+		lo := control.ListOptions{Prefix: *prefix, Limit: *limit}
+		if *o.json {
+			a := newJSONArray(os.Stdout)
+			if err := eachImage(o, lo, func(i control.Image) error { return a.add(i) }); err != nil {
+				a.close()
+				return err
 			}
+			return a.close()
+		}
+		// SIZE and CACHED as wide as "1023K", the percentage as "100%",
+		// STATE as "verified": what a later row may hold.
+		t := newTable(os.Stdout, 0, 5, 0, 4, 8)
+		t.row("NAME\tSIZE\tCACHED\t\tSTATE\tHITS\tPINNED\tLAST ACCESS")
+		err := eachImage(o, lo, func(i control.Image) error {
+			return t.row(fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s", shown(i.Name), humanBytes(i.Size),
+				humanBytes(i.CachedBytes), percent(i.CachedBytes, i.Size), i.State, i.Hits,
+				yesNo(i.Pinned), humanTime(i.LastAccess)))
 		})
+		if ferr := t.flush(); err == nil {
+			err = ferr
+		}
+		return err
 	}
 }
 
@@ -117,22 +130,40 @@ func statFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 	}
 }
 
-func listImages(o manageOpts) ([]control.Image, error) {
+// eachImage calls fn with each image lo selects, in name order, as the
+// daemon sends them; with no daemon, from the index.
+func eachImage(o manageOpts, lo control.ListOptions, fn func(control.Image) error) error {
 	ctx := context.Background()
 	c, err := o.dial(ctx)
 	if err == nil {
 		defer c.Close()
-		return c.Images(ctx)
+		for img, err := range c.List(ctx, lo) {
+			if err != nil {
+				return err
+			}
+			if err := fn(img); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	v, err := readIndex(o, err)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	imgs := make([]control.Image, len(v.Images))
-	for i, info := range v.Images {
-		imgs[i] = mount.ImageOf(info)
+	n := 0
+	for _, info := range v.Images {
+		if !strings.HasPrefix(info.Name, lo.Prefix) {
+			continue
+		}
+		if err := fn(mount.ImageOf(info)); err != nil {
+			return err
+		}
+		if n++; n == lo.Limit {
+			break
+		}
 	}
-	return imgs, nil
+	return nil
 }
 
 func statImage(o manageOpts, name string) (control.Image, error) {
