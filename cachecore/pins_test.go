@@ -19,7 +19,7 @@ import (
 // pinnedNames lists the images of the catalog that show pinned.
 func pinnedNames(c *Cache) []string {
 	var names []string
-	for _, i := range c.Images() {
+	for i := range c.Images("") {
 		if i.Pinned {
 			names = append(names, i.Name)
 		}
