@@ -35,10 +35,12 @@ func (c *Cache) Images(prefix string) iter.Seq[Info] {
 }
 
 // walkImages yields the images at and below e in name order; false if
-// yield asked to stop.
+// yield asked to stop. An image of several names (ByDigest) is yielded
+// once, at its first name, as Info names it.
 func walkImages(e *Entry, yield func(Info) bool) bool {
 	if !e.IsDir() {
-		return yield(e.Image.Info())
+		info := e.Image.Info()
+		return info.Name != e.Path || yield(info)
 	}
 	for _, ch := range inPathOrder(e.Children) {
 		if !walkImages(ch, yield) {

@@ -49,3 +49,23 @@ func TestImagesByPrefix(t *testing.T) {
 		t.Errorf("stopped after %d images", n)
 	}
 }
+
+// TestImagesOfSeveralNames: an image of several names (ByDigest) is
+// listed once, at its first name, as the listing of images was before it
+// walked the tree.
+func TestImagesOfSeveralNames(t *testing.T) {
+	up := newFake()
+	blob := randomBytes(10, 7)
+	for _, n := range []string{"b/t/disk", "a/blobs/sha256/x"} {
+		up.AddEntryData(blobEntry(n, blob, nil), blob)
+	}
+	up.Add("c.img", randomBytes(10, 8), false)
+	c := openTest(t, t.TempDir(), up)
+	var got []string
+	for info := range c.Images("") {
+		got = append(got, info.Name)
+	}
+	if want := []string{"a/blobs/sha256/x", "c.img"}; !slices.Equal(got, want) {
+		t.Fatalf("Images: %q, want %q", got, want)
+	}
+}
