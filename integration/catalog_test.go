@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os/exec"
@@ -92,5 +93,19 @@ func TestSimplestreamsRefreshWhileOpen(t *testing.T) {
 	}
 	if x := xattrs(t, m.path(tree.Items[0].Path)); x["ftype"] == "" || x["version"] == "" {
 		t.Fatalf("an item's attributes: %v, want ftype and version", x)
+	}
+
+	// imgcache stat --json: by name (the daemon) and by path (the xattrs).
+	for _, arg := range []string{old.Root.Path, m.path(old.Root.Path)} {
+		var img struct {
+			Attrs   map[string]string `json:"attrs"`
+			Retired string            `json:"retired"`
+		}
+		if err := json.Unmarshal([]byte(run(t, bin, "stat", "--json", "--cache-dir", m.cacheDir, arg)), &img); err != nil {
+			t.Fatal(err)
+		}
+		if img.Attrs["ftype"] != old.Root.FType || img.Attrs["version"] != old.Version || img.Retired == "" {
+			t.Fatalf("imgcache stat --json %s: %+v; want its ftype, version and when it retired", arg, img)
+		}
 	}
 }
