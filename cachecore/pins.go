@@ -67,7 +67,8 @@ type PinInfo struct {
 // upstream of products (simplestreams), whose entries say it in Attrs.
 type Products interface {
 	// Newest returns the entries of the newest version of each product
-	// that has an entry pick accepts; entries of no product are left out.
+	// that has an entry pick accepts, and the entries of no product that
+	// pick accepts.
 	Newest(entries []upstream.Entry, pick func(upstream.Entry) bool) []upstream.Entry
 	// HasAlias reports whether the entry's product answers to alias.
 	HasAlias(e upstream.Entry, alias string) bool

@@ -37,7 +37,10 @@ type Backend interface {
 	Image(name string) (Image, error)
 	Evict(name string) (EvictResult, error)
 	EvictAll() (EvictResult, error)
-	Pin(name string, pinned bool) (Image, error)
+	Pin(name string, pinned bool) (Image, error) // a pin of the name
+	Pins() []Pin
+	AddPin(kind, pattern string) (Pin, error) // kind: PinName, PinGlob or PinAlias
+	RemovePin(kind, pattern string) (Pin, error)
 	Queue(name string) (Image, error)
 	Dequeue(name string) (Image, error)
 	Queued() []string
@@ -68,6 +71,21 @@ type Image struct {
 	// Retired is when the image left the upstream's catalog; it stays
 	// listed while cached (a mirror's). Absent while it is listed.
 	Retired time.Time `json:"retired,omitzero"`
+}
+
+// The kinds of pin rule.
+const (
+	PinName  = "name"  // the image at a name, whichever version it is now
+	PinGlob  = "glob"  // images whose name (or a directory above it) a glob matches; of a mirror's products, the newest version
+	PinAlias = "alias" // the newest version of the products of an alias (simplestreams: "debian/12", "debian/12/amd64")
+)
+
+// Pin is a pin rule and what it keeps cached now.
+type Pin struct {
+	Kind    string    `json:"kind"`    // PinName, PinGlob or PinAlias
+	Pattern string    `json:"pattern"` // the name, glob or alias
+	Added   time.Time `json:"added,omitzero"`
+	Images  []string  `json:"images"` // the images it pins now, sorted
 }
 
 // EvictResult says what an eviction dropped.

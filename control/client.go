@@ -189,9 +189,19 @@ func (c *Client) Pin(ctx context.Context, name string, pinned bool) (Image, erro
 	return call[Image](ctx, c, method, "/v1/pins/"+escape(name))
 }
 
-// Pins lists the pinned images.
-func (c *Client) Pins(ctx context.Context) ([]string, error) {
-	return call[[]string](ctx, c, "GET", "/v1/pins")
+// Pins lists the pin rules.
+func (c *Client) Pins(ctx context.Context) ([]Pin, error) {
+	return call[[]Pin](ctx, c, "GET", "/v1/pins")
+}
+
+// AddPin adds a pin rule of a kind (PinName, PinGlob, PinAlias).
+func (c *Client) AddPin(ctx context.Context, kind, pattern string) (Pin, error) {
+	return call[Pin](ctx, c, "PUT", "/v1/pins?"+url.Values{kind: {pattern}}.Encode())
+}
+
+// RemovePin removes a pin rule.
+func (c *Client) RemovePin(ctx context.Context, kind, pattern string) (Pin, error) {
+	return call[Pin](ctx, c, "DELETE", "/v1/pins?"+url.Values{kind: {pattern}}.Encode())
 }
 
 // Queue queues an image for prefetch.

@@ -9,7 +9,7 @@ import (
 // with WithKind; the server answers each kind with its own status, and
 // the client's *APIError is each kind again (errors.Is).
 var (
-	ErrBadName    = errors.New("not an image name")    // 400
+	ErrBadName    = errors.New("not an image name")    // 400; also a pin rule that cannot be
 	ErrNotFound   = errors.New("no such image")        // 404
 	ErrConflict   = errors.New("image open or pinned") // 409
 	ErrNoRoom     = errors.New("no room in the cache") // 507

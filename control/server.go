@@ -94,6 +94,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/queue/{name...}", s.named(s.queue))
 	mux.HandleFunc("DELETE /v1/queue/{name...}", s.named(s.dequeue))
 	mux.HandleFunc("GET /v1/pins", s.listPins)
+	mux.HandleFunc("PUT /v1/pins", s.ruled(s.b.AddPin)) // ?glob=, ?alias= or ?name=
+	mux.HandleFunc("DELETE /v1/pins", s.ruled(s.b.RemovePin))
 	mux.HandleFunc("PUT /v1/pins/{name...}", s.named(s.pin))
 	mux.HandleFunc("DELETE /v1/pins/{name...}", s.named(s.unpin))
 	mux.HandleFunc("POST /v1/prune", s.prune)
@@ -199,13 +201,37 @@ func (s *Server) dequeue(w http.ResponseWriter, r *http.Request, name string) {
 }
 
 func (s *Server) listPins(w http.ResponseWriter, r *http.Request) {
-	pins := []string{}
-	for img := range s.b.Images("") {
-		if img.Pinned {
-			pins = append(pins, img.Name)
-		}
+	pins := s.b.Pins()
+	if pins == nil {
+		pins = []Pin{}
 	}
 	reply(w, http.StatusOK, pins)
+}
+
+// ruled adapts the handler of a route about one pin rule, given as the
+// one query parameter glob=, alias= or name=.
+func (s *Server) ruled(h func(kind, pattern string) (Pin, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if len(q) != 1 {
+			s.answer(w, r, nil, WithKind(errors.New("want one of glob=, alias= or name="), ErrBadName))
+			return
+		}
+		for kind, vs := range q {
+			if kind != PinName && kind != PinGlob && kind != PinAlias || len(vs) != 1 {
+				s.answer(w, r, nil, WithKind(fmt.Errorf("%q: want one of glob=, alias= or name=", kind), ErrBadName))
+				return
+			}
+			if kind == PinName {
+				if err := s.b.CheckName(vs[0]); err != nil {
+					s.answer(w, r, nil, WithKind(err, ErrBadName))
+					return
+				}
+			}
+			pin, err := h(kind, vs[0])
+			s.answer(w, r, pin, err)
+		}
+	}
 }
 
 func (s *Server) pin(w http.ResponseWriter, r *http.Request, name string) {

@@ -23,6 +23,7 @@ import (
 type fakeBackend struct {
 	mu     sync.Mutex
 	images map[string]*Image
+	pins   []Pin
 	queue  []string
 	calls  []string
 	fail   error // if set, every action fails with it
@@ -128,7 +129,39 @@ func (f *fakeBackend) Pin(name string, pinned bool) (Image, error) {
 		return Image{}, err
 	}
 	img.Pinned = pinned
+	f.pins = slices.DeleteFunc(f.pins, func(p Pin) bool { return p.Kind == PinName && p.Pattern == name })
+	if pinned {
+		f.pins = append(f.pins, Pin{Kind: PinName, Pattern: name, Images: []string{name}})
+	}
 	return *img, nil
+}
+
+func (f *fakeBackend) Pins() []Pin {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.pins)
+}
+
+func (f *fakeBackend) AddPin(kind, pattern string) (Pin, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("add pin %s %s", kind, pattern)
+	p := Pin{Kind: kind, Pattern: pattern, Images: []string{}}
+	f.pins = append(f.pins, p)
+	return p, nil
+}
+
+func (f *fakeBackend) RemovePin(kind, pattern string) (Pin, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("remove pin %s %s", kind, pattern)
+	i := slices.IndexFunc(f.pins, func(p Pin) bool { return p.Kind == kind && p.Pattern == pattern })
+	if i < 0 {
+		return Pin{}, fmt.Errorf("unpin %s %q: %w", kind, pattern, ErrNotFound)
+	}
+	p := f.pins[i]
+	f.pins = slices.Delete(f.pins, i, i+1)
+	return p, nil
 }
 
 func (f *fakeBackend) Queue(name string) (Image, error) {
@@ -234,7 +267,7 @@ func TestEveryEndpoint(t *testing.T) {
 		if img, err := c.Pin(ctx, name, true); err != nil || !img.Pinned {
 			t.Fatalf("Pin(%q): %v %+v", name, err, img)
 		}
-		if pins, err := c.Pins(ctx); err != nil || !slices.Contains(pins, name) {
+		if pins, err := c.Pins(ctx); err != nil || !slices.ContainsFunc(pins, func(p Pin) bool { return p.Kind == PinName && p.Pattern == name }) {
 			t.Fatalf("Pins after pinning %q: %v %v", name, err, pins)
 		}
 		if _, err := c.Evict(ctx, name); !isStatus(err, http.StatusConflict) {
@@ -552,5 +585,60 @@ func TestLongSocketPath(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, SocketName)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Pin rules travel as one query parameter, whatever their characters.
+func TestPinRuleRoutes(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeBackend("a.img")
+	_, c, _ := serve(t, f)
+	rules := []Pin{
+		{Kind: PinGlob, Pattern: "images/debian/bookworm/amd64/default/*"},
+		{Kind: PinGlob, Pattern: "a?b[c-d]#e f%2F+&g=h\\*"},
+		{Kind: PinAlias, Pattern: "debian/12/amd64"},
+		{Kind: PinName, Pattern: "with space/c%20d?e#f.img"},
+	}
+	for _, r := range rules {
+		p, err := c.AddPin(ctx, r.Kind, r.Pattern)
+		if err != nil || p.Kind != r.Kind || p.Pattern != r.Pattern || p.Images == nil {
+			t.Fatalf("AddPin(%s %q): %v %+v", r.Kind, r.Pattern, err, p)
+		}
+	}
+	pins, err := c.Pins(ctx)
+	if err != nil || len(pins) != len(rules) {
+		t.Fatalf("Pins: %v %+v", err, pins)
+	}
+	for i, r := range rules {
+		if pins[i].Kind != r.Kind || pins[i].Pattern != r.Pattern {
+			t.Errorf("Pins()[%d] = %+v, want %+v", i, pins[i], r)
+		}
+		if _, err := c.RemovePin(ctx, r.Kind, r.Pattern); err != nil {
+			t.Errorf("RemovePin(%s %q): %v", r.Kind, r.Pattern, err)
+		}
+	}
+	if _, err := c.RemovePin(ctx, PinGlob, "nonesuch/*"); !isStatus(err, http.StatusNotFound) {
+		t.Errorf("RemovePin of no rule: %v, want 404", err)
+	}
+	if pins, err := c.Pins(ctx); err != nil || pins == nil || len(pins) != 0 {
+		t.Errorf("Pins after removing every rule: %v %#v (want [], not null)", err, pins)
+	}
+	for _, query := range []string{"", "?glob=a&alias=b", "?glob=a&glob=b", "?regexp=x", "?name=../x", "?name=a//b"} {
+		for _, method := range []string{"PUT", "DELETE"} {
+			if _, err := call[Pin](ctx, c, method, "/v1/pins"+query); !isStatus(err, http.StatusBadRequest) {
+				t.Errorf("%s /v1/pins%s: %v, want 400", method, query, err)
+			}
+		}
+	}
+	want := []string{}
+	for _, r := range rules {
+		want = append(want, "add pin "+r.Kind+" "+r.Pattern)
+	}
+	for _, r := range rules {
+		want = append(want, "remove pin "+r.Kind+" "+r.Pattern)
+	}
+	want = append(want, "remove pin glob nonesuch/*")
+	if !slices.Equal(f.calls, want) {
+		t.Errorf("backend calls:\n%s\nwant:\n%s", strings.Join(f.calls, "\n"), strings.Join(want, "\n"))
 	}
 }

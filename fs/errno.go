@@ -20,6 +20,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.ENOENT
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
+	case errors.Is(err, cachecore.ErrPinned): // user.imgcache.pin 0 of an image a glob or alias pins
+		return syscall.EBUSY
 	default:
 		return syscall.EIO
 	}

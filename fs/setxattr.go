@@ -10,7 +10,7 @@ import (
 // Settable attributes: the only writes the filesystem takes, requests to
 // the cache rather than data.
 //
-//	setfattr -n user.imgcache.pin -v 1 FILE       pin (0: unpin); see user.imgcache.pinned
+//	setfattr -n user.imgcache.pin -v 1 FILE       pin its name (0: unpin; EBUSY if a glob or alias pins it); see user.imgcache.pinned
 //	setfattr -n user.imgcache.prefetch -v 1 FILE  queue for prefetch (0: dequeue); see user.imgcache.queued
 //
 // A value other than 0 or 1 is EINVAL; any other name is EPERM, as before.

@@ -50,11 +50,28 @@ func TestManageActionsOnRealMount(t *testing.T) {
 	if out := cliOK(t, append([]string{"pin", "sub/b c.img"}, dir...)...); !strings.Contains(out, "pinned sub/b c.img") {
 		t.Errorf("pin: %q", out)
 	}
-	var pins []string
+	var pins []control.Pin
 	runJSON(t, &pins, "curl", "-sf", "--unix-socket", filepath.Join(m.cacheDir, "control.sock"), "http://imgcache/v1/pins")
-	if strings.Join(pins, ",") != "a.img,sub/b c.img" {
-		t.Errorf("GET /v1/pins: %q", pins)
+	if len(pins) != 2 || pins[0].Kind != "name" || pins[0].Pattern != "a.img" || pins[1].Pattern != "sub/b c.img" ||
+		!slices.Equal(pins[1].Images, []string{"sub/b c.img"}) {
+		t.Errorf("GET /v1/pins: %+v", pins)
 	}
+	// A glob pins what it matches; the name it pins cannot be unpinned
+	// alone.
+	if out := cliOK(t, append([]string{"pin", "s*/*"}, dir...)...); !strings.Contains(out, "pinned glob s*/*: 1 image") {
+		t.Errorf("pin of a glob: %q", out)
+	}
+	if out := cliOK(t, append([]string{"pins"}, dir...)...); !strings.Contains(out, "glob  s*/*") || !strings.Contains(out, "  sub/b c.img") {
+		t.Errorf("pins:\n%s", out)
+	}
+	if out := cliOK(t, append([]string{"unpin", "sub/b c.img"}, dir...)...); !strings.Contains(out, "which another rule pins too") {
+		t.Errorf("unpin of a name a glob pins too: %q", out)
+	}
+	if r := cli(t, append([]string{"unpin", "sub/b c.img"}, dir...)...); r.code != 1 || !strings.Contains(r.stderr, `pinned by glob "s*/*"`) {
+		t.Errorf("unpin of an image a glob pins: exit %d %q, want the glob named", r.code, r.stderr)
+	}
+	cliOK(t, append([]string{"unpin", "s*/*"}, dir...)...)
+	cliOK(t, append([]string{"pin", "sub/b c.img"}, dir...)...)
 	r := cli(t, append([]string{"evict", "a.img"}, dir...)...)
 	if r.code != 1 || !strings.Contains(r.stderr, "pinned") {
 		t.Errorf("evict of a pinned image: exit %d %q", r.code, r.stderr)

@@ -320,6 +320,7 @@ func TestManageCLIWithoutDaemon(t *testing.T) {
 	// Everything else needs the daemon, and says so.
 	notMounted := "the cache at " + m.cacheDir + " is not mounted (no daemon on " + m.cacheDir + "/control.sock)"
 	for _, args := range [][]string{{"evict", "a.img"}, {"evict", "--all"}, {"pin", "a.img"}, {"unpin", "a.img"},
+		{"pin", "--alias", "debian/12"}, {"unpin", "images/*"}, {"pins"},
 		{"prefetch", "a.img"}, {"prefetch", "--wait", "a.img"}, {"prune"}, {"clean"}, {"stats"}, {"verify"}, {"verify", "a.img"}} {
 		r := cli(t, append(args, dir...)...)
 		if r.code != 1 || !strings.Contains(r.stderr, notMounted) || r.stdout != "" {
@@ -350,7 +351,7 @@ func TestManageCLIWithoutDaemon(t *testing.T) {
 }
 
 func TestManageHelpAndUsage(t *testing.T) {
-	for _, name := range []string{"ls", "stat", "evict", "pin", "unpin", "prefetch", "prune", "clean", "stats", "verify"} {
+	for _, name := range []string{"ls", "stat", "evict", "pin", "unpin", "pins", "prefetch", "prune", "clean", "stats", "verify"} {
 		out := cliOK(t, "help", name)
 		if !strings.Contains(out, "Usage: imgcache "+name) || !strings.Contains(out, "cache-dir") || !strings.Contains(out, "json") {
 			t.Errorf("imgcache help %s:\n%s", name, out)
@@ -361,7 +362,7 @@ func TestManageHelpAndUsage(t *testing.T) {
 	}
 	cacheDir := t.TempDir()
 	for _, args := range [][]string{{"stat"}, {"stat", "a", "b"}, {"evict"}, {"evict", "--all", "a.img"}, {"pin"},
-		{"unpin", "a", "b"}, {"prefetch"}, {"prune", "x"}, {"clean", "x"}, {"stats", "x"}, {"verify", "a", "b"}, {"ls", "x"},
+		{"unpin", "a", "b"}, {"pin", "--alias", "--name", "x"}, {"pins", "x"}, {"prefetch"}, {"prune", "x"}, {"clean", "x"}, {"stats", "x"}, {"verify", "a", "b"}, {"ls", "x"},
 		{"ls", "--bogus"}} {
 		r := cli(t, append(args, "--cache-dir", cacheDir)...)
 		if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {

@@ -42,8 +42,10 @@ func apiError(err error) error {
 		return nil
 	case errors.Is(err, upstream.ErrUnsafeName):
 		kind = control.ErrBadName
-	case errors.Is(err, cachecore.ErrNotFound):
+	case errors.Is(err, cachecore.ErrNotFound), errors.Is(err, cachecore.ErrNoPin):
 		kind = control.ErrNotFound
+	case errors.Is(err, cachecore.ErrBadPin):
+		kind = control.ErrBadName
 	case errors.Is(err, cachecore.ErrBusy), errors.Is(err, cachecore.ErrPinned):
 		kind = control.ErrConflict
 	case errors.Is(err, cachecore.ErrNoRoom):
@@ -117,7 +119,34 @@ func (b *backend) Pin(name string, pinned bool) (control.Image, error) {
 	if err := b.c.Pin(name, pinned); err != nil {
 		return control.Image{}, apiError(err)
 	}
-	return b.Image(name)
+	img, err := b.Image(name)
+	if err != nil && !pinned { // the pin of a name no longer listed is gone too
+		return control.Image{Name: name}, nil
+	}
+	return img, err
+}
+
+func pinOf(p cachecore.PinInfo) control.Pin {
+	return control.Pin{Kind: string(p.Kind), Pattern: p.Pattern, Added: p.Added, Images: names(p.Images)}
+}
+
+func (b *backend) Pins() []control.Pin {
+	infos := b.c.Pins()
+	pins := make([]control.Pin, len(infos))
+	for i, p := range infos {
+		pins[i] = pinOf(p)
+	}
+	return pins
+}
+
+func (b *backend) AddPin(kind, pattern string) (control.Pin, error) {
+	p, err := b.c.AddPin(cachecore.PinRule{Kind: cachecore.PinKind(kind), Pattern: pattern})
+	return pinOf(p), apiError(err)
+}
+
+func (b *backend) RemovePin(kind, pattern string) (control.Pin, error) {
+	p, err := b.c.RemovePin(cachecore.PinRule{Kind: cachecore.PinKind(kind), Pattern: pattern})
+	return pinOf(p), apiError(err)
 }
 
 func (b *backend) Queue(name string) (control.Image, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/imgcache/imgcache/cachecore"
+	"github.com/imgcache/imgcache/cachecore/upstream/simplestreams"
 	"github.com/imgcache/imgcache/control"
 	"github.com/imgcache/imgcache/fs"
 )
@@ -102,6 +103,7 @@ func Run(ctx context.Context, o Options) error {
 		Lifecycle:  o.Lifecycle,
 		Logger:     log,
 		Notifier:   notify,
+		Products:   simplestreams.Products{}, // pins by glob and alias over a mirror's products; others have none
 
 		RebuildIndex: o.RebuildIndex,
 

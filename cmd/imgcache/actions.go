@@ -21,18 +21,6 @@ neither open nor pinned. The images stay listed (state absent); the next
 read fetches them again. An open or pinned image is not evicted.`, 1, evictFlags)
 }
 
-func pinCmd(pin bool) *cobra.Command {
-	if !pin {
-		return manageCommand("unpin [--cache-dir DIR] [--json] NAME", "stop keeping an image cached", `
-Unpins image NAME: it may be evicted again when the cache needs room.`, 1,
-			func(fs *pflag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, false) })
-	}
-	return manageCommand("pin [--cache-dir DIR] [--json] NAME", "keep an image cached", `
-Pins image NAME: it is fetched completely in the background and never
-evicted. Pins survive restarts. Same as setfattr -n user.imgcache.pin -v 1.`, 1,
-		func(fs *pflag.FlagSet, o manageOpts) func([]string) error { return pinAction(o, true) })
-}
-
 func pruneCmd() *cobra.Command {
 	return manageCommand("prune [--cache-dir DIR] [--json]", "run the pruner now", `
 Evicts least recently used images now, as the background pruner does when
@@ -97,29 +85,6 @@ func evictFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 					humanBytes(r.FreedBytes))
 				listNames(w, "evicted", r.Evicted)
 				listNames(w, "kept (open or pinned)", r.Skipped)
-			})
-		})
-	}
-}
-
-func pinAction(o manageOpts, pin bool) func([]string) error {
-	return func(args []string) error {
-		name, err := oneName(args)
-		if err != nil {
-			return err
-		}
-		return withClient(o, func(ctx context.Context, c *control.Client) error {
-			img, err := c.Pin(ctx, name, pin)
-			if err != nil {
-				return err
-			}
-			return o.print(img, func(w io.Writer) {
-				verb := "pinned"
-				if !pin {
-					verb = "unpinned"
-				}
-				fmt.Fprintf(w, "%s %s (%s, %s of %s cached)\n", verb, shown(img.Name), img.State,
-					humanBytes(img.CachedBytes), humanBytes(img.Size))
 			})
 		})
 	}

@@ -61,20 +61,29 @@ func printJSON(w io.Writer, v any) error {
 // above 0, is how many image names it takes: they are completed from the
 // daemon (-1: any number).
 func manageCommand(use, short, long string, names int, flags func(*pflag.FlagSet, manageOpts) func([]string) error) *cobra.Command {
+	return manageCommandCompleting(use, short, long, func(o manageOpts) cobra.CompletionFunc {
+		switch {
+		case names == 0:
+			return cobra.NoFileCompletions
+		case names > 0:
+			return completeImages(o, names)
+		default:
+			return completeImages(o, 0)
+		}
+	}, flags)
+}
+
+// manageCommandCompleting makes a command that takes the shared flags,
+// whose arguments complete makes the completion of.
+func manageCommandCompleting(use, short, long string, complete func(manageOpts) cobra.CompletionFunc,
+	flags func(*pflag.FlagSet, manageOpts) func([]string) error) *cobra.Command {
 	var o manageOpts
 	c := command(use, short, long, func(fs *pflag.FlagSet) func([]string) error {
 		o = manageFlags(fs)
 		return flags(fs, o)
 	})
 	c.MarkFlagDirname("cache-dir")
-	switch {
-	case names == 0:
-		c.ValidArgsFunction = cobra.NoFileCompletions
-	case names > 0:
-		c.ValidArgsFunction = completeImages(o, names)
-	default:
-		c.ValidArgsFunction = completeImages(o, 0)
-	}
+	c.ValidArgsFunction = complete(o)
 	return c
 }
 

@@ -43,3 +43,31 @@ func TestImageArg(t *testing.T) {
 		}
 	}
 }
+
+func TestPinArg(t *testing.T) {
+	for _, c := range []struct {
+		arg                   string
+		alias, name           bool
+		wantKind, wantPattern string
+	}{
+		{"ubuntu//jammy.img", false, false, "name", "ubuntu/jammy.img"},
+		{"images/debian/*", false, false, "glob", "images/debian/*"},
+		{"a?.img", false, false, "glob", "a?.img"},
+		{"file[1].img", false, false, "glob", "file[1].img"},
+		{"file[1].img", false, true, "name", "file[1].img"},
+		{"debian/12/amd64", true, false, "alias", "debian/12/amd64"},
+	} {
+		kind, pattern, err := pinArg(c.arg, c.alias, c.name)
+		if err != nil || kind != c.wantKind || pattern != c.wantPattern {
+			t.Errorf("pinArg(%q, alias %v, name %v) = %s %q, %v; want %s %q", c.arg, c.alias, c.name, kind, pattern, err,
+				c.wantKind, c.wantPattern)
+		}
+	}
+	var ue errUsage
+	if _, _, err := pinArg("x", true, true); !errors.As(err, &ue) {
+		t.Errorf("pinArg with --alias and --name: %v, want a usage error", err)
+	}
+	if _, _, err := pinArg("../x", false, false); !errors.As(err, &ue) {
+		t.Errorf("pinArg of ../x: %v, want a usage error", err)
+	}
+}

@@ -32,7 +32,9 @@ Managing a mounted cache (all take --cache-dir DIR and --json):
   imgcache ls                                  list the images and their cache state
   imgcache stat NAME | PATH                    show one image
   imgcache evict NAME | --all                  drop cached bytes
-  imgcache pin NAME / unpin NAME               keep an image cached, or stop
+  imgcache pin NAME | GLOB | --alias ALIAS     keep images cached, new versions too
+  imgcache unpin NAME | GLOB | --alias ALIAS   stop keeping them cached
+  imgcache pins                                list the pin rules
   imgcache prefetch [--wait] NAME...           fetch images in the background
   imgcache prune / clean                       run the pruner or the cleaner now
   imgcache verify [NAME]                       check cached bytes at rest
@@ -75,7 +77,7 @@ imgcache help COMMAND, and in its own page, imgcache-COMMAND(1).`,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true}, // ours: bash, zsh, fish
 	}
 	root.AddCommand(mountCmd(), serveCmd(), demoCmd(), versionCmd(), completionCmd(),
-		lsCmd(), statCmd(), evictCmd(), pinCmd(true), pinCmd(false), prefetchCmd(),
+		lsCmd(), statCmd(), evictCmd(), pinCmd(), unpinCmd(), pinsCmd(), prefetchCmd(),
 		pruneCmd(), cleanCmd(), verifyCmd(), statsCmd(), genManCmd())
 	root.SetHelpCommand(helpCmd())
 	// Not cobra's --version (Version and its template): executing a

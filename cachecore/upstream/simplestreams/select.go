@@ -83,12 +83,20 @@ func Newest(entries []upstream.Entry, pick func(upstream.Entry) bool) []upstream
 }
 
 // Products is this package's Newest and HasAlias as one value: what the
-// cache's pins by glob and by alias need of an upstream of products
+// cache's pins by glob and by alias need of a catalog of products
 // (cachecore.Products), given by the mount.
 type Products struct{}
 
+// Newest returns what Newest does, and the entries of no product (a JSON
+// file; every entry of an upstream of another kind) that pick accepts.
 func (Products) Newest(entries []upstream.Entry, pick func(upstream.Entry) bool) []upstream.Entry {
-	return Newest(entries, pick)
+	out := Newest(entries, pick)
+	for _, e := range entries {
+		if _, _, ok := ProductVersion(e); !ok && pick(e) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (Products) HasAlias(e upstream.Entry, alias string) bool { return HasAlias(e, alias) }
