@@ -125,14 +125,14 @@ func TestPartialReadFetchesLittle(t *testing.T) {
 
 func TestSequentialReadReadsAhead(t *testing.T) {
 	up := newFake()
-	data := randomBytes(8<<20, 4)
+	data := randomBytes(32<<20, 4)
 	up.Add("big.img", data, false)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
 	img := mustLookup(t, c, "big.img")
 	h, _ := c.Open(img)
 	defer h.Close()
-	b := make([]byte, 32<<10)
+	b := make([]byte, 256<<10)
 	read := int64(readAheadStart + 1<<20)
 	for off := int64(0); off < read; off += int64(len(b)) {
 		if _, err := h.ReadAt(b, off); err != nil {

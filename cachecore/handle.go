@@ -25,6 +25,8 @@ type Handle struct {
 	seqLen int64      // how many bytes that stream has covered
 	raEnd  int        // read-ahead has been started for chunks below this
 	raWant int        // read-ahead should reach this chunk (plan)
+	raWin  int64      // bytes read-ahead wants ahead of the stream; 0: not started
+	raMark int        // a read of this chunk makes read-ahead go on (plan)
 	closed bool
 
 	held      error // a recent read failure, repeated until heldUntil (holdFailure)
@@ -184,17 +186,26 @@ func (h *Handle) CheckAtOpen(ctx context.Context) error {
 
 // Read-ahead. A handle watches its reads for a sequential stream; once the
 // stream has covered readAheadStart, it wants the chunks up to a window
-// ahead of the stream (twice what the stream covered, up to
-// Config.ReadAhead) and pumps range requests for them, a whole run at a
+// ahead of the stream and pumps range requests for them, a whole run at a
 // time, into the free fetch slots. A read-ahead run that ends pumps again,
 // so the slots stay busy while the reader is blocked in the kernel, not
 // only when its next READ arrives.
+//
+// The window grows only while the reader consumes what read-ahead
+// brought, and stops when the reader does, as the kernel's own read-ahead
+// does: it starts at half of what the stream has covered; a read that
+// reaches its middle (raMark) doubles it, at most to what the stream has
+// covered and to Config.ReadAhead, and moves it on. A reader that stops
+// leaves at most one window fetched ahead of it, no more than it read: a
+// stream never has more than twice its length fetched.
 
 // readAheadStart is how much a sequential stream must cover before
-// read-ahead starts. The kernel's own read-ahead of a file's start turns
-// one 1 MiB read into 2 MiB of READs; starting beyond that keeps a reader
-// of a small part of an image from fetching more than the kernel asked.
-const readAheadStart = 4 << 20
+// read-ahead starts: twice the kernel's own read-ahead window for the
+// mount (mount/tune.go: 8 MiB). A program's single read is turned by the
+// kernel into a burst of READs up to that window (file -s reads 7 MiB in
+// one call, which arrives as 8 MiB of READs); those are what the program
+// asked for, and read-ahead past them would be fetched for nobody.
+const readAheadStart = 16 << 20
 
 // plan notes a read of [off, off+n) (its last chunk is last) and reports
 // whether read-ahead is wanted. Reads a little out of order, as the
@@ -209,15 +220,22 @@ func (h *Handle) plan(off int64, n int, last int) bool {
 		h.seqLen += max(0, end-h.seqEnd)
 		h.seqEnd = max(h.seqEnd, end)
 	} else {
-		h.seqEnd, h.seqLen, h.raEnd, h.raWant = end, int64(n), 0, 0
+		h.seqEnd, h.seqLen, h.raEnd, h.raWant, h.raWin, h.raMark = end, int64(n), 0, 0, 0, 0
 	}
 	maxWindow := img.c.cfg.ReadAhead
 	if h.seqLen < max(readAheadStart, 2*cs) || maxWindow <= 0 {
 		return false
 	}
-	window := min(2*h.seqLen, maxWindow)
 	h.raEnd = max(h.raEnd, last+1)
-	h.raWant = max(h.raWant, min(img.nChunks, int((h.seqEnd+window+cs-1)/cs)))
+	if h.raWin == 0 || last >= h.raMark {
+		if h.raWin == 0 {
+			h.raWin = min(h.seqLen/2, maxWindow)
+		} else {
+			h.raWin = min(2*h.raWin, maxWindow, h.seqLen)
+		}
+		h.raWant = max(h.raWant, min(img.nChunks, int((h.seqEnd+h.raWin+cs-1)/cs)))
+		h.raMark = int((h.seqEnd + h.raWin/2) / cs)
+	}
 	// Whole runs only, while read-ahead is ahead of the reader: one long
 	// range request costs less than many short ones.
 	return h.raWant-h.raEnd >= maxRunChunks || h.raWant == img.nChunks || h.raEnd == last+1

@@ -1,7 +1,10 @@
 package cachecore
 
 import (
+	"context"
 	"testing"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // A reader of a small part of an image, even sequential, fetches what it
@@ -53,5 +56,55 @@ func TestLongSequentialReadFetchesEachChunkOnce(t *testing.T) {
 	}
 	if got := c.Stats().BytesFetched.Load(); got != uint64(len(data)) {
 		t.Fatalf("a sequential read of %d bytes fetched %d", len(data), got)
+	}
+}
+
+// One large read, as file -s makes at each end of an image (7 MiB), is
+// what the reader asked for: nothing is read ahead of it. Close waits for
+// every fetch, so the count is final.
+func TestOneLargeReadDoesNotReadAhead(t *testing.T) {
+	up := newFake()
+	up.AddEntry(upstream.Entry{Name: "big.img", Size: 256 << 20})
+	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.ChunkSize = 1 << 20 })
+	img := mustLookup(t, c, "big.img")
+	h, _ := c.Open(img)
+	const n = 7 << 20
+	for _, off := range []int64{0, img.Size() - n} {
+		if _, err := h.Read(context.Background(), off, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Close()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Stats().BytesFetched.Load(); got != 2*n {
+		t.Fatalf("two reads of %d bytes fetched %d", n, got)
+	}
+}
+
+// A sequential reader that stops has at most as much fetched ahead of it
+// as it read: read-ahead grows while the reader consumes what it brought,
+// and stops with it.
+func TestReadAheadStopsWithTheReader(t *testing.T) {
+	up := newFake()
+	up.AddEntry(upstream.Entry{Name: "big.img", Size: 256 << 20})
+	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.ChunkSize = 1 << 20 })
+	img := mustLookup(t, c, "big.img")
+	h, _ := c.Open(img)
+	const read = 40 << 20
+	for off := int64(0); off < read; off += 1 << 20 {
+		if _, err := h.Read(context.Background(), off, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Close()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Stats().BytesFetched.Load()
+	t.Logf("a sequential read of %d bytes fetched %d (%.2fx)", read, got, float64(got)/read)
+	if got <= read || got > 2*read {
+		t.Fatalf("a sequential read of %d bytes fetched %d; want read-ahead, at most as much as was read", read, got)
 	}
 }
