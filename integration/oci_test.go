@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
@@ -153,4 +155,41 @@ func skopeo(t *testing.T, args ...string) string {
 		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// An artifact with a hostile layer title (../x) is listed without it:
+// the root's catalog_warnings names it, its other titled file and the
+// other tags are there, and its blob reads by digest.
+func TestOCICatalogWarnings(t *testing.T) {
+	need(t, "ls", "sha256sum", "getfattr")
+	f := startOCIFixture(t)
+	l := testregistry.NewLayout(t)
+	evil, good := []byte("a layer titled ../x\n"), []byte("a layer titled good.img\n")
+	l.Tag("evil", l.Artifact(testregistry.File{Title: "../x", Data: evil}, testregistry.File{Title: "good.img", Data: good}))
+	f.reg.Push(l, "evil", "vm/disks")
+	m := startMount(t, f.upstream(), "", "--repo", "vm/disks")
+
+	warnings := run(t, "getfattr", "--absolute-names", "--only-values", "-n", "user.imgcache.catalog_warnings", m.dir)
+	if !strings.Contains(warnings, `vm/disks:evil: the title of layer sha256:`+sha256hex(evil)) || !strings.Contains(warnings, `"../x"`) {
+		t.Errorf("catalog_warnings does not name the refused title ../x:\n%s", warnings)
+	}
+	if got := strings.Fields(run(t, "ls", m.path("vm/disks/evil"))); !slices.Equal(got, []string{"good.img"}) {
+		t.Errorf("ls vm/disks/evil: %q, want only good.img", got)
+	}
+	if got := strings.Fields(run(t, "ls", m.path("vm/disks/jammy"))); !slices.Equal(got, []string{"jammy.qcow2"}) {
+		t.Errorf("ls vm/disks/jammy: %q", got)
+	}
+	for _, b := range [][]byte{evil, good} {
+		if got := sha256sum(t, m.path("vm/disks/blobs/sha256/"+sha256hex(b))); got != sha256hex(b) {
+			t.Errorf("blob %s reads with sha256 %s", sha256hex(b), got)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(m.dir, "vm/x")); !os.IsNotExist(err) {
+		t.Errorf("vm/x: %v, want it absent", err)
+	}
+}
+
+func sha256hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
