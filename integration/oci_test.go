@@ -193,3 +193,49 @@ func sha256hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// With the registry stopped, a remount over the same cache lists every
+// repository and tag, skopeo inspects and copies the image it read
+// before, and the disk image it read reads again; the root says the
+// catalog is stale.
+func TestOCIOffline(t *testing.T) {
+	need(t, "ls", "sha256sum", "getfattr")
+	f := startOCIFixture(t)
+	cache := t.TempDir()
+	repos := []string{"--repo", "library/alpine", "--repo", "vm/disks"}
+	m := startMount(t, f.upstream(), cache, repos...)
+	skopeo(t, "copy", "oci:"+m.path("library/alpine")+":3.20", "dir:"+filepath.Join(t.TempDir(), "alpine"))
+	if got := sha256sum(t, m.path("vm/disks/jammy/jammy.qcow2")); got != sha256sum(t, f.disk) {
+		t.Fatalf("jammy.qcow2: sha256 %s, want %s", got, sha256sum(t, f.disk))
+	}
+	m.unmount(t)
+	f.reg.Stop()
+
+	m = startMount(t, f.upstream(), cache, repos...)
+	if x := xattrs(t, m.dir); x["catalog_stale"] == "" {
+		t.Errorf("root xattrs offline: %v, want catalog_stale", x)
+	}
+	for dir, want := range map[string][]string{
+		"":               {"library", "vm"},
+		"library/alpine": {"blobs", "index.json", "oci-layout"},
+		"vm/disks":       {"blobs", "index.json", "jammy", "oci-layout"},
+		"vm/disks/jammy": {"jammy.qcow2"},
+	} {
+		if got := strings.Fields(run(t, "ls", m.path(dir))); !slices.Equal(got, want) {
+			t.Errorf("ls %q offline: %q, want %q", dir, got, want)
+		}
+	}
+	var inspect struct{ Digest, Architecture string }
+	out := skopeo(t, "inspect", "oci:"+m.path("library/alpine")+":3.20")
+	if err := json.Unmarshal([]byte(out), &inspect); err != nil || inspect.Digest != f.image.Digest || inspect.Architecture != "amd64" {
+		t.Errorf("skopeo inspect offline: %v\n%s", err, out)
+	}
+	dest := filepath.Join(t.TempDir(), "alpine")
+	skopeo(t, "copy", "oci:"+m.path("library/alpine")+":3.20", "dir:"+dest)
+	if got := sha256sum(t, filepath.Join(dest, "manifest.json")); got != strings.TrimPrefix(f.image.Digest, "sha256:") {
+		t.Errorf("skopeo copy offline: a manifest of sha256 %s, want %s", got, f.image.Digest)
+	}
+	if got := sha256sum(t, m.path("vm/disks/jammy/jammy.qcow2")); got != sha256sum(t, f.disk) {
+		t.Errorf("jammy.qcow2 offline: sha256 %s, want %s", got, sha256sum(t, f.disk))
+	}
+}
