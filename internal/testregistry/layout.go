@@ -147,6 +147,19 @@ func (l *Layout) Image(arch string, layers ...map[string]string) Descriptor {
 	})
 }
 
+// Layers are the layers of the image manifest d of the layout.
+func (l *Layout) Layers(d Descriptor) []Descriptor {
+	b, err := os.ReadFile(filepath.Join(l.Dir, "blobs", "sha256", strings.TrimPrefix(d.Digest, "sha256:")))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var m struct{ Layers []Descriptor }
+	if err := json.Unmarshal(b, &m); err != nil {
+		l.t.Fatalf("manifest %s: %v", d.Digest, err)
+	}
+	return m.Layers
+}
+
 // Index stores an image index of the manifests and returns its descriptor.
 func (l *Layout) Index(manifests ...Descriptor) Descriptor {
 	return l.Manifest(map[string]any{
