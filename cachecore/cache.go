@@ -133,6 +133,7 @@ func Open(cfg Config) (*Cache, error) {
 	// files 0666 less the umask) makes them for this user alone: a file
 	// there that others may write is refused at the next start.
 	syscall.Umask(0o077)
+	reservePs() // for the hashing threads (lowprio.go)
 	dir, err := store.OpenDir(cfg.Dir, true)
 	if err != nil {
 		return nil, err

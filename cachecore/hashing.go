@@ -128,6 +128,7 @@ func (c *Cache) hashAlong(img *Image) {
 		img.mu.Unlock()
 		return
 	}
+	lowPriority() // after the readers (lowprio.go)
 	f, err := c.store.OpenFile(img.id, os.O_RDONLY)
 	if err != nil {
 		img.mu.Lock()
@@ -143,7 +144,8 @@ func (c *Cache) hashAlong(img *Image) {
 	defer f.Close()
 	bufp := piecePool.Get().(*[]byte)
 	defer piecePool.Put(bufp)
-	chunk := sha256.New()
+	chunk := newSideHash(sha256.New())
+	defer chunk.close()
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	if v.hashed != v.gen {
@@ -179,7 +181,7 @@ func (c *Cache) hashAlong(img *Image) {
 			return
 		}
 		img.mu.Unlock()
-		chunk.Reset()
+		chunk.h.Reset()
 		err := hashTwice(f, int64(i)*img.chunkSize, img.chunkLen(i), *bufp, v.whole, chunk)
 		img.mu.Lock()
 		if err != nil {
@@ -192,29 +194,24 @@ func (c *Cache) hashAlong(img *Image) {
 		}
 		c.stats.BytesHashed.Add(uint64(img.chunkLen(i)))
 		if v.hashed == v.gen {
-			v.sums = chunk.Sum(v.sums)
+			v.sums = chunk.h.Sum(v.sums)
 			v.next++
 		}
 	}
 }
 
-// hashTwice reads [off, off+n) of f and writes it to both hashes, one of
-// them on another goroutine: the two sha256 passes of verification take
-// two cores' time, so that the hash keeps up with a cold read.
-func hashTwice(f *os.File, off, n int64, buf []byte, a, b hash.Hash) error {
-	var wg sync.WaitGroup
+// hashTwice reads [off, off+n) of f and writes it to a and, on its own
+// goroutine, to b's hash: the two sha256 passes of verification on two
+// cores (lowprio.go).
+func hashTwice(f *os.File, off, n int64, buf []byte, a hash.Hash, b *sideHash) error {
 	for n > 0 {
 		p := buf[:min(n, int64(len(buf)))]
 		if _, err := f.ReadAt(p, off); err != nil {
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.Write(p)
-		}()
+		b.write(p)
 		a.Write(p)
-		wg.Wait()
+		b.wait()
 		off += int64(len(p))
 		n -= int64(len(p))
 	}

@@ -1,0 +1,69 @@
+package cachecore
+
+import (
+	"hash"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Hashing at a low priority. The hash of an image grows while the image
+// is read cold (hashing.go), and sha256 costs about as much CPU as the
+// cold path itself: on a machine whose cores are busy, the hash would
+// slow the reads. So the hasher's goroutines run on threads of their own
+// (runtime.LockOSThread: a locked thread ends with its goroutine) at nice
+// hashNice, which the kernel runs after the readers' threads when both
+// want the CPU; when the CPU has room, they keep up with the reads.
+//
+// A goroutine holds one of the runtime's Ps while it runs, also while the
+// kernel has put its thread aside for others: the process is given two
+// Ps more than it would have, one per hashing thread, so that readers
+// never wait for a P that a low-priority thread holds.
+
+// hashNice is the hashing threads' nice value (0 normal, 19 lowest).
+const hashNice = 10
+
+var morePs sync.Once
+
+// reservePs gives the process a P for each hashing thread.
+func reservePs() {
+	morePs.Do(func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2) })
+}
+
+// lowPriority gives the calling goroutine a thread of its own, at nice
+// hashNice, for the rest of its life. If the kernel refuses, it runs at
+// the normal priority.
+func lowPriority() {
+	runtime.LockOSThread()
+	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), hashNice)
+}
+
+// sideHash writes pieces to a hash on a low-priority goroutine of its
+// own, alongside the caller's writes to another: the two sha256 passes
+// of verification (the image's, each chunk's) on two cores.
+type sideHash struct {
+	h    hash.Hash
+	in   chan []byte
+	done chan struct{}
+}
+
+func newSideHash(h hash.Hash) *sideHash {
+	s := &sideHash{h: h, in: make(chan []byte), done: make(chan struct{})}
+	go func() {
+		lowPriority()
+		for p := range s.in {
+			s.h.Write(p)
+			s.done <- struct{}{}
+		}
+	}()
+	return s
+}
+
+// write starts writing p; wait waits until it is written. h must not be
+// used between the two.
+func (s *sideHash) write(p []byte) { s.in <- p }
+func (s *sideHash) wait()          { <-s.done }
+
+// close ends the goroutine (and its thread).
+func (s *sideHash) close() { close(s.in) }
