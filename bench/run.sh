@@ -289,6 +289,32 @@ ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a == "" || b == "" || b =
 # verdict VALUE OP LIMIT
 verdict() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { if (v == "n/a" || v == "") { print "n/a"; exit } ok = (op == ">=") ? v >= l : v <= l; print ok ? "met" : "**not met**" }'; }
 
+# go-fuse's loopback without passthrough (../shared/bench/gofuseloop): the
+# ceiling of any read a daemon serves, beside our cold read.
+build_gofuseloop() {
+  local src=$REPO/../shared/bench/gofuseloop
+  [ -d "$src" ] || src=/work/shared/bench/gofuseloop
+  [ -d "$src" ] && (cd "$src" && go build -o "$RUN/gofuseloop" .) >>"$LOGS/gofuseloop.log" 2>&1 ||
+    log "go-fuse loopback not built (see $LOGS/gofuseloop.log): no loopback figures"
+}
+# loop_read DIR NAME: mounts gofuseloop over DIR with our request sizes and
+# kernel read-ahead (254-page READs, read_ahead_kb 8128) and no
+# passthrough, reads NAME through it (sets MBS), unmounts.
+loop_read() {
+  local mnt=$RUN/loopmnt pid i
+  MBS=
+  [ -x "$RUN/gofuseloop" ] || return 0
+  mkdir -p "$mnt"
+  "$RUN/gofuseloop" -directmount -maxwrite $((254 * 4096)) "$mnt" "$1" >>"$LOGS/gofuseloop.log" 2>&1 &
+  pid=$!
+  PIDS+=($pid)
+  for ((i = 0; i < 200; i++)); do [ -e "$mnt/$2" ] && break; sleep 0.05; done
+  echo 8128 >"/sys/class/bdi/$(mountpoint -d "$mnt")/read_ahead_kb"
+  seq_read "$mnt/$2"
+  kill "$pid"
+  wait "$pid" 2>/dev/null
+}
+
 # ================================================================ main
 mkdir -p "$BASE"
 for m in $(awk -v b="$RUN/" 'index($2, b) == 1 { print $2 }' /proc/mounts); do
@@ -307,10 +333,12 @@ HALF=$((SIZE_MB / 2))
 MODE= V_FIO_LOCAL_BUF= V_FIO_OURS_BUF= V_FIO_LOCAL_DIO= V_FIO_OURS_DIO= HWM_SMALL= HWM_BIG= HUGE_MBS=
 
 if want seq; then
-  log "=== sequential: cold (vs curl), warm and after remount (vs the backing file)"
+  log "=== sequential: cold (vs curl and go-fuse loopback), warm and after remount (vs the backing file)"
+  build_gofuseloop
   for ((r = 1; r <= REPS; r++)); do
     cache=$RUN/cache/seq.$r
     add curl "$(curl_read "$URL/big/big.img")"
+    loop_read "$WWW/big" big.img; [ -n "$MBS" ] && add loopback "$MBS"
     mount_ours big "$cache"
     MODE=$(getfattr --absolute-names -n user.imgcache.serve_mode --only-values "$MNT" 2>/dev/null)
     mark=$(log_mark)
@@ -332,7 +360,7 @@ if want seq; then
     seq_read "$MNT/big.img"; add remount "$MBS"
     seq_read "$bf"; add backing "$MBS"
     umount_ours
-    log "rep $r (MB/s): curl $(last curl) cold $(last cold) first re-read $(last reread) ($(last reread_local) local) warm $(last warm) remount $(last remount) backing $(last backing)"
+    log "rep $r (MB/s): curl $(last curl) loopback $(last loopback) cold $(last cold) first re-read $(last reread) ($(last reread_local) local) warm $(last warm) remount $(last remount) backing $(last backing)"
     ((r < REPS)) && rm -rf "$cache"
   done
 fi
@@ -551,6 +579,7 @@ fi
 CU=$(med curl); BK=$(med backing)
 COLD=$(med cold); WARM=$(med warm); REM=$(med remount)
 REREAD=$(med reread); REREAD_LOCAL=$(med reread_local); R_REREAD=$(ratio "$REREAD" "$REREAD_LOCAL")
+LOOP=$(med loopback); R_LOOP=$(ratio "$COLD" "$LOOP")
 PB=$(med partial_bytes); CB=$(med conc_bytes); CCB=$(med cold_bytes)
 CONC_S=$(awk -v u="$(med conc_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
 ONE_S=$(awk -v u="$(med cold_us)" 'BEGIN { printf "%.2f", u / 1e6 }')
@@ -628,6 +657,7 @@ index_table() {
   echo "| case | imgcache | baseline | ratio | target | |"
   echo "|---|---:|---:|---:|---|---|"
   want seq && echo "| cold sequential, MB/s | $COLD ($(spread cold)) | curl of the same URL: $CU ($(spread curl)) | $R_COLD | >= 0.60 | $(verdict "$R_COLD" ">=" 0.60) |"
+  want seq && echo "| cold sequential vs a daemon-served read, MB/s | $COLD ($(spread cold)) | go-fuse loopback, no passthrough, same request sizes, of the file nginx serves: ${LOOP:-n/a} ($(spread loopback)) | $R_LOOP | >= 0.90 | $(verdict "$R_LOOP" ">=" 0.90) |"
   want seq && echo "| first re-read right after the cold read (no wait), MB/s | $REREAD ($(spread reread)) | the backing file, read next: $REREAD_LOCAL ($(spread reread_local)) | $R_REREAD | >= 0.90 | $(verdict "$R_REREAD" ">=" 0.90) |"
   want seq && echo "| warm sequential, same mount, MB/s | $WARM ($(spread warm)) | the backing file (page cache): $BK ($(spread backing)) | $R_WARM | >= 0.90 | $(verdict "$R_WARM" ">=" 0.90) |"
   want seq && echo "| warm after remount, MB/s | $REM ($(spread remount)) | the same | $R_REM | >= 0.90 | $(verdict "$R_REM" ">=" 0.90) |"
