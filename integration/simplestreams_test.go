@@ -14,15 +14,16 @@ import (
 	"github.com/imgcache/imgcache/internal/teststreams"
 )
 
-// lxcMirrorSpec is a small image server: a container, a VM and a unified
-// image, two versions each, as images.linuxcontainers.org lays them out.
-func lxcMirrorSpec() teststreams.Spec {
+// lxcMirrorSpec is a small image server: a container, a VM whose disk
+// images are vmRoot bytes and a unified image, two versions each, as
+// images.linuxcontainers.org lays them out.
+func lxcMirrorSpec(vmRoot int64) teststreams.Spec {
 	const MiB = 1 << 20
 	return teststreams.Spec{Seed: 23, Products: []teststreams.Product{
 		{OS: "debian", Release: "bookworm", Arch: "amd64", Variant: "default", Aliases: []string{"debian/12", "debian/bookworm"},
 			Versions: []string{"20240101_05:24", "20240102_05:24"}, Kind: teststreams.Container, MetaSize: MiB / 4, RootSize: 3 * MiB},
 		{OS: "debian", Release: "bookworm", Arch: "amd64", Variant: "cloud", Aliases: []string{"debian/12/cloud"},
-			Versions: []string{"20240101_05:24", "20240102_05:24"}, Kind: teststreams.VM, MetaSize: MiB / 4, RootSize: 2 * MiB},
+			Versions: []string{"20240101_05:24", "20240102_05:24"}, Kind: teststreams.VM, MetaSize: MiB / 4, RootSize: vmRoot},
 		{OS: "alpine", Release: "3.19", Arch: "amd64", Variant: "default", Aliases: []string{"alpine/3.19"},
 			Versions: []string{"20240101_13:00", "20240102_13:00"}, Kind: teststreams.Unified, MetaSize: MiB},
 	}}
@@ -34,7 +35,7 @@ func lxcMirrorSpec() teststreams.Spec {
 // them with the upstream's bytes, fetched through the mount.
 func TestSimplestreamsMirrorForLXC(t *testing.T) {
 	need(t, "lxc", "nginx", "ls", "sha256sum")
-	tree, err := teststreams.Write(t.TempDir(), lxcMirrorSpec())
+	tree, err := teststreams.Write(t.TempDir(), lxcMirrorSpec(256<<20)) // a VM disk of many chunks
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func lxcLists(t *testing.T, out string, images []teststreams.Image) {
 // same mirror as with simplestreams+http://.
 func TestSimplestreamsPlainURL(t *testing.T) {
 	need(t, "nginx", "ls", "sha256sum", "getfattr")
-	tree, err := teststreams.Write(t.TempDir(), lxcMirrorSpec())
+	tree, err := teststreams.Write(t.TempDir(), lxcMirrorSpec(2<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestSimplestreamsPlainURL(t *testing.T) {
 // refused whole: the root says why and the mount keeps its last good tree.
 func TestSimplestreamsBadProductFileKeepsTheTree(t *testing.T) {
 	need(t, "nginx", "getfattr", "sha256sum")
-	tree, err := teststreams.Write(t.TempDir(), lxcMirrorSpec())
+	tree, err := teststreams.Write(t.TempDir(), lxcMirrorSpec(2<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
