@@ -20,6 +20,10 @@ type IndexView struct {
 	// Copied says the index could not be opened in place (a daemon
 	// holds it, or one died without closing it) and a copy was read.
 	Copied bool
+	// Pins are the pin rules, in the order they were added; what each
+	// pins is the daemon's to decide (Images nil). An index written
+	// before pins were rules shows the pins of names its start will make.
+	Pins []PinInfo
 }
 
 // ReadIndex reads the index of the cache in cacheDir without changing it.
@@ -59,5 +63,16 @@ func ReadIndex(cacheDir string) (IndexView, error) {
 		})
 	}
 	slices.SortFunc(v.Images, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
+	if l.Pins != nil {
+		for _, r := range l.Pins.Rules {
+			v.Pins = append(v.Pins, PinInfo{PinRule: PinRule{PinKind(r.Kind), r.Pattern}, Added: r.Added})
+		}
+	} else {
+		for _, i := range v.Images {
+			if i.Pinned {
+				v.Pins = append(v.Pins, PinInfo{PinRule: PinRule{PinName, i.Name}})
+			}
+		}
+	}
 	return v, nil
 }

@@ -112,7 +112,11 @@ func (r *pinRule) rule() PinRule { return PinRule{PinKind(r.Kind), r.Pattern} }
 func (r *pinRule) info() PinInfo {
 	names := make([]string, 0, len(r.images))
 	for _, img := range r.images {
-		names = append(names, img.Name())
+		if PinKind(r.Kind) == PinName { // of an image of several names (ByDigest), the one pinned
+			names = append(names, r.Pattern)
+		} else {
+			names = append(names, img.Name())
+		}
 	}
 	slices.Sort(names)
 	return PinInfo{PinRule: r.rule(), Added: r.Added, Images: names}

@@ -376,3 +376,66 @@ func removeAndRename(from, to string) error {
 	}
 	return os.Rename(from, to)
 }
+
+// Pins never take the cache past its size limit: a glob that pins more
+// than fits fetches what fits, the rest waits (its prefetch meets no
+// room and retries later), and reads of what is not stored are served
+// from the upstream, right.
+func TestPinsNeverPassTheLimit(t *testing.T) {
+	dir := t.TempDir()
+	up, data := lifecycleFake(8, 256*kib)
+	c := openTest(t, dir, up, withLifecycle(Lifecycle{MaxSize: 3*256*kib + 200*kib, HighWater: 1, LowWater: 1}))
+	defer c.Close()
+	info, err := c.AddPin(PinRule{PinGlob, "img*"})
+	if err != nil || len(info.Images) != 8 {
+		t.Fatalf("AddPin(img*): %+v, %v", info, err)
+	}
+	// Every pinned image is complete or waits to retry for want of room.
+	waitFor(t, func() bool {
+		c.life.mu.Lock()
+		defer c.life.mu.Unlock()
+		for _, img := range c.life.queue {
+			if c.life.active[img] || c.life.notBefore[img].IsZero() {
+				return false
+			}
+		}
+		return len(c.life.queue) > 0
+	})
+	checkUsage(t, c, dir)
+	complete := 0
+	for name, want := range data {
+		img := mustLookup(t, c, name)
+		if st := img.Info().State; st == StateComplete || st == StateVerified {
+			complete++
+		}
+		if got := readAll(t, c, img); !bytes.Equal(got, want) {
+			t.Fatalf("%s: wrong bytes", name)
+		}
+		checkUsage(t, c, dir)
+	}
+	if complete == 0 || complete == len(data) {
+		t.Errorf("%d of %d pinned images complete, want some but not all to fit", complete, len(data))
+	}
+}
+
+// A pin of a name of an image of several names (one digest) pins the
+// image, under each of its names.
+func TestPinOfOneNameOfAnImageOfSeveral(t *testing.T) {
+	up := newFake()
+	blob := randomBytes(100*kib, 21)
+	for _, n := range []string{"a/disk.qcow2", "b/blobs/x"} {
+		up.AddEntryData(blobEntry(n, blob, nil), blob)
+	}
+	c := openTest(t, t.TempDir(), up)
+	defer c.Close()
+	info, err := c.AddPin(PinRule{PinName, "b/blobs/x"})
+	if err != nil || !slices.Equal(info.Images, []string{"b/blobs/x"}) {
+		t.Fatalf("AddPin: %+v, %v", info, err)
+	}
+	for _, n := range []string{"a/disk.qcow2", "b/blobs/x"} {
+		if !mustLookup(t, c, n).Pinned() {
+			t.Errorf("%s does not show pinned", n)
+		}
+	}
+	waitComplete(t, c, "a/disk.qcow2")
+}

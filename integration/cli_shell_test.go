@@ -70,6 +70,8 @@ complete_line "$1"
 		return words
 	}
 	dir := "--cache-dir " + m.cacheDir
+	run(t, bin, "pin", "--cache-dir", m.cacheDir, "ubuntu/*")
+	run(t, bin, "pin", "--cache-dir", m.cacheDir, "alpine.iso")
 	for _, c := range []struct {
 		line string
 		want []string
@@ -84,6 +86,8 @@ complete_line "$1"
 		{"imgcache evict --all " + dir + " ", nil},
 		{"imgcache prefetch " + dir + " alpine.iso ", []string{"debian.qcow2", "ubuntu/jammy.img"}},
 		{"imgcache stat " + dir + " alpine.iso ", nil},
+		{"imgcache unpin " + dir + " ", []string{"alpine.iso", "ubuntu/*"}}, // the rules
+		{"imgcache unpin --alias " + dir + " ", nil},
 		{"imgcache pin --cache-dir " + t.TempDir() + " ", nil}, // no daemon: nothing, not files
 	} {
 		if got := bashDo(c.line); !slices.Equal(got, c.want) {

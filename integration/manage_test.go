@@ -284,6 +284,7 @@ func TestManageCLIWithoutDaemon(t *testing.T) {
 		cliJSON(t, &a, append([]string{"stat", "a.img"}, dir...)...)
 		return a.State == "verified"
 	})
+	cliOK(t, append([]string{"pin", "sub/*"}, dir...)...)
 	m.unmount(t)
 	if _, err := os.Stat(filepath.Join(m.cacheDir, "control.sock")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("control socket after the daemon exited: %v", err)
@@ -314,13 +315,18 @@ func TestManageCLIWithoutDaemon(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, "no such image") {
 			t.Errorf("%s: stat of an unknown image reading the index: exit %d %s", when, r.code, r.stderr)
 		}
+		var pins []control.Pin
+		cliJSON(t, &pins, append([]string{"pins"}, dir...)...)
+		if len(pins) != 1 || pins[0].Kind != "glob" || pins[0].Pattern != "sub/*" || pins[0].Images != nil {
+			t.Errorf("%s: pins --json reading the index: %+v", when, pins)
+		}
 	}
 	checkOffline("after a clean exit", "its index")
 
 	// Everything else needs the daemon, and says so.
 	notMounted := "the cache at " + m.cacheDir + " is not mounted (no daemon on " + m.cacheDir + "/control.sock)"
 	for _, args := range [][]string{{"evict", "a.img"}, {"evict", "--all"}, {"pin", "a.img"}, {"unpin", "a.img"},
-		{"pin", "--alias", "debian/12"}, {"unpin", "images/*"}, {"pins"},
+		{"pin", "--alias", "debian/12"}, {"unpin", "images/*"},
 		{"prefetch", "a.img"}, {"prefetch", "--wait", "a.img"}, {"prune"}, {"clean"}, {"stats"}, {"verify"}, {"verify", "a.img"}} {
 		r := cli(t, append(args, dir...)...)
 		if r.code != 1 || !strings.Contains(r.stderr, notMounted) || r.stdout != "" {

@@ -55,7 +55,9 @@ rule to unpin. Same as setfattr -n user.imgcache.pin -v 0 for a name.`, complete
 func pinsCmd() *cobra.Command {
 	return manageCommand("pins [--cache-dir DIR] [--json]", "list the pin rules", `
 Lists the pin rules (of a name, a glob or an alias) in the order they
-were added, each with the images it pins now.`, 0, pinsFlags)
+were added, each with the images it pins now. With no daemon on the
+cache directory it reads the rules from the index; what each pins is
+then not known (IMAGES -, "images": null in JSON).`, 0, pinsFlags)
 }
 
 // pinArg is the rule an argument of pin or unpin names.
@@ -134,36 +136,61 @@ func pinsFlags(fs *pflag.FlagSet, o manageOpts) func([]string) error {
 		if err := noArgs(args); err != nil {
 			return err
 		}
-		return withClient(o, func(ctx context.Context, c *control.Client) error {
-			pins, err := c.Pins(ctx)
-			if err != nil {
-				return err
-			}
-			return o.print(pins, func(w io.Writer) {
-				if len(pins) == 0 {
-					fmt.Fprintln(w, "no pins")
-					return
-				}
-				fmt.Fprintln(w, "KIND\tPATTERN\tIMAGES\tADDED")
-				for _, p := range pins {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", p.Kind, shown(p.Pattern), len(p.Images), humanTime(p.Added))
-				}
-				for _, p := range pins {
-					if len(p.Images) == 0 || p.Kind == control.PinName && len(p.Images) == 1 && p.Images[0] == p.Pattern {
-						continue
-					}
-					fmt.Fprintf(w, "\n%s %s:\n", p.Kind, shown(p.Pattern))
-					for i, n := range p.Images {
-						if i == pinsShown {
-							fmt.Fprintf(w, "  ... and %d more (imgcache pins --json)\n", len(p.Images)-pinsShown)
-							break
-						}
-						fmt.Fprintf(w, "  %s\n", shown(n))
-					}
-				}
-			})
-		})
+		pins, err := listPins(o)
+		if err != nil {
+			return err
+		}
+		return o.print(pins, func(w io.Writer) { printPins(w, pins) })
 	}
+}
+
+// printPins writes the rules as a table, then the images of each.
+func printPins(w io.Writer, pins []control.Pin) {
+	if len(pins) == 0 {
+		fmt.Fprintln(w, "no pins")
+		return
+	}
+	fmt.Fprintln(w, "KIND\tPATTERN\tIMAGES\tADDED")
+	for _, p := range pins {
+		n := "-" // read from the index: the daemon decides
+		if p.Images != nil {
+			n = fmt.Sprint(len(p.Images))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Kind, shown(p.Pattern), n, humanTime(p.Added))
+	}
+	for _, p := range pins {
+		if len(p.Images) == 0 || p.Kind == control.PinName && len(p.Images) == 1 && p.Images[0] == p.Pattern {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s %s:\n", p.Kind, shown(p.Pattern))
+		for i, n := range p.Images {
+			if i == pinsShown {
+				fmt.Fprintf(w, "  ... and %d more (imgcache pins --json)\n", len(p.Images)-pinsShown)
+				break
+			}
+			fmt.Fprintf(w, "  %s\n", shown(n))
+		}
+	}
+}
+
+// listPins asks the daemon for the pin rules, or with none reads them
+// from the index (what each pins is then not known: Images nil).
+func listPins(o manageOpts) ([]control.Pin, error) {
+	ctx := context.Background()
+	c, err := o.dial(ctx)
+	if err == nil {
+		defer c.Close()
+		return c.Pins(ctx)
+	}
+	v, err := readIndex(o, err)
+	if err != nil {
+		return nil, err
+	}
+	pins := []control.Pin{}
+	for _, p := range v.Pins {
+		pins = append(pins, control.Pin{Kind: string(p.Kind), Pattern: p.Pattern, Added: p.Added})
+	}
+	return pins, nil
 }
 
 // completePins completes the patterns of the pin rules of the daemon of
