@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/pkg/xattr"
 
 	"github.com/imgcache/imgcache/control"
 )
@@ -69,6 +73,9 @@ func TestManageActionsOnRealMount(t *testing.T) {
 	}
 	if r := cli(t, append([]string{"unpin", "sub/b c.img"}, dir...)...); r.code != 1 || !strings.Contains(r.stderr, `pinned by glob "s*/*"`) {
 		t.Errorf("unpin of an image a glob pins: exit %d %q, want the glob named", r.code, r.stderr)
+	}
+	if err := xattr.Set(m.path("sub/b c.img"), "user.imgcache.pin", []byte("0")); !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("user.imgcache.pin 0 of an image a glob pins: %v, want EBUSY", err)
 	}
 	cliOK(t, append([]string{"unpin", "s*/*"}, dir...)...)
 	cliOK(t, append([]string{"pin", "sub/b c.img"}, dir...)...)
