@@ -98,7 +98,7 @@ ddtime() { # FILE -> seconds
   awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
 }
 sent() { # bytes the registry sent of the disk's blob so far
-  awk -v d="sha256:$disk_sum" '$0 ~ "GET /v2/vm/big/blobs/" d " " { for (i = 1; i < NF; i++) if ($i ~ /^(200|206)$/ && $(i+1) ~ /^[0-9]+$/) { s += $(i+1); break } } END { printf "%d\n", s }' "$work/registry.log"
+  awk -v d="sha256:$disk_sum" '$0 ~ "GET /v2/vm/big/blobs/" d " " { for (i = 1; i < NF; i++) if ($i ~ /^(200|206)$/ && $(i+1) ~ /^[0-9]+$/) { s += $(i+1); break } } END { printf "%.0f\n", s }' "$work/registry.log"
 }
 
 echo "registry rows: a ${SIZE_MIB} MiB qcow2 artifact on docker-registry $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo '?') at 127.0.0.1, $REPS runs, load $(cut -d' ' -f1-3 /proc/loadavg)"
