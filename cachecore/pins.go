@@ -337,7 +337,16 @@ func (c *Cache) loadPins(saved *index.PinRules) error {
 			c.pins.kept = append(c.pins.kept, img)
 		}
 	}
-	c.repinLocked(nil)
+	// Not started yet: the records say it, and the lifecycle's start
+	// reads them (the LRU list leaves pinned images out, the prefetch
+	// queue takes the incomplete ones).
+	for img := range selected {
+		if !img.rec.Pinned {
+			img.rec.Pinned = true
+			img.dirty = true
+		}
+		c.pins.pinned[img] = true
+	}
 	return nil
 }
 

@@ -439,3 +439,47 @@ func TestPinOfOneNameOfAnImageOfSeveral(t *testing.T) {
 	}
 	waitComplete(t, c, "a/disk.qcow2")
 }
+
+// At start the rules pin what they select even where the records do not
+// say so (a crash after a rule was written, before the flusher wrote the
+// pins it made), and the prefetchers fetch it.
+func TestPinRulesAppliedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	up := newFake()
+	up.Add("dir/a", randomBytes(100*kib, 1), true)
+	up.Add("b", randomBytes(100*kib, 2), true)
+	c := openTest(t, dir, up, withLifecycle(Lifecycle{Prefetchers: -1}))
+	if _, err := c.AddPin(PinRule{PinGlob, "dir/*"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	x, err := index.Open(filepath.Join(dir, "index"), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := x.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b index.Batch
+	for _, r := range l.Records {
+		if r.Pinned {
+			r.Pinned = false
+			b.Records = append(b.Records, r)
+		}
+	}
+	if len(b.Records) != 1 || x.Write(&b) != nil {
+		t.Fatalf("unpinning the records of %d images", len(b.Records))
+	}
+	x.Close()
+
+	up.SetListErr(errors.New("upstream down")) // the start alone
+	c = openTest(t, dir, up)
+	defer c.Close()
+	if got := pinnedNames(c); !slices.Equal(got, []string{"dir/a"}) {
+		t.Fatalf("pinned after the start: %q, want [dir/a]", got)
+	}
+	up.SetListErr(nil)
+	waitComplete(t, c, "dir/a")
+}

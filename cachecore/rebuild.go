@@ -34,7 +34,9 @@ import (
 //     an image with a digest whose file is whole, all of it if it hashes
 //     to the digest. Every other data file is deleted, and fetched again
 //     when read: bytes nobody can vouch for are never served.
-//   - Hits, pins, the prefetch queue and past errors start afresh.
+//   - The pin rules salvaged are kept (they vouch for no bytes), and pin
+//     what they select at start; hits, the prefetch queue and past errors
+//     start afresh.
 
 // rebuildIndex rebuilds the index of the cache, which damage says is
 // damaged. The store is open; the index is not.
@@ -47,7 +49,7 @@ func (c *Cache) rebuildIndex(damage error) error {
 	}
 	entries = c.acceptable(entries)
 	dir := filepath.Join(c.cfg.Dir, "index")
-	salvaged := index.Salvage(dir, c.log)
+	salvaged, pins := index.Salvage(dir, c.log)
 
 	aside := "index.damaged-" + c.now().UTC().Format("20060102T150405Z")
 	if err := c.dir.Rename("index", aside); err != nil {
@@ -94,6 +96,7 @@ func (c *Cache) rebuildIndex(damage error) error {
 		b.Records = append(b.Records, r)
 	}
 	b.Catalog = &index.CatalogMeta{RefreshedAt: now, Source: c.up.URL("")}
+	b.Pins = pins // nil: none salvaged, and no pinned record to make rules of (pins.go)
 	if err := idx.Write(&b); err != nil {
 		return fmt.Errorf("writing the rebuilt index: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -55,6 +56,9 @@ func newRebuildFixture(t *testing.T, crashed bool) *rebuildFixture {
 			s, _ := c.idx.Sums(img.id)
 			return s != nil
 		})
+	}
+	if _, err := c.AddPin(PinRule{PinGlob, "good*"}); err != nil {
+		t.Fatal(err)
 	}
 	if crashed {
 		if err := c.flush(); err != nil {
@@ -164,6 +168,13 @@ func testRebuildIndexFromSalvagedSums(t *testing.T, f *rebuildFixture) {
 		if states[name] != st {
 			t.Errorf("%s after the rebuild: %s, want %s", name, states[name], st)
 		}
+	}
+	// The pin rules are salvaged, and pin what they select.
+	if pins := c.Pins(); len(pins) != 1 || pins[0].PinRule != (PinRule{PinGlob, "good*"}) || !slices.Equal(pins[0].Images, []string{"good.img"}) {
+		t.Errorf("pins after the rebuild: %+v, want the glob good* pinning good.img", pins)
+	}
+	if !mustLookup(t, c, "good.img").Pinned() {
+		t.Error("good.img is not pinned after the rebuild")
 	}
 }
 

@@ -21,10 +21,11 @@ type Salvaged struct {
 }
 
 // Salvage reads what it can of the damaged index in dir: the latest
-// version of each image's chunk sums and record, from the tables that
-// pass their checksums and from its logs, replayed on a copy. What cannot
-// be read is not there; the damaged index is not changed.
-func Salvage(dir string, log *slog.Logger) map[string]Salvaged {
+// version of each image's chunk sums and record, and of the pin rules
+// (nil if none could be read), from the tables that pass their checksums
+// and from its logs, replayed on a copy. What cannot be read is not
+// there; the damaged index is not changed.
+func Salvage(dir string, log *slog.Logger) (map[string]Salvaged, *PinRules) {
 	s := salvager{latest: make(map[string]salvagedValue)}
 	opt := badgerOptions(dir, log)
 	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
@@ -37,9 +38,16 @@ func Salvage(dir string, log *slog.Logger) map[string]Salvaged {
 		log.Warn("salvaging the damaged index: its logs are unreadable", "err", oneLine(err))
 	}
 	out := make(map[string]Salvaged)
+	var pins *PinRules
 	for k, v := range s.latest {
 		if v.value == nil {
 			continue // deleted, or in the value log (unreadable without the tables)
+		}
+		if k == pinsKey {
+			var p PinRules
+			if json.Unmarshal(v.value, &p) == nil {
+				pins = &p
+			}
 		}
 		if id, ok := strings.CutPrefix(k, sumPrefix); ok && len(v.value)%sha256.Size == 0 {
 			si := out[id]
@@ -55,7 +63,7 @@ func Salvage(dir string, log *slog.Logger) map[string]Salvaged {
 			}
 		}
 	}
-	return out
+	return out, pins
 }
 
 // Flags of badger's value meta (badger's value.go), which its table
@@ -66,7 +74,7 @@ const (
 )
 
 type salvager struct {
-	latest map[string]salvagedValue // by key: sum/ and img/ keys only
+	latest map[string]salvagedValue // by key: sum/ and img/ keys and meta/pins only
 }
 
 type salvagedValue struct {
@@ -77,7 +85,7 @@ type salvagedValue struct {
 // keep keeps a version of a key if it is the latest seen.
 func (s *salvager) keep(key []byte, version uint64, value []byte) {
 	k := string(key)
-	if !strings.HasPrefix(k, sumPrefix) && !strings.HasPrefix(k, imgPrefix) {
+	if !strings.HasPrefix(k, sumPrefix) && !strings.HasPrefix(k, imgPrefix) && k != pinsKey {
 		return
 	}
 	if cur, ok := s.latest[k]; ok && cur.version >= version {
