@@ -225,7 +225,8 @@ const xattrPrefix = "user.imgcache."
 // ourXattrs reads the user.imgcache.* attributes of path, if any; it
 // also returns every name listed.
 func ourXattrs(path string) (map[string]string, []string, error) {
-	names, err := xattr.List(path)
+	var names []string
+	err := againOnERANGE(func() (err error) { names, err = xattr.List(path); return err })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -235,7 +236,8 @@ func ourXattrs(path string) (map[string]string, []string, error) {
 		if !ok {
 			continue
 		}
-		v, err := xattr.Get(path, name)
+		var v []byte
+		err := againOnERANGE(func() (err error) { v, err = xattr.Get(path, name); return err })
 		if errors.Is(err, xattr.ENOATTR) {
 			continue
 		}
@@ -245,6 +247,17 @@ func ourXattrs(path string) (map[string]string, []string, error) {
 		m[short] = string(v)
 	}
 	return m, names, nil
+}
+
+// againOnERANGE runs read again when it fails with ERANGE: pkg/xattr
+// asks for the size, then reads, and a list or value that grew in between
+// (an error appearing on the root) does not fit (getfattr asks again too).
+func againOnERANGE(read func() error) error {
+	err := read()
+	for try := 0; try < 5 && errors.Is(err, syscall.ERANGE); try++ {
+		err = read()
+	}
+	return err
 }
 
 // xattrTree reads the user.imgcache.* attributes of every file and
