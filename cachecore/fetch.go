@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"syscall"
 	"time"
 
@@ -312,19 +313,18 @@ func (c *Cache) fetchRange(ctx context.Context, img *Image, file fileWriterAt, r
 	whole := upstream.ReadWhole(rep.body)
 	c.noteReply(whole, off) // stream.go
 	learned(true)
-	in := rep.in
 	check := img.refetchCheck() // nil unless the image was verified before
 	if whole {
 		room.giveBack()
-		return c.takeWhole(img, file, r, from, in, room, buf, check) // stream.go
+		return c.takeWhole(img, file, r, from, rep, room, buf, check) // stream.go
 	}
-	return c.readRun(img, r, from, in, room, buf, check)
+	return c.readRun(img, r, from, rep, room, buf, check)
 }
 
 // readRun reads chunks [from, r.end) of run r from in and lands them,
 // reading past those the image's stream took meanwhile. It returns how
 // many it is done with. room holds what the size limit lets it write.
-func (c *Cache) readRun(img *Image, r *run, from int, in io.Reader, room *room, buf []byte, check *chunkCheck) (done int, err error) {
+func (c *Cache) readRun(img *Image, r *run, from int, in *reply, room *room, buf []byte, check *chunkCheck) (done int, err error) {
 	for i := from; i < r.end; i++ {
 		f := r.flights[i-r.first]
 		if !img.take(r, i, f) { // the image's stream brings it (stream.go)
@@ -372,9 +372,33 @@ func (img *Image) untake(f *flight) {
 }
 
 // writeChunk reads chunk i from in and writes it to the data file within
-// room, checking it against its verified sum if check is set.
-func (c *Cache) writeChunk(img *Image, room *room, in io.Reader, i int, buf []byte, check *chunkCheck) error {
+// room, checking it against its verified sum if check is set. A reply
+// that can be spliced (a plain-HTTP one) goes from the connection into
+// the file without passing through the process, unless the chunk must be
+// checked on its way (a refetch of a verified image).
+func (c *Cache) writeChunk(img *Image, room *room, in *reply, i int, buf []byte, check *chunkCheck) error {
 	chunkOff, left := int64(i)*img.chunkSize, img.chunkLen(i)
+	if f, ok := room.file.(*os.File); ok && in.sp != nil && check == nil {
+		room.written = true
+		var werr error
+		write := func(do func() error) error {
+			err := img.writes.around(f, do) // hashing.go
+			if err != nil && werr == nil {
+				werr = err
+			}
+			return err
+		}
+		k, err := in.spliceTo(f, chunkOff, left, write)
+		c.stats.BytesFetched.Add(uint64(k))
+		switch {
+		case werr != nil:
+			return &Error{Op: "write cache", Name: img.entry.Name, Err: werr}
+		case err != nil:
+			return err
+		}
+		room.wrote()
+		return nil
+	}
 	for left > 0 {
 		k := min(left, int64(len(buf)))
 		got, err := io.ReadFull(in, buf[:k])

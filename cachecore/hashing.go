@@ -316,6 +316,22 @@ func (w *ownWrites) write(f fileWriterAt, p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// around makes a write to f (do) as write does: for writes not made here
+// (splice(2), upstream.Splicer).
+func (w *ownWrites) around(f *os.File, do func() error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.watching {
+		return do()
+	}
+	if before, err := fstamp(f); err != nil || before != w.last {
+		w.foreign = true
+	}
+	err := do()
+	w.last, _ = fstamp(f)
+	return err
+}
+
 // settle reports the stamp of f and whether nothing but our writes
 // changed it since watching began.
 func (w *ownWrites) settle(f *os.File) (fileStamp, bool) {

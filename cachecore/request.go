@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -145,9 +146,21 @@ func leaveAll(reqs []*request) {
 type reply struct {
 	body   io.ReadCloser
 	in     io.Reader
+	sp     upstream.Splicer // body, if it can be spliced into a file
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	guard  *rateGuard
+}
+
+func (rep *reply) Read(p []byte) (int, error) { return rep.in.Read(p) }
+
+// spliceTo moves n bytes of the reply into f at off (rep.sp must be set),
+// through the low-speed limit like a Read.
+func (rep *reply) spliceTo(f *os.File, off, n int64, write func(func() error) error) (int64, error) {
+	rep.guard.begin()
+	k, err := rep.sp.SpliceTo(f, off, n, write)
+	rep.guard.end(int(k))
+	return k, err
 }
 
 // openReply makes one range request for [off, off+n) of img, guarded by
@@ -161,7 +174,7 @@ func (c *Cache) openReply(ctx context.Context, img *Image, off, n int64) (*reply
 	if err != nil {
 		return nil, rep.close(err)
 	}
-	rep.body, rep.in = body, body
+	rep.body, rep.in, rep.sp = body, body, upstream.SplicerOf(body)
 	if rep.guard != nil {
 		rep.in = guardedBody{r: body, g: rep.guard}
 	}

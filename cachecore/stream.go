@@ -193,7 +193,7 @@ func (r *run) failed() error {
 // image's stream; or, if there is one, r hands it the chunks it has left
 // (if the stream has not passed them) and closes the reply; or else r
 // takes them from the reply itself.
-func (c *Cache) takeWhole(img *Image, file fileWriterAt, r *run, from int, in io.Reader, room *room, buf []byte, check *chunkCheck) (int, error) {
+func (c *Cache) takeWhole(img *Image, file fileWriterAt, r *run, from int, in *reply, room *room, buf []byte, check *chunkCheck) (int, error) {
 	if img.handOver(r, from) {
 		return r.end - from, nil
 	}
@@ -259,7 +259,7 @@ func (c *Cache) fetchStream(ctx context.Context, img *Image, file fileWriterAt, 
 		img.releaseBelowLocked(s, from) // the reply will not pass them
 	}
 	img.mu.Unlock()
-	return c.readStream(img, file, s, rep.in, at, buf, img.refetchCheck())
+	return c.readStream(img, file, s, rep, at, buf, img.refetchCheck())
 }
 
 // readStream reads the stream's reply, which is at chunk `at`, to its end
@@ -267,7 +267,7 @@ func (c *Cache) fetchStream(ctx context.Context, img *Image, file fileWriterAt, 
 // chunks the stream has flights for (and, in a whole reply, claims and
 // lands every missing chunk nobody brings) and reads past the others. It
 // returns how many chunks it passed.
-func (c *Cache) readStream(img *Image, file fileWriterAt, s *stream, in io.Reader, at int, buf []byte, check *chunkCheck) (passed int, err error) {
+func (c *Cache) readStream(img *Image, file fileWriterAt, s *stream, in *reply, at int, buf []byte, check *chunkCheck) (passed int, err error) {
 	for i := at; i < img.nChunks; i++ {
 		img.mu.Lock()
 		f, stop := img.streamStepLocked(s, i)
@@ -356,7 +356,7 @@ func (img *Image) releaseBelowLocked(s *stream, end int) {
 
 // writeChunkInRoom writes chunk i from in, taking room and disk space for
 // it alone.
-func (c *Cache) writeChunkInRoom(img *Image, file fileWriterAt, in io.Reader, i int, buf []byte, check *chunkCheck) error {
+func (c *Cache) writeChunkInRoom(img *Image, file fileWriterAt, in *reply, i int, buf []byte, check *chunkCheck) error {
 	room := &room{c: c, img: img, file: file}
 	defer room.giveBack()
 	if err := room.take(i); err != nil {

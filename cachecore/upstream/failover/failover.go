@@ -19,6 +19,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -213,6 +214,17 @@ type watchedBody struct {
 
 // ReadWhole passes on the body's (upstream.WholeReader).
 func (b *watchedBody) ReadWhole() bool { return upstream.ReadWhole(b.ReadCloser) }
+
+// CanSplice and SpliceTo pass on the body's (upstream.Splicer).
+func (b *watchedBody) CanSplice() bool { return upstream.SplicerOf(b.ReadCloser) != nil }
+
+func (b *watchedBody) SpliceTo(f *os.File, off, n int64, write func(func() error) error) (int64, error) {
+	k, err := b.ReadCloser.(upstream.Splicer).SpliceTo(f, off, n, write)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		b.once.Do(func() { b.fail(err) })
+	}
+	return k, err
+}
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)

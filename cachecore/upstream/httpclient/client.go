@@ -1,7 +1,8 @@
 // Package httpclient holds what every HTTP-speaking upstream (httpdir,
 // oci, simplestreams) needs alike: the transport of its requests (TLS,
-// proxy, timeouts), the redirect policy, and the parsing of the reply
-// headers a range fetch depends on (Content-Range, Retry-After).
+// proxy, timeouts; for plain HTTP, bodies that can be spliced into a file:
+// splice.go), the redirect policy, and the parsing of the reply headers a
+// range fetch depends on (Content-Range, Retry-After).
 // Authentication is not here: each protocol adds its own, for its own
 // hosts, on top of this transport.
 package httpclient

@@ -14,7 +14,7 @@ import (
 // transport (verified TLS, proxy, timeouts, no transparent gzip; see
 // httpclient) and credentials added by the transport for base's host only.
 func newClient(o *Options, base *url.URL) (*http.Client, *authTransport, error) {
-	tr, err := httpclient.NewTransport(httpclient.Options{
+	tr, err := httpclient.NewSpliceTransport(httpclient.Options{
 		ConnectTimeout: o.ConnectTimeout,
 		HeaderTimeout:  o.HeaderTimeout,
 		CAFile:         o.CAFile,

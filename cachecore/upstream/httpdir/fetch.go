@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -93,6 +94,7 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 		want:   n,
 		whole:  plan.whole,
 		size:   e.Size,
+		stall:  u.opts.StallTimeout,
 	}, nil
 }
 
@@ -206,9 +208,52 @@ type rangeReader struct {
 	whole bool  // the reply is the whole image (200)
 	size  int64 // the image's
 	read  bool  // Read was called
+
+	stall time.Duration // the longest a splice waits for the connection
 }
 
-var _ upstream.WholeReader = (*rangeReader)(nil)
+var (
+	_ upstream.WholeReader = (*rangeReader)(nil)
+	_ upstream.Splicer     = (*rangeReader)(nil)
+)
+
+// CanSplice says whether the reply's body can be spliced into a file: a
+// plain-HTTP reply of a known length (httpclient.SpliceTransport).
+func (r *rangeReader) CanSplice() bool {
+	_, ok := r.body.(httpclient.SpliceBody)
+	return ok
+}
+
+// SpliceTo moves the next n bytes the reader would yield into f at off
+// (upstream.Splicer): the kernel moves them from the connection to the
+// file.
+func (r *rangeReader) SpliceTo(f *os.File, off, n int64, write func(func() error) error) (int64, error) {
+	sb, ok := r.body.(httpclient.SpliceBody)
+	if !ok {
+		return 0, fmt.Errorf("%s: the reply cannot be spliced", r.desc)
+	}
+	r.read = true
+	if r.skip > 0 {
+		k, err := io.CopyN(io.Discard, r.r, r.skip)
+		r.skip -= k
+		if err != nil {
+			return 0, r.fail(err)
+		}
+	}
+	want := min(n, r.left)
+	k, err := sb.SpliceTo(f, off, want, r.stall, write)
+	r.left -= k
+	r.got += k
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return k, &requestError{req: r.desc, err: fmt.Errorf("%w: no byte for %v", upstream.ErrStalled, r.stall)}
+	case err != nil:
+		return k, r.fail(err)
+	case k < n:
+		return k, r.short(fmt.Sprintf("the server sent %d of %d bytes", r.got, r.want))
+	}
+	return k, nil
+}
 
 // ReadWhole makes a reply of the whole image yield all of it
 // (upstream.WholeReader).
