@@ -156,7 +156,9 @@ func TestSpliceFailures(t *testing.T) {
 	}{
 		{"/short", nil, io.ErrUnexpectedEOF},
 		{"/stall", nil, os.ErrDeadlineExceeded},
-		{"/cancel", func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 200*time.Millisecond) }, context.DeadlineExceeded},
+		{"/cancel", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 200*time.Millisecond)
+		}, context.DeadlineExceeded},
 	} {
 		ctx, cancel := context.Background(), context.CancelFunc(func() {})
 		if tc.ctx != nil {
