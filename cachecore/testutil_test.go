@@ -26,7 +26,7 @@ func randomBytes(n int, seed uint64) []byte {
 }
 
 // openTest opens a cache over up in dir with small chunks.
-func openTest(t *testing.T, dir string, up upstream.Upstream, mod ...func(*Config)) *Cache {
+func openTest(t testing.TB, dir string, up upstream.Upstream, mod ...func(*Config)) *Cache {
 	t.Helper()
 	cfg := Config{Dir: dir, Upstream: up, ChunkSize: 64 << 10, FlushInterval: 50 * time.Millisecond}
 	for _, m := range mod {
