@@ -24,10 +24,14 @@
 // ensure (fetch.go) finds the missing chunks and creates one flight per
 // chunk under Image.mu, grouped into runs; each run takes a fetch slot
 // (slots.go), reserves room (usage.go, space.Ledger), makes one range
-// request through the Upstream and writes the reply into the data file,
-// landing each chunk as its last byte is written. Read returns a Span that
-// fs hands to the kernel (splice). A flusher (flush.go) persists chunk maps
-// and counters in batches, after syncing the data they describe.
+// request through the Upstream and writes the reply into the data file
+// (a plain-HTTP reply by splice(2), upstream.Splicer), landing each chunk
+// as its last byte is written. A landed chunk extends the image's hash
+// when it continues the hashed prefix (hashing.go, at a low priority:
+// lowprio.go), so a sequential read is verified as it ends. Read returns
+// a Span that fs hands to the kernel (splice). A flusher (flush.go)
+// persists chunk maps and counters in batches, after syncing the data
+// they describe.
 //
 // # Where the coming work goes
 //
