@@ -3,13 +3,16 @@
 # a 1 GiB qcow2 (1 GiB of data) pushed to a local docker-registry as an
 # ORAS-style artifact, then
 #   cold: dd of <repo>/<tag>/<title> through a fresh mount   vs  curl of the same blob
-#   warm: dd of it again through the mount                   vs  dd of the cache's backing file
+#   re-read: dd of it again at once through the mount      vs  dd of the cache's backing file
+#   warm: dd of it once it is verified (after that re-read) vs  the same
+#   remount: dd of it through a new mount of the same cache    vs  the same
 #   qemu-img info through a fresh mount: bytes the registry sent (its access log)
 # A separate script, not a case of run.sh: making and pushing the image
 # takes minutes. REPS (default 3) repetitions; figures are printed as a
 # table. Needs docker-registry, skopeo, qemu-img, curl (.ci/setup).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+trap 'echo "bench/registry.sh: line $LINENO failed (status $?)" >&2' ERR
+cd "${REPO:-$(dirname "$0")/..}" # run.sh passes the checkout it measures
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 REPS=${REPS:-3}
 SIZE_MIB=${SIZE_MIB:-1024}
@@ -74,11 +77,12 @@ size=$((SIZE_MIB << 20))
 now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 
-# mount_fresh: a mount of the registry on a new cache; sets mnt, cache, mpid.
+# mount_fresh [CACHE]: a new mount of the registry, on a new cache unless
+# CACHE is given; sets mnt, cache, mpid.
 n=0
 mount_fresh() {
   n=$((n + 1))
-  mnt=$work/mnt$n cache=$work/cache$n
+  mnt=$work/mnt$n cache=${1:-$work/cache$n}
   mkdir -p "$mnt"
   "$work/imgcache" mount --cache-dir "$cache" --repo vm/big "oci+http://127.0.0.1:$port" "$mnt" 2>"$work/mount$n.log" &
   mpid=$!
@@ -102,7 +106,7 @@ sent() { # bytes the registry sent of the disk's blob so far
 }
 
 echo "registry rows: a ${SIZE_MIB} MiB qcow2 artifact on docker-registry $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo '?') at 127.0.0.1, $REPS runs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-4s %10s %10s %6s %10s %10s %6s %14s %s\n" run "curl MB/s" "cold MB/s" ratio "file MB/s" "warm MB/s" ratio "qemu-img bytes" "state before warm"
+printf "%-4s %10s %10s %6s %10s %11s %6s %10s %6s %12s %6s %14s %s\n" run "curl MB/s" "cold MB/s" ratio "file MB/s" "reread MB/s" ratio "warm MB/s" ratio "remount MB/s" ratio "qemu-img bytes" "state before re-read"
 for r in $(seq "$REPS"); do
   t0=$(now)
   got=$(curl -fs -o /dev/null -w '%{size_download}' "$blob_url")
@@ -114,10 +118,18 @@ for r in $(seq "$REPS"); do
   file=$mnt/vm/big/v1/big.qcow2
   cold_s=$(ddtime "$file")
   state=$(getfattr --only-values -n user.imgcache.state "$file" 2>/dev/null || echo "?")
+  reread_s=$(ddtime "$file")
+  for _ in $(seq 300); do # warm: the image settled (verified), at most 30 s
+    [ "$(getfattr --only-values -n user.imgcache.state "$file" 2>/dev/null)" = verified ] && break
+    sleep 0.1
+  done
   warm_s=$(ddtime "$file")
   backing=$(find "$cache/data" -type f -size +1M -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
   cat "$backing" >/dev/null # the page cache holds it, as it holds the mount's
   file_s=$(ddtime "$backing")
+  unmount
+  mount_fresh "$cache"
+  remount_s=$(ddtime "$mnt/vm/big/v1/big.qcow2")
   unmount
 
   mount_fresh
@@ -127,7 +139,8 @@ for r in $(seq "$REPS"); do
   qemu_bytes=$(($(sent) - before))
   unmount
 
-  c=$(mbps "$got" "$curl_s") k=$(mbps "$size" "$cold_s") f=$(mbps "$size" "$file_s") w=$(mbps "$size" "$warm_s")
-  printf '%-4s %10s %10s %6s %10s %10s %6s %14s %s\n' "$r" "$c" "$k" "$(awk -v a="$k" -v b="$c" 'BEGIN { printf "%.2f", a / b }')" \
-    "$f" "$w" "$(awk -v a="$w" -v b="$f" 'BEGIN { printf "%.2f", a / b }')" "$qemu_bytes" "$state"
+  c=$(mbps "$got" "$curl_s") k=$(mbps "$size" "$cold_s") f=$(mbps "$size" "$file_s") w=$(mbps "$size" "$warm_s") e=$(mbps "$size" "$reread_s") m=$(mbps "$size" "$remount_s")
+  div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+  printf '%-4s %10s %10s %6s %10s %11s %6s %10s %6s %12s %6s %14s %s\n' "$r" "$c" "$k" "$(div "$k" "$c")" \
+    "$f" "$e" "$(div "$e" "$f")" "$w" "$(div "$w" "$f")" "$m" "$(div "$m" "$f")" "$qemu_bytes" "$state"
 done

@@ -6,7 +6,8 @@
 # Knobs (env): SIZE_MB=1024 (the image), BIG_MB=4096 (memory case), REPS=3,
 #   FIO_RUNTIME=8, NFILES=10000 (ls -l case), NINDEX=100000 (catalog case:
 #   NINDEX images in four directories; the issue's scale is NINDEX=1000000),
-#   CASES="seq random partial conc mem meta index norange short" (the cases to run),
+#   CASES="seq random partial conc mem meta index norange short registry" (the cases to run;
+#   registry runs bench/registry.sh: a 1 GiB artifact on a local docker-registry),
 #   NR_MB=256 (the image python3 -m http.server serves in the norange case),
 #   BASE=/var/tmp/imgcache-bench (generated images are kept there and reused),
 #   REPO=the checkout to build (default: this one; to measure another commit
@@ -31,7 +32,7 @@ NINDEX=${NINDEX:-100000}
 BASE=${BASE:-/var/tmp/imgcache-bench}
 OUT=${OUT:-$HERE/results.md}
 PEERS=${PEERS:-0}
-CASES=${CASES:-seq random partial conc mem meta index norange short}
+CASES=${CASES:-seq random partial conc mem meta index norange short registry}
 NR_MB=${NR_MB:-256}
 want() { [[ " $CASES " == *" $1 "* ]]; }
 SIZE=$((SIZE_MB << 20))
@@ -567,6 +568,12 @@ if want short; then
   done
 fi
 
+if want registry; then
+  log "=== registry: bench/registry.sh (a ${SIZE_MB} MiB qcow2 artifact on a local docker-registry)"
+  REPO=$REPO REPS=$REPS SIZE_MIB=$SIZE_MB bash "$HERE/registry.sh" >"$LOGS/registry.txt" 2>"$LOGS/registry.err" ||
+    log "registry.sh failed: see $LOGS/registry.err"
+fi
+
 if [ "$PEERS" = 1 ]; then
   log "=== peers (../shared/bench/peers.sh)"
   PEERS_SH=$(cd "$REPO/.." && pwd)/shared/bench/peers.sh
@@ -681,6 +688,20 @@ index_table() {
   fi
   echo "The machine is shared (2 CPUs, other work running): treat differences under ~15% as noise."
   want index && index_table
+  if want registry; then
+    echo
+    echo "## A registry upstream (bench/registry.sh)"
+    echo
+    echo "cold: \`dd\` of \`<repo>/<tag>/<title>\` through a fresh mount vs \`curl\` of the same blob; reread: \`dd\` of it again at once;"
+    echo "warm: once it shows verified; remount: through a new mount of the same cache; all three vs the cache's backing file (page cache);"
+    echo "qemu-img bytes: what the registry sent for \`qemu-img info\`"
+    echo "through a fresh mount (its access log). Targets (issue 9): cold >= 0.6, warm >= 0.9, qemu-img <= 4 MiB."
+    echo
+    echo '```'
+    cat "$LOGS/registry.txt" 2>/dev/null
+    [ "$(wc -l <"$LOGS/registry.txt" 2>/dev/null || echo 0)" -gt 2 ] || echo "(bench/registry.sh failed in this run: $(tail -1 "$LOGS/registry.err" 2>/dev/null))"
+    echo '```'
+  fi
   [ "$PEERS" = 1 ] && echo && echo "Peers (httpdirfs, rclone, go-fuse loopback) on the same work: $BASE/peers-results.md."
   echo
   echo "Raw samples:"

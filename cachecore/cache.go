@@ -10,13 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/store"
 	"github.com/imgcache/imgcache/cachecore/upstream"
@@ -110,7 +108,8 @@ type Cache struct {
 	pins      pinState // the pin rules (pins.go)
 
 	mu        sync.Mutex               // protects the following
-	images    map[string]*Image        // every image of the catalog, by ID
+	images    map[string]*Image        // every hot image of the catalog, by ID
+	cold      *coldSet                 // the cold images of the catalog (cold.go)
 	lingering map[string]*Image        // images that left the catalog and are not yet deleted, by ID
 	deleting  map[string]chan struct{} // lingering images being deleted: closed when done
 	gen       uint32                   // counts the listings published (Image.seen)
@@ -159,6 +158,7 @@ func Open(cfg Config) (*Cache, error) {
 		relist:    make(chan struct{}, 1),
 		verifying: make(chan struct{}, 1),
 		images:    make(map[string]*Image),
+		cold:      newColdSet(nil, true),
 		lingering: make(map[string]*Image),
 		deleting:  make(map[string]chan struct{}),
 	}
@@ -172,7 +172,7 @@ func Open(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	if r, ok := c.up.(upstream.Rememberer); ok {
-		r.Remember(c.remembered())
+		r.Remember(known{c})
 	}
 	fresh := c.catalog.RefreshedAt.IsZero()
 	if fresh {
@@ -238,112 +238,6 @@ func (cfg *Config) fill() error {
 }
 
 func (c *Cache) now() time.Time { return c.cfg.now() }
-
-// openStorage opens the index and the data store and reconciles them:
-// records of images that left the catalog are dropped with their data,
-// data files without a record are deleted, and a chunk map whose data file
-// is gone is emptied.
-func (c *Cache) openStorage() error {
-	var err error
-	if c.store, err = store.Open(c.dir); err != nil {
-		return err // it names the path
-	}
-	l, err := c.openLoadedIndex()
-	if errors.Is(err, ErrIndexDamaged) && c.cfg.RebuildIndex {
-		if err := c.rebuildIndex(err); err != nil { // rebuild.go
-			return err
-		}
-		l, err = c.openLoadedIndex()
-	} else if err == nil && c.cfg.RebuildIndex {
-		c.log.Info("the index is sound: nothing to rebuild")
-	}
-	if err != nil {
-		return err
-	}
-	c.catalog = l.Catalog
-	var fix index.Batch
-	for _, r := range l.Records {
-		if !store.ValidID(r.ID) {
-			c.log.Warn("dropping an index record with a malformed ID", "id", r.ID, "image", r.Name)
-			fix.Deletes = append(fix.Deletes, r.ID)
-			continue
-		}
-		err := checkRecord(&r)
-		if err != nil {
-			c.log.Warn("index record refused; its image and data are dropped", "err", err)
-		}
-		if !r.Listed || err != nil {
-			fix.Deletes = append(fix.Deletes, r.ID)
-			continue
-		}
-		n := chunkmap.Chunks(r.Size, r.ChunkSize)
-		present, err := chunkmap.Unmarshal(l.Maps[r.ID], n)
-		if err != nil && l.Maps[r.ID] != nil {
-			c.log.Warn("chunk map unreadable; image will be fetched again", "image", r.Name, "err", err)
-		}
-		if present.Count() > 0 && !c.store.Exists(r.ID) {
-			present.Clear()
-			r.Verdict = index.Unchecked
-			fix.PutMap(r.ID, present.Marshal())
-		}
-		img := newImage(c, r, present)
-		if !r.Extras().RetiredAt.IsZero() && !img.trustedLocked() { // a retired image stays while it is whole
-			fix.Deletes = append(fix.Deletes, r.ID)
-			continue
-		}
-		c.images[r.ID] = img
-	}
-	for _, id := range fix.Deletes {
-		if !store.ValidID(id) {
-			continue // no data file has that name
-		}
-		if err := c.store.Remove(id); err != nil {
-			return err
-		}
-	}
-	files, err := c.store.Scan(func(name string) {
-		c.log.Warn("ignoring a stray entry in the cache directory", "path", filepath.Join(c.cfg.Dir, "data", name))
-	})
-	if err != nil {
-		return err // it names the path
-	}
-	for _, f := range files {
-		if c.images[f.ID] == nil {
-			c.log.Info("removing cache file without index record", "id", f.ID)
-			if err := c.store.Remove(f.ID); err != nil {
-				return err
-			}
-		}
-	}
-	t, unplaced := c.buildTree()
-	for _, img := range unplaced { // retired, and its names taken: it leaves the catalog
-		delete(c.images, img.id)
-		fix.Deletes = append(fix.Deletes, img.id)
-		if err := c.store.Remove(img.id); err != nil {
-			return err
-		}
-	}
-	if err := c.idx.Write(&fix); err != nil && !errors.Is(err, ErrIndexHeld) { // held: written later
-		return fmt.Errorf("write index: %w", err)
-	}
-	c.tree.Store(t)
-	return c.loadPins(l.Pins)
-}
-
-// openLoadedIndex opens the index and reads it whole.
-func (c *Cache) openLoadedIndex() (index.Loaded, error) {
-	idx, err := index.Open(filepath.Join(c.cfg.Dir, "index"), c.log)
-	if err != nil {
-		return index.Loaded{}, err
-	}
-	l, err := idx.Load()
-	if err != nil {
-		idx.Close()
-		return index.Loaded{}, fmt.Errorf("read index: %w", err)
-	}
-	c.idx = idx
-	return l, nil
-}
 
 // Close stops background work, waits for fetches in flight to end, writes
 // what is not yet in the index and releases the cache directory.

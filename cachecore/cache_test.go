@@ -276,9 +276,12 @@ func TestCatalogRefresh(t *testing.T) {
 		cfg.Notifier = changeNotifier(func(ch []Change) { mu.Lock(); changes = append(changes, ch...); mu.Unlock() })
 	})
 	defer c.Close()
-	root := c.Root()
-	if len(root.Children) != 2 || root.Children[0].Name != "a.img" || root.Children[1].Name != "dir" {
-		t.Fatalf("root: %+v", root.Children)
+	root, _ := c.ReadDir("")
+	if n0, _, d0 := root.At(0); root.Len() != 2 || n0 != "a.img" || d0 {
+		t.Fatalf("root: %d entries, the first %q", root.Len(), n0)
+	}
+	if n1, _, d1 := root.At(1); n1 != "dir" || !d1 {
+		t.Fatalf("root: the second entry %q, a directory: %v", n1, d1)
 	}
 	oldIno := mustLookup(t, c, "a.img").Ino()
 	up.Add("a.img", randomBytes(1001, 10), false) // a new version
@@ -369,4 +372,4 @@ type changeNotifier func([]Change)
 
 func (f changeNotifier) CatalogChanged(ch []Change)      { f(ch) }
 func (changeNotifier) PagesDropped(*Image, int64, int64) {}
-func (changeNotifier) Evicted([]string)                  {}
+func (changeNotifier) CachedChanged([]string)            {}

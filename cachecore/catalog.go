@@ -2,143 +2,14 @@ package cachecore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
+	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/index"
 	"github.com/imgcache/imgcache/cachecore/upstream"
 )
-
-// Entry is a file or directory of the catalog as the filesystem shows it.
-// Entries are immutable; a refresh builds a new tree.
-type Entry struct {
-	Name     string   // base name
-	Path     string   // full slash-separated path, "" for the root
-	Ino      uint64   // stable inode number
-	Image    *Image   // nil for a directory
-	Children []*Entry // a directory's entries, sorted by name
-}
-
-// IsDir reports whether the entry is a directory.
-func (e *Entry) IsDir() bool { return e.Image == nil }
-
-// tree is one version of the catalog.
-type tree struct {
-	byPath map[string]*Entry
-}
-
-// Root returns the catalog's root directory.
-func (c *Cache) Root() *Entry { return c.tree.Load().byPath[""] }
-
-// Lookup finds the entry at path ("" is the root) in the current catalog.
-func (c *Cache) Lookup(path string) (*Entry, bool) {
-	e, ok := c.tree.Load().byPath[path]
-	return e, ok
-}
-
-// buildTree makes the catalog tree of c.images; c.mu must be held (or the
-// cache not yet running). Names were cleaned by the upstream; a name
-// that is both a file and a directory keeps the directory. An image has
-// an entry for each of its names (ByDigest: like hard links), and its
-// link count is set to how many were placed. Images of the listing come
-// first; retired ones (catalog_retain.go) take the names left free, and
-// those that get none are returned, to leave the catalog.
-func (c *Cache) buildTree() (t *tree, unplaced []*Image) {
-	// Sorted by name; the names sit beside the pointers so that sorting
-	// 100,000 of them at start-up does not chase a pointer per comparison.
-	type named struct {
-		name string
-		img  *Image
-	}
-	var listed, retired []named
-	var retiredImgs []*Image
-	for _, img := range c.images { // c.images holds exactly the catalog's images
-		img.placed = 0
-		x := img.rec.Extras()
-		list := &listed
-		if !x.RetiredAt.IsZero() {
-			list = &retired
-			retiredImgs = append(retiredImgs, img)
-		}
-		*list = append(*list, named{img.rec.Name, img})
-		for _, l := range x.Links {
-			*list = append(*list, named{l, img})
-		}
-	}
-	t = &tree{byPath: make(map[string]*Entry, len(listed)+len(retired)+1)}
-	t.byPath[""] = &Entry{Ino: 1}
-	for _, names := range [][]named{listed, retired} {
-		slices.SortFunc(names, func(a, b named) int { return strings.Compare(a.name, b.name) })
-		for _, n := range names {
-			img := n.img
-			if t.byPath[n.name] != nil {
-				continue
-			}
-			parent := t.dir(n.name)
-			if parent == nil {
-				c.log.Warn("image name clashes with a directory; not listed", "image", n.name)
-				continue
-			}
-			e := &Entry{Name: baseName(n.name), Path: n.name, Ino: img.ino, Image: img}
-			t.byPath[e.Path] = e
-			parent.Children = append(parent.Children, e)
-			img.placed++
-		}
-	}
-	byName := func(a, b *Entry) int { return strings.Compare(a.Name, b.Name) }
-	for _, e := range t.byPath {
-		// Children come in path order, which is name order unless a
-		// subdirectory's name is a prefix of a sibling's ("a/b/x", "a/b-c")
-		// or retired images came after the others.
-		if e.IsDir() && !slices.IsSortedFunc(e.Children, byName) {
-			slices.SortFunc(e.Children, byName)
-		}
-	}
-	for _, img := range c.images {
-		img.links.Store(img.placed)
-	}
-	for _, img := range retiredImgs {
-		if img.placed == 0 {
-			unplaced = append(unplaced, img)
-		}
-	}
-	return t, unplaced
-}
-
-// dir returns the directory that holds name, creating directories on the
-// way, or nil if a file is in the way.
-func (t *tree) dir(name string) *Entry {
-	i := strings.LastIndexByte(name, '/')
-	if i < 0 {
-		return t.byPath[""]
-	}
-	p := name[:i]
-	if d, ok := t.byPath[p]; ok {
-		if !d.IsDir() {
-			return nil
-		}
-		return d
-	}
-	parent := t.dir(p)
-	if parent == nil {
-		return nil
-	}
-	d := &Entry{Name: baseName(p), Path: p, Ino: dirIno(p)}
-	t.byPath[p] = d
-	parent.Children = append(parent.Children, d)
-	return d
-}
-
-func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
-
-func dirIno(p string) uint64 {
-	h := sha256.Sum256([]byte("dir\x00" + p))
-	return inoOf(hex.EncodeToString(h[:8]))
-}
 
 // catalogLoop refreshes the catalog every CatalogTTL. After a failure it
 // retries sooner, backing off up to the TTL; a failure never drops what
@@ -150,7 +21,7 @@ func (c *Cache) catalogLoop(soon bool) {
 	if soon || c.listFailed() {
 		wait = 0
 	}
-	for {
+	for first := true; ; first = false {
 		t := time.NewTimer(wait)
 		select {
 		case <-c.ctx.Done():
@@ -163,6 +34,9 @@ func (c *Cache) catalogLoop(soon bool) {
 		ctx, cancel := context.WithTimeout(c.ctx, max(c.cfg.CatalogTTL, time.Minute))
 		err := c.refresh(ctx)
 		cancel()
+		if err == nil || first { // the first: after start-up's garbage
+			c.releaseMemory()
+		}
 		if err == nil {
 			retry, wait = time.Second, c.cfg.CatalogTTL
 			continue
@@ -172,6 +46,21 @@ func (c *Cache) catalogLoop(soon bool) {
 		}
 		c.log.Warn("catalog refresh failed; keeping the catalog as it was", "err", err, "retry_in", retry)
 		wait, retry = catalogRetryPause(retry, err), min(2*retry, c.cfg.CatalogTTL)
+	}
+}
+
+// largeCatalog is how many images make a refresh leave enough garbage
+// behind to be worth returning at once (releaseMemory).
+const largeCatalog = 100_000
+
+// releaseMemory collects the garbage of a large catalog's start-up or
+// refresh (a listing of a million entries and its grouping are hundreds
+// of MB) and returns it to the kernel: a daemon at rest allocates too
+// little for the collector to run soon, and it stayed at its peak (756
+// MiB for a million images, of which about 200 were live).
+func (c *Cache) releaseMemory() {
+	if c.ImageCount() >= largeCatalog {
+		debug.FreeOSMemory()
 	}
 }
 
@@ -256,16 +145,30 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	var b index.Batch
 	var renamed []*Image // images whose names changed: their link counts too
 	old := c.tree.Load()
+	cold := c.cold
+	listedCold := make([]bool, len(cold.imgs))
+	var newCold []coldImage
 	for gi := range in {
 		g := &in[gi]
 		img := c.images[g.id]
 		if img == nil {
 			img = c.reviveLocked(g.id)
 		}
+		if img == nil {
+			if ci, ok := c.listedColdLocked(g, entries, puts[int32(gi)] != nil, listedCold); ok {
+				continue // as it was: still cold
+			} else if ci >= 0 {
+				img = c.heatLocked(ci) // it changes: an Image of it takes the change
+			}
+		}
 		switch {
 		case img == nil:
 			s := puts[int32(gi)]
 			r := c.record(g, entries)
+			if ci, ok := coldOf(&r); ok && s == nil {
+				newCold = append(newCold, ci) // its record is written from it (coldRecords)
+				continue
+			}
 			img = c.newListed(r, s)
 			c.images[g.id] = img
 			b.Records = append(b.Records, img.rec)
@@ -282,6 +185,10 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 		img.seen = c.gen
 	}
 	retired := c.unlistedLocked(now)
+	c.cold = cold.next(listedCold, newCold, &b)
+	if len(newCold) > 0 {
+		b.More = coldRecords(newCold)
+	}
 	c.catalog = index.CatalogMeta{RefreshedAt: now, Source: c.up.URL("")}
 	c.warnings = warnings
 	meta := c.catalog // a copy: the batch is written outside the lock
@@ -433,30 +340,6 @@ func (c *Cache) retire(img *Image) {
 	if unused {
 		c.deleteImage(img)
 	}
-}
-
-// diffTrees lists the entries that are new, gone, or now a different
-// inode.
-func diffTrees(old, cur *tree) []Change {
-	var ch []Change
-	for p, e := range cur.byPath {
-		if o, ok := old.byPath[p]; p != "" && (!ok || o.Ino != e.Ino) {
-			ch = append(ch, Change{Dir: parentPath(p), Name: e.Name})
-		}
-	}
-	for p, o := range old.byPath {
-		if _, ok := cur.byPath[p]; !ok {
-			ch = append(ch, Change{Dir: parentPath(p), Name: o.Name})
-		}
-	}
-	return ch
-}
-
-func parentPath(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i]
-	}
-	return ""
 }
 
 // CatalogStatus says when the catalog was last refreshed and, if the last

@@ -249,11 +249,11 @@ func (c *Cache) readContent(img *Image) []byte {
 	return b
 }
 
-// remembered returns the catalog's entries as the upstream listed them,
-// for upstream.Rememberer: one per name, with their ETags, attributes and
-// (read from the data files) Content, so that the first listing after a
-// start can ask only whether they changed. Retired images are left out:
-// the upstream no longer lists them.
+// remembered returns the hot images' entries as the upstream listed them,
+// for upstream.Rememberer (known.go): one per name, with their ETags,
+// attributes and (read from the data files) Content, so that the first
+// listing after a start can ask only whether they changed. Retired
+// images are left out: the upstream no longer lists them.
 func (c *Cache) remembered() []upstream.Entry {
 	type one struct {
 		img     *Image

@@ -136,7 +136,8 @@ func (c *Cache) newListed(r index.Record, s *stored) *Image {
 // new listing: its names, attributes, Content mark, and it is no longer
 // retired. c.mu is held; these record fields change only with c.mu and
 // img.mu held, so that buildTree may read them under c.mu alone. It
-// reports whether its names changed.
+// reports whether what stat shows of its names changed (its names, so
+// link counts, or its date: the kernel is told).
 func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed bool) {
 	e := &entries[g.first]
 	attrs := index.AttrsOf(e.Attrs)
@@ -145,17 +146,28 @@ func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed
 	r, x := &img.rec, img.rec.Extras()
 	renamed = r.Name != e.Name || !slices.Equal(x.Links, g.links)
 	content := r.Content || g.content >= 0
-	etag := r.ETag
-	if content && g.content >= 0 {
+	etag, mtime := e.ETag, e.ModTime
+	if content {
 		// A catalog file is never fetched: its ETag serves only the
 		// conditional request after a restart (remembered), and the
 		// upstream may give one only once the file is no longer new.
-		etag = entries[g.content].ETag
+		etag, mtime = r.ETag, r.ModTime
+		if g.content >= 0 {
+			etag = entries[g.content].ETag
+		}
 	}
-	if !renamed && x.Attrs == attrs && r.Content == content && x.RetiredAt.IsZero() && r.ETag == etag {
+	if cur := img.fetchEntry(); !content && (cur.Name != e.Name || cur.ETag != etag || !cur.ModTime.Equal(mtime)) {
+		// The same bytes (same digest) renamed or published again: ask
+		// for them as listed now (Image.fetchAs).
+		next := cur
+		next.Name, next.ETag, next.ModTime = e.Name, etag, mtime
+		img.fetchAs.Store(&next)
+		renamed = renamed || !cur.ModTime.Equal(mtime)
+	}
+	if !renamed && x.Attrs == attrs && r.Content == content && x.RetiredAt.IsZero() && r.ETag == etag && r.ModTime.Equal(mtime) {
 		return false
 	}
-	r.Name, r.Content, r.ETag = e.Name, content, etag
+	r.Name, r.Content, r.ETag, r.ModTime = e.Name, content, etag, mtime
 	r.SetExtras(index.Extra{Links: g.links, Attrs: attrs}) // and no longer retired: listed again
 	if content {
 		c.life.space.Keep(img.id) // a catalog file is never evicted

@@ -145,7 +145,7 @@ type evictedNotifier func([]string)
 
 func (evictedNotifier) CatalogChanged([]Change)           {}
 func (evictedNotifier) PagesDropped(*Image, int64, int64) {}
-func (f evictedNotifier) Evicted(names []string)          { f(names) }
+func (f evictedNotifier) CachedChanged(names []string)    { f(names) }
 
 // TestEvictionIsToldByEveryName: the kernel may know the inode of an
 // image of several names by any of them; an eviction names them all, so
@@ -161,7 +161,9 @@ func TestEvictionIsToldByEveryName(t *testing.T) {
 		cfg.Notifier = evictedNotifier(func(names []string) { told = append(told, names...) })
 	})
 	defer c.Close()
-	readAll(t, c, mustLookup(t, c, "b/t/disk"))
+	img := mustLookup(t, c, "b/t/disk")
+	readAll(t, c, img)
+	waitFor(t, func() bool { return !img.InUse() }) // its fetch lets go just after the last chunk lands
 	d, err := c.Evict("b/t/disk")
 	if err != nil || len(d.Evicted) != 1 || d.Evicted[0] != "a/blobs/sha256/x" {
 		t.Fatalf("evict: %+v %v; want the image, by its first name", d, err)

@@ -51,13 +51,25 @@ func (r CheckResult) OK() bool { return r.BadChunks == 0 && r.Invalid == 0 }
 // each image was verified, and drops what no longer matches. It returns
 // early, with what it found so far, if ctx ends.
 func (c *Cache) Check(ctx context.Context, name string) (CheckResult, error) {
-	imgs, err := c.imagesBelow(name)
+	imgs, cold, err := c.imagesBelow(name)
 	if err != nil {
 		return CheckResult{}, err
 	}
 	k := newChecker(0)
 	k.reports = true
-	return c.checkAll(ctx, imgs, k)
+	res, err := c.checkAll(ctx, imgs, k)
+	if len(cold) > 0 { // reported as checkImage reports an image with nothing cached
+		res.Images += len(cold)
+		reports := make([]ImageReport, 0, len(res.Reports)+len(cold))
+		for _, name := range cold {
+			for len(res.Reports) > 0 && res.Reports[0].Name < name {
+				reports, res.Reports = append(reports, res.Reports[0]), res.Reports[1:]
+			}
+			reports = append(reports, ImageReport{Name: name, State: StateAbsent, Message: "nothing cached"})
+		}
+		res.Reports = append(reports, res.Reports...)
+	}
+	return res, err
 }
 
 // checkAll checks imgs in turn.
@@ -83,25 +95,49 @@ func (c *Cache) checkAll(ctx context.Context, imgs []*Image, k *checker) (CheckR
 }
 
 // imagesBelow returns the image called name, or the images in the
-// directory called name ("": all), in name order.
-func (c *Cache) imagesBelow(name string) ([]*Image, error) {
-	e, ok := c.Lookup(strings.Trim(name, "/"))
-	if !ok {
-		return nil, &Error{Op: "check", Name: name, Err: ErrNotFound}
-	}
-	var imgs []*Image
-	var walk func(*Entry)
-	walk = func(e *Entry) {
-		if !e.IsDir() {
-			imgs = append(imgs, e.Image)
+// directory called name ("": all), in name order; with cold images
+// (nothing cached: nothing to check, cold.go) the names of those in a
+// directory apart, also in order.
+func (c *Cache) imagesBelow(name string) (imgs []*Image, cold []string, err error) {
+	name = strings.Trim(name, "/")
+	t := c.tree.Load()
+	if ch, ok := t.file(name); ok {
+		c.mu.Lock()
+		img := c.imageOfLocked(ch)
+		c.mu.Unlock()
+		if img == nil {
+			return nil, nil, &Error{Op: "check", Name: name, Err: ErrNotFound}
 		}
-		for _, ch := range e.Children {
-			walk(ch)
+		return []*Image{img}, nil, nil
+	}
+	if t.dirs[name] == nil {
+		return nil, nil, &Error{Op: "check", Name: name, Err: ErrNotFound}
+	}
+	var walk func(dir string)
+	walk = func(dir string) {
+		for i := range t.dirs[dir].children {
+			ch := &t.dirs[dir].children[i]
+			switch p := joinPath(dir, ch.name); {
+			case ch.isDir():
+				walk(p)
+			case ch.img != nil:
+				imgs = append(imgs, ch.img)
+			default:
+				c.mu.Lock()
+				img := c.images[ch.cold.hexID()] // made hot since
+				c.mu.Unlock()
+				if img != nil {
+					imgs = append(imgs, img)
+				} else {
+					cold = append(cold, p)
+				}
+			}
 		}
 	}
-	walk(e)
+	walk(name)
 	slices.SortFunc(imgs, func(a, b *Image) int { return strings.Compare(a.entry.Name, b.entry.Name) })
-	return imgs, nil
+	slices.Sort(cold)
+	return imgs, cold, nil
 }
 
 type imageCheck struct {

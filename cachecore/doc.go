@@ -18,8 +18,9 @@
 //
 // # One cold read
 //
-// fs calls Cache.Lookup (catalog.go: an immutable tree, swapped whole when
-// the upstream's listing is refreshed), then Cache.Open, which counts a hit
+// fs calls Cache.Lookup (tree.go: an immutable tree, swapped whole when
+// the upstream's listing is refreshed; an image nothing has happened to
+// is held cold until then, cold.go), then Cache.Open, which counts a hit
 // and returns a Handle (handle.go). Handle.Read plans read-ahead, then
 // ensure (fetch.go) finds the missing chunks and creates one flight per
 // chunk under Image.mu, grouped into runs; each run takes a fetch slot
@@ -53,7 +54,7 @@
 //
 //	pinState.mu         one change of the pin rules at a time (pins.go)
 //	lifecycle.pruneMu   one pruning pass at a time (prune.go)
-//	Cache.mu            the images by ID (listed and lingering), the catalog's state
+//	Cache.mu            the images by ID (listed and lingering), the cold ones, the catalog's state
 //	lifecycle.indexMu   orders writes of chunk maps: flush against eviction
 //	                    (never held together with Cache.mu)
 //	Image.mu            an image's chunk map, flights, users, record

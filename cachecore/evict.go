@@ -3,6 +3,7 @@ package cachecore
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/imgcache/imgcache/cachecore/index"
 )
@@ -110,7 +111,7 @@ func (c *Cache) dropData(imgs []*Image) Dropped {
 	}
 	c.stats.Evictions.Add(uint64(len(d.Evicted)))
 	if len(told) > 0 {
-		c.cfg.Notifier.Evicted(told)
+		c.cfg.Notifier.CachedChanged(told)
 	}
 	if len(d.Evicted) > 0 {
 		c.log.Debug("evicted", "images", len(d.Evicted), "bytes", d.FreedBytes)
@@ -153,12 +154,24 @@ func (c *Cache) Evict(name string) (Dropped, error) {
 	if content {
 		return Dropped{}, &Error{Op: "evict", Name: name, Err: ErrCatalogFile}
 	}
-	d := c.dropData([]*Image{img})
-	if len(d.Evicted) == 0 { // open (or pinned meanwhile)
-		return d, &Error{Op: "evict", Name: name, Err: ErrBusy}
+	// A fetch lets go of the image just after its last chunk lands, so
+	// an evict right after a read (cat, then imgcache evict) may find it
+	// still in use: it tries again for a moment before saying it is open.
+	deadline := time.Now().Add(evictBusyWait)
+	for {
+		d := c.dropData([]*Image{img})
+		if len(d.Evicted) > 0 {
+			return d, nil
+		}
+		if !img.InUse() || time.Now().After(deadline) || c.ctx.Err() != nil { // open (or pinned meanwhile)
+			return d, &Error{Op: "evict", Name: name, Err: ErrBusy}
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return d, nil
 }
+
+// evictBusyWait is how long Evict waits for an image in use to be let go.
+const evictBusyWait = 500 * time.Millisecond
 
 // EvictAll drops the cached data of every image that is neither open nor
 // pinned. Skipped names the images with data that it kept.

@@ -24,8 +24,12 @@ import (
 // range of chunks, some claimed by others, its own merged into runs.)
 
 // maxRunChunks bounds one range request, so that one reader cannot hold a
-// fetch slot for long and read-ahead spreads over parallel requests.
-const maxRunChunks = 8
+// fetch slot for long and read-ahead spreads over parallel requests. Not
+// smaller: a registry (distribution) spends about as much CPU on each
+// range request as on several MiB of its body (it reads each through a
+// buffer of 4 MiB of its own); runs of 32 chunks rather than 8 cost it a
+// quarter less CPU for a cold read of 512 MiB.
+const maxRunChunks = 32
 
 // pieceSize is how much of a chunk one write moves; buffers of this size
 // are pooled, so memory is bounded by the number of fetch slots.
@@ -49,9 +53,19 @@ type run struct {
 // or when ctx is done (the fetches go on, unless nobody else waits: see
 // request.go).
 func (img *Image) ensure(ctx context.Context, first, last int) error {
+	return img.ensureAhead(ctx, first, last, last+1)
+}
+
+// ensureAhead is ensure that also claims the missing, unclaimed chunks of
+// [last+1, claimTo) into the reader's runs, without waiting for them: a
+// sequential reader's next chunks, which the kernel is about to ask for
+// one READ at a time. One range request of a run costs less than one per
+// chunk (a registry looks each one up in its storage), and the chunks
+// still land one by one, so the reader waits only for its own.
+func (img *Image) ensureAhead(ctx context.Context, first, last, claimTo int) error {
 	counted := false
 	for {
-		again, err := img.ensureOnce(ctx, first, last, &counted)
+		again, err := img.ensureOnce(ctx, first, last, claimTo, &counted)
 		if !again {
 			return err
 		}
@@ -60,7 +74,7 @@ func (img *Image) ensure(ctx context.Context, first, last int) error {
 
 // ensureOnce is one try of ensure; again says that a run it waited for
 // was abandoned just as it joined, so it should claim afresh.
-func (img *Image) ensureOnce(ctx context.Context, first, last int, counted *bool) (again bool, err error) {
+func (img *Image) ensureOnce(ctx context.Context, first, last, claimTo int, counted *bool) (again bool, err error) {
 	img.mu.Lock()
 	if img.present.NextMissing(first, last+1) > last {
 		img.mu.Unlock()
@@ -75,6 +89,9 @@ func (img *Image) ensureOnce(ctx context.Context, first, last int, counted *bool
 	}
 	var waits []*flight
 	runs := img.claimLocked(first, last+1, &waits, -1)
+	if claimTo > last+1 {
+		runs = img.extendLocked(runs, last+1, claimTo)
+	}
 	if len(runs) > 0 {
 		img.users += len(runs) // each run keeps the data file open
 	}
@@ -139,6 +156,30 @@ func (img *Image) claimLocked(from, to int, waits *[]*flight, maxRuns int) []run
 		}
 		cur.end++
 		cur.flights = append(cur.flights, f)
+	}
+	return runs
+}
+
+// extendLocked adds the missing, unclaimed chunks of [from, to) that
+// directly follow the last of runs to it, as far as a run may grow (and
+// no further than the first chunk that is present or claimed): the
+// reader's own request brings them. Nobody waits for them yet.
+func (img *Image) extendLocked(runs []run, from, to int) []run {
+	if len(runs) == 0 || img.stream != nil {
+		return runs
+	}
+	r := &runs[len(runs)-1]
+	if r.end != from || r.stream != nil {
+		return runs
+	}
+	for i := from; i < to && r.end-r.first < maxRunChunks; i++ {
+		if _, claimed := img.flights[i]; claimed || img.present.Has(i) {
+			break
+		}
+		f := &flight{done: make(chan struct{}), req: r.req}
+		img.flights[i] = f
+		r.flights = append(r.flights, f)
+		r.end++
 	}
 	return runs
 }
@@ -482,7 +523,7 @@ func (c *Cache) readDirect(ctx context.Context, img *Image, off int64, n int) (S
 		return Span{}, err
 	}
 	defer c.slots.release(img)
-	body, err := c.up.Fetch(ctx, img.entry, off, int64(n))
+	body, err := c.up.Fetch(ctx, img.fetchEntry(), off, int64(n))
 	if err != nil {
 		c.stats.FetchErrors.Add(1)
 		return Span{}, &Error{Op: "fetch", Name: img.entry.Name, Err: err}

@@ -22,7 +22,7 @@ type Handle struct {
 
 	mu     sync.Mutex // protects the following
 	seqEnd int64      // end of the sequential stream being read, -1 before the first read
-	seqLen int64      // how many bytes that stream has covered
+	seqLen int64      // how many bytes of that stream were read
 	raEnd  int        // read-ahead has been started for chunks below this
 	raWant int        // read-ahead should reach this chunk (plan)
 	raWin  int64      // bytes read-ahead wants ahead of the stream; 0: not started
@@ -98,10 +98,11 @@ func (h *Handle) Read(ctx context.Context, off int64, n int) (Span, error) {
 			return Span{}, err
 		}
 	} else {
-		if h.plan(off, n, last) {
+		pump, claimTo := h.plan(off, n, last)
+		if pump {
 			h.pump()
 		}
-		if err := h.ensureBounded(ctx, first, last); err != nil {
+		if err := h.ensureBounded(ctx, first, last, claimTo); err != nil {
 			if readsAround(err) { // the size limit or a full disk: read around the cache
 				return h.readAroundBounded(ctx, off, n)
 			}
@@ -205,26 +206,40 @@ func (h *Handle) CheckAtOpen(ctx context.Context) error {
 // kernel into a burst of READs up to that window (file -s reads 7 MiB in
 // one call, which arrives as 8 MiB of READs); those are what the program
 // asked for, and read-ahead past them would be fetched for nobody.
-const readAheadStart = 16 << 20
+const readAheadStart = 2 * kernelWindow
+
+// kernelWindow is the kernel's read-ahead window for the mount
+// (mount/tune.go). The kernel sends the READs of a window at once, and
+// they arrive in any order: a read near the stream's end, ahead or
+// behind, goes on with the stream (plan).
+const kernelWindow = 8 << 20
 
 // plan notes a read of [off, off+n) (its last chunk is last) and reports
-// whether read-ahead is wanted. Reads a little out of order, as the
-// kernel's concurrent read-ahead sends them, still count as sequential.
-func (h *Handle) plan(off int64, n int, last int) bool {
+// whether read-ahead is wanted, and up to which chunk (exclusive) the
+// read's own request may claim: within read-ahead's window, a run's worth
+// past the read, since the kernel sends a sequential reader's next READs
+// a chunk at a time and read-ahead may have no free slot to be ahead of
+// them (each chunk was one range request).
+func (h *Handle) plan(off int64, n int, last int) (pump bool, claimTo int) {
 	img := h.img
 	cs := img.chunkSize
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	end := off + int64(n)
-	if h.seqEnd >= 0 && off <= h.seqEnd+cs && end >= h.seqEnd-2*cs {
-		h.seqLen += max(0, end-h.seqEnd)
+	// The kernel has up to two windows of READs out at once (the next
+	// one is sent before the last is answered). A jump of more than a
+	// window ahead is a new stream: ext4 read through a loop device jumps
+	// between files, and counting those as one stream fetched twice what
+	// it read.
+	if h.seqEnd >= 0 && off <= h.seqEnd+max(kernelWindow, 2*cs) && end >= h.seqEnd-max(2*kernelWindow, 2*cs) {
+		h.seqLen += int64(n) // what was read, not the gaps jumped over
 		h.seqEnd = max(h.seqEnd, end)
 	} else {
 		h.seqEnd, h.seqLen, h.raEnd, h.raWant, h.raWin, h.raMark = end, int64(n), 0, 0, 0, 0
 	}
 	maxWindow := img.c.cfg.ReadAhead
 	if h.seqLen < max(readAheadStart, 2*cs) || maxWindow <= 0 {
-		return false
+		return false, last + 1
 	}
 	h.raEnd = max(h.raEnd, last+1)
 	if h.raWin == 0 || last >= h.raMark {
@@ -238,7 +253,8 @@ func (h *Handle) plan(off int64, n int, last int) bool {
 	}
 	// Whole runs only, while read-ahead is ahead of the reader: one long
 	// range request costs less than many short ones.
-	return h.raWant-h.raEnd >= maxRunChunks || h.raWant == img.nChunks || h.raEnd == last+1
+	claimTo = max(last+1, min(h.raWant, int(off/cs)+maxRunChunks))
+	return h.raWant-h.raEnd >= maxRunChunks || h.raWant == img.nChunks || h.raEnd == last+1, claimTo
 }
 
 // pump starts read-ahead runs toward raWant while fetch slots are free.
@@ -274,7 +290,7 @@ func (h *Handle) pump() {
 // ensureBounded is ensure for a reader: it gives up after ReadTimeout
 // (recording why on the image), and repeats a recent failure of this
 // handle instead of asking the upstream again.
-func (h *Handle) ensureBounded(ctx context.Context, first, last int) error {
+func (h *Handle) ensureBounded(ctx context.Context, first, last, claimTo int) error {
 	img := h.img
 	img.mu.Lock()
 	present := img.present.NextMissing(first, last+1) > last
@@ -288,7 +304,7 @@ func (h *Handle) ensureBounded(ctx context.Context, first, last int) error {
 	timeout := img.c.cfg.ReadTimeout
 	tctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrReadTimeout)
 	defer cancel()
-	return h.boundedResult(ctx, tctx, img.ensure(tctx, first, last), "no bytes within the read timeout")
+	return h.boundedResult(ctx, tctx, img.ensureAhead(tctx, first, last, claimTo), "no bytes within the read timeout")
 }
 
 // boundedResult finishes a bounded wait that ended with err: a timeout

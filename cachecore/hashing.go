@@ -146,6 +146,7 @@ func (c *Cache) hashAlong(img *Image) {
 	defer piecePool.Put(bufp)
 	chunk := newSideHash(sha256.New())
 	defer chunk.close()
+	urgent := false
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	if v.hashed != v.gen {
@@ -179,6 +180,11 @@ func (c *Cache) hashAlong(img *Image) {
 		if !img.present.Has(i) { // the prefix ends here for now
 			stop(nil)
 			return
+		}
+		if !urgent && img.present.Complete() { // nobody waits for a chunk: the verdict is what is waited for (lowprio.go)
+			urgent = true
+			normalPriority()
+			chunk.urgent.Store(true)
 		}
 		img.mu.Unlock()
 		chunk.h.Reset()

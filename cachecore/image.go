@@ -54,6 +54,14 @@ type Image struct {
 
 	links atomic.Uint32 // names in the current tree (nlink)
 
+	// fetchAs, once set, is the entry fetches ask for: the name and
+	// validators the catalog last listed the image under (update). An
+	// image known by its digest stays the same image when the upstream
+	// renames it or publishes its bytes again with a new ETag or date,
+	// and a fetch asking with the old ones would fail as "changed" (or
+	// not found) for ever.
+	fetchAs atomic.Pointer[upstream.Entry]
+
 	// protected by Cache.mu (catalog.go)
 	placed uint32 // names placed by the tree being built
 	seen   uint32 // the catalog generation that last listed it
@@ -88,6 +96,14 @@ func newImage(c *Cache, r index.Record, present chunkmap.Map) *Image {
 	}
 }
 
+// fetchEntry is the entry a fetch of the image asks the upstream for.
+func (img *Image) fetchEntry() upstream.Entry {
+	if e := img.fetchAs.Load(); e != nil {
+		return *e
+	}
+	return img.entry
+}
+
 // Ino is a stable inode number for this image version.
 func (img *Image) Ino() uint64 { return img.ino }
 
@@ -95,7 +111,8 @@ func (img *Image) Ino() uint64 { return img.ino }
 func (img *Image) Size() int64 { return img.entry.Size }
 
 // ModTime is the upstream's modification time (zero when unknown).
-func (img *Image) ModTime() time.Time { return img.entry.ModTime }
+// An image republished upstream (the same digest) shows the new one.
+func (img *Image) ModTime() time.Time { return img.fetchEntry().ModTime }
 
 // Added is when the cache first listed the image (its record was made):
 // a stable stand-in for a modification time the upstream does not give
@@ -141,7 +158,7 @@ func (img *Image) Info() Info {
 	return Info{
 		Name:        img.rec.Name,
 		Size:        img.entry.Size,
-		ModTime:     img.entry.ModTime,
+		ModTime:     img.ModTime(),
 		Digest:      img.entry.Digest,
 		Source:      img.c.up.URL(img.entry.Name),
 		State:       img.stateLocked(),

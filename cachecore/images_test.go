@@ -47,7 +47,7 @@ func TestImagesStatsAndIndexView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.Copied || len(v.Images) != 2 || v.Source == "" {
+	if !v.Copied || v.Len() != 2 || v.Source == "" {
 		t.Fatalf("ReadIndex of an open cache: %+v", v)
 	}
 	if err := c.Close(); err != nil {
@@ -57,10 +57,16 @@ func TestImagesStatsAndIndexView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Copied || len(v.Images) != 2 || v.RefreshedAt.IsZero() {
+	if v.Copied || v.Len() != 2 || v.RefreshedAt.IsZero() {
 		t.Fatalf("ReadIndex of a closed cache: %+v", v)
 	}
-	got := v.Images[0]
+	got, _ := v.Image("a.img")
+	if b, ok := v.Image("sub/b.img"); !ok || b.State != StateAbsent || b.Size != 100<<10 {
+		t.Fatalf("ReadIndex sub/b.img: %+v", b)
+	}
+	if all := slices.Collect(v.Images("")); len(all) != 2 || all[0].Name != "a.img" || all[1].Name != "sub/b.img" {
+		t.Fatalf("ReadIndex images: %+v", all)
+	}
 	if got.Name != "a.img" || got.State != StateVerified || got.CachedBytes != int64(len(a)) ||
 		got.Hits != 2 || got.LastAccess.IsZero() || got.Digest == "" {
 		t.Fatalf("ReadIndex a.img: %+v", got)

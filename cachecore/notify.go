@@ -13,9 +13,9 @@ type Notifier interface {
 	// PagesDropped: bytes [off, off+n) of img were dropped as wrong
 	// (failed verification, damage found at rest).
 	PagesDropped(img *Image, off, n int64)
-	// Evicted: the cached data of the images called names was dropped
-	// (st_blocks is 0 now).
-	Evicted(names []string)
+	// CachedChanged: what is cached of the images called names changed
+	// without an open of theirs (evicted, or prefetched): st_blocks.
+	CachedChanged(names []string)
 }
 
 // Change names a catalog entry that changed: Name in directory Dir.
@@ -26,4 +26,4 @@ type noNotifier struct{}
 
 func (noNotifier) CatalogChanged([]Change)           {}
 func (noNotifier) PagesDropped(*Image, int64, int64) {}
-func (noNotifier) Evicted([]string)                  {}
+func (noNotifier) CachedChanged([]string)            {}

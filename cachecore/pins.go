@@ -191,11 +191,15 @@ func (c *Cache) RemovePin(r PinRule) (PinInfo, error) {
 		if r.Kind != PinName {
 			return PinInfo{}, &Error{Op: op, Name: r.Pattern, Err: ErrNoPin}
 		}
-		e, ok := c.tree.Load().byPath[r.Pattern]
-		if !ok || e.IsDir() {
+		ch, ok := c.tree.Load().file(r.Pattern)
+		if !ok {
 			return PinInfo{}, &Error{Op: op, Name: r.Pattern, Err: ErrNotFound}
 		}
-		if by := c.pinnedByLocked(e.Image); by != "" {
+		img := c.hotLocked(ch)
+		if img == nil { // cold: pinned by nothing (cold.go)
+			return PinInfo{PinRule: r}, nil
+		}
+		if by := c.pinnedByLocked(img); by != "" {
 			return PinInfo{}, &Error{Op: op, Name: r.Pattern, Err: fmt.Errorf("%w by %s: unpin that", ErrPinned, by)}
 		}
 		return PinInfo{PinRule: r}, nil
@@ -403,14 +407,13 @@ func (c *Cache) pinEntries(t *tree, r index.PinRule) []upstream.Entry {
 		return nil
 	}
 	var es []upstream.Entry
-	for p, e := range t.byPath {
-		if e.IsDir() {
-			continue
-		}
-		if attrs, ok := e.Image.pinCandidate(); ok {
+	t.eachFile(func(p string, ch *child) {
+		if img := c.hotLocked(ch); img == nil { // cold: a candidate without attributes
+			es = append(es, upstream.Entry{Name: p})
+		} else if attrs, ok := img.pinCandidate(); ok {
 			es = append(es, upstream.Entry{Name: p, Attrs: attrs})
 		}
-	}
+	})
 	return es
 }
 
@@ -421,9 +424,11 @@ func (c *Cache) selectPin(r index.PinRule, entries []upstream.Entry, t *tree) []
 	products := c.cfg.Products
 	switch PinKind(r.Kind) {
 	case PinName:
-		if e, ok := t.byPath[r.Pattern]; ok && !e.IsDir() {
-			if _, ok := e.Image.pinCandidate(); ok {
-				return []*Image{e.Image}
+		if ch, ok := t.file(r.Pattern); ok {
+			if img := c.imageOfLocked(ch); img != nil {
+				if _, ok := img.pinCandidate(); ok {
+					return []*Image{img}
+				}
 			}
 		}
 		return nil
@@ -445,9 +450,13 @@ func (c *Cache) selectPin(r index.PinRule, entries []upstream.Entry, t *tree) []
 	var imgs []*Image
 	seen := make(map[*Image]bool, len(picked)) // an image of several names (ByDigest) is picked once
 	for _, e := range picked {
-		if te, ok := t.byPath[e.Name]; ok && !te.IsDir() && !seen[te.Image] {
-			seen[te.Image] = true
-			imgs = append(imgs, te.Image)
+		ch, ok := t.file(e.Name)
+		if !ok {
+			continue
+		}
+		if img := c.imageOfLocked(ch); img != nil && !seen[img] {
+			seen[img] = true
+			imgs = append(imgs, img)
 		}
 	}
 	return imgs

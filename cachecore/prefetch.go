@@ -197,14 +197,18 @@ func (c *Cache) nextPrefetch() *Image {
 
 // prefetchDone takes img off the queue if it is complete (or no longer
 // wanted); after a failure it waits prefetchRetry before the next try.
+// The kernel may keep the attributes of an image nobody has open for
+// long, st_blocks of before the prefetch: it is told.
 func (c *Cache) prefetchDone(img *Image, err error) {
 	img.mu.Lock()
+	names := img.names()
 	wanted := c.wantedLocked(img)
 	if !wanted && !img.rec.QueuedAt.IsZero() {
 		img.rec.QueuedAt = timeZero
 		img.dirty = true
 	}
 	img.mu.Unlock()
+	c.cfg.Notifier.CachedChanged(names)
 	c.life.mu.Lock()
 	delete(c.life.active, img)
 	if !wanted {

@@ -108,3 +108,51 @@ func TestReadAheadStopsWithTheReader(t *testing.T) {
 		t.Fatalf("a sequential read of %d bytes fetched %d; want read-ahead, at most as much as was read", read, got)
 	}
 }
+
+// The kernel sends the READs of its read-ahead window at once (254 pages
+// each, not aligned to chunks) and they arrive in any order. A reader
+// whose READs come so is still one sequential stream: its chunks are
+// asked for in runs, not one range request per chunk (one request a
+// chunk made a registry upstream, which looks every request up in its
+// storage, the slowest part of a cold read).
+func TestKernelOrderedReadsFetchInRuns(t *testing.T) {
+	up := newFake()
+	data := randomBytes(96<<20, 11)
+	up.Add("big.img", data, false)
+	c := openTest(t, t.TempDir(), up, func(cfg *Config) { cfg.ChunkSize = 1 << 20 })
+	img := mustLookup(t, c, "big.img")
+	h, _ := c.Open(img)
+	const req = 254 << 12 // a READ of 254 pages
+	size := int64(len(data))
+	for win := int64(0); win < size; win += kernelWindow {
+		var offs []int64
+		for off := win; off < min(win+kernelWindow, size); off += req {
+			offs = append(offs, off)
+		}
+		for i := len(offs) - 1; i >= 0; i-- { // the window's READs last first
+			n := int(min(req, size-offs[i]))
+			b := make([]byte, n)
+			if _, err := h.ReadAt(b, offs[i]); err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != string(data[offs[i]:offs[i]+int64(n)]) {
+				t.Fatalf("bytes at %d differ", offs[i])
+			}
+		}
+	}
+	h.Close()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	chunks := size >> 20
+	got, requests := c.Stats().BytesFetched.Load(), up.Requests()
+	t.Logf("%d chunks read in %d range requests, %d bytes fetched", chunks, requests, got)
+	if got != uint64(size) {
+		t.Fatalf("a read of %d bytes fetched %d; want each chunk once", size, got)
+	}
+	// The first readAheadStart bytes are asked for as read (16 requests);
+	// runs after that. One request a chunk made 85.
+	if requests > chunks/2 {
+		t.Fatalf("%d chunks read sequentially took %d range requests; want runs (at most %d)", chunks, requests, chunks/2)
+	}
+}

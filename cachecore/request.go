@@ -169,7 +169,7 @@ func (c *Cache) openReply(ctx context.Context, img *Image, off, n int64) (*reply
 	ctx, cancel := context.WithCancelCause(ctx)
 	rep := &reply{ctx: ctx, cancel: cancel, guard: c.newRateGuard(cancel)}
 	rep.guard.begin()
-	body, err := c.up.Fetch(ctx, img.entry, off, n)
+	body, err := c.up.Fetch(ctx, img.fetchEntry(), off, n)
 	rep.guard.end(0)
 	if err != nil {
 		return nil, rep.close(err)

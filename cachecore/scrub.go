@@ -48,7 +48,7 @@ func (c *Cache) scrubLoop() {
 
 func (c *Cache) scrubPass() {
 	start := c.now()
-	imgs, err := c.imagesBelow("")
+	imgs, _, err := c.imagesBelow("") // cold images have nothing to check
 	if err != nil {
 		c.log.Warn("scrub", "err", err)
 		return

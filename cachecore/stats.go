@@ -34,6 +34,7 @@ type Snapshot struct {
 	FetchesInFlight           int64
 
 	Images  int           // images in the catalog
+	Cold    int           // of them, those held cold (cold.go): nothing has happened to them
 	ByState map[State]int // images in each state
 	Pinned  int           // pinned images
 	Queued  int           // images waiting to be prefetched or being prefetched
@@ -66,7 +67,9 @@ func (c *Cache) Snapshot() Snapshot {
 		}
 		img.mu.Unlock()
 	}
-	s.Images = len(c.images)
+	cold := c.cold.cold() // nothing cached (cold.go)
+	s.ByState[StateAbsent] += cold
+	s.Images, s.Cold = len(c.images)+cold, cold
 	c.mu.Unlock()
 	s.Queued = len(c.Queued())
 	s.Usage = c.Usage()

@@ -36,6 +36,7 @@ func openTest(t testing.TB, dir string, up upstream.Upstream, mod ...func(*Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { checkCatalog(t, c) }) // cold_check_test.go
 	return c
 }
 

@@ -194,6 +194,8 @@ func TestReopenedRetiredImageKeepsItsBooks(t *testing.T) {
 	}
 	c.mu.Lock()
 	c.unlistLocked([]*Image{img}) // it left the catalog
+	tr, _ := c.buildTree()
+	c.tree.Store(tr)
 	c.mu.Unlock()
 	img.mu.Lock()
 	img.retired = true

@@ -147,6 +147,7 @@ type Stats struct {
 	ServeMode string `json:"serve_mode,omitempty"`
 
 	Images      int            `json:"images"`
+	ImagesCold  int            `json:"images_cold"` // of them, those nothing has happened to (held in a compact form)
 	ByState     map[string]int `json:"by_state"`
 	Pinned      int            `json:"pinned"`
 	QueueLength int            `json:"queue_length"`

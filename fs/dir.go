@@ -65,20 +65,49 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	e, ok := d.c.Lookup(d.path)
-	if !ok || !e.IsDir() {
+	dir, ok := d.c.ReadDir(d.path)
+	if !ok {
 		return nil, syscall.ENOENT // this directory left the catalog
 	}
-	list := make([]fuse.DirEntry, len(e.Children))
-	for i, ch := range e.Children {
-		mode := uint32(fuse.S_IFREG)
-		if ch.IsDir() {
-			mode = fuse.S_IFDIR
-		}
-		list[i] = fuse.DirEntry{Name: ch.Name, Ino: ch.Ino, Mode: mode}
-	}
-	return gofs.NewListDirStream(list), 0
+	return &dirStream{dir: dir}, 0
 }
+
+// dirStream lists a directory of the catalog as it was at the opendir,
+// reading its entries in place, one READDIR's worth at a time: a
+// directory of 250,000 images is listed without a copy of it. The
+// offset of an entry is its index plus one, so that a seek (the kernel
+// asking again from an offset) is a jump.
+type dirStream struct {
+	dir cachecore.Dir
+	i   int
+}
+
+var (
+	_ gofs.DirStream     = (*dirStream)(nil)
+	_ gofs.FileSeekdirer = (*dirStream)(nil)
+)
+
+func (s *dirStream) HasNext() bool { return s.i < s.dir.Len() }
+
+func (s *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
+	name, ino, isDir := s.dir.At(s.i)
+	s.i++
+	mode := uint32(fuse.S_IFREG)
+	if isDir {
+		mode = fuse.S_IFDIR
+	}
+	return fuse.DirEntry{Name: name, Ino: ino, Mode: mode, Off: uint64(s.i)}, 0
+}
+
+func (s *dirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(s.dir.Len()) {
+		return syscall.EINVAL
+	}
+	s.i = int(off)
+	return 0
+}
+
+func (s *dirStream) Close() {}
 
 func (d *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if e, ok := d.c.Lookup(d.path); ok {

@@ -45,6 +45,12 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	}
 	fh := &imageHandle{node: n, h: h, fd: h.Fd(), cachedAtOpen: n.img.CachedBytes()}
 	n.rootNode().opens.add(n)
+	if fh.cachedAtOpen < n.img.Size() {
+		// The kernel may hold attributes given while nobody had the image
+		// open (idleTimeout): st_blocks grows from now on, so they go, and
+		// those it asks for next last shortTimeout.
+		go n.NotifyContent(-1, 0)
+	}
 	return fh, fh.openFlags(), 0
 }
 

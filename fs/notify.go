@@ -58,13 +58,14 @@ func (n *Notifier) PagesDropped(img *cachecore.Image, off, size int64) {
 	}
 }
 
-// Evicted tells the kernel that the attributes of the images called
-// names changed (their data was dropped: st_blocks is 0 now), since it
-// may keep a complete image's attributes for long. Only inodes the kernel
+// CachedChanged tells the kernel that the attributes of the images
+// called names changed (their data was dropped or prefetched without an
+// open: st_blocks), since it may keep an image's attributes for long
+// (fs.go: idleTimeout, longTimeout). Only inodes the kernel
 // knows have anything to forget. The notifications go from a goroutine of
 // their own: an eviction can happen inside a request (a read that makes
 // room), and a notification must not wait on the request that causes it.
-func (n *Notifier) Evicted(names []string) {
+func (n *Notifier) CachedChanged(names []string) {
 	r := n.root.Load()
 	if r == nil {
 		return

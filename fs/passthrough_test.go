@@ -128,7 +128,7 @@ func mountTestServer(t *testing.T, up *upstreamtest.Upstream) (string, *cachecor
 		c.Close()
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Root() == nil || len(c.Root().Children) == 0 {
+	for c.ImageCount() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("catalog empty")
 		}

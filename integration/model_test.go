@@ -65,19 +65,6 @@ type modelImage struct {
 	completeAt int
 }
 
-// knownDefects (IMGCACHE_MODEL_DEFECTS=1) runs the model into the open
-// defects it found (docs/failure.md), expecting what should happen:
-//
-//   - the upstream republishes the bytes an image has, or had before its
-//     last version (a rollback), as a new file (today the record keeps the
-//     old validators, so every uncached read fails as "changed upstream",
-//     and a rollback while the old version is open serves zeros).
-//
-// Without it the model publishes only new bytes, so that CI stays green
-// until they are fixed; then this goes. (A pin is on the name, so a
-// version published later is pinned too: that defect is fixed.)
-var knownDefects = os.Getenv("IMGCACHE_MODEL_DEFECTS") == "1"
-
 // pinnedAt says whether version v of the image must show pinned: the
 // pin is on the name, so every version from the one it landed on is.
 func (im *modelImage) pinnedAt(v int) bool {
@@ -244,7 +231,7 @@ func newModel(seed uint64) *model {
 func (m *model) newVersion(im *modelImage) version {
 	m.publications++
 	mtime := int64(1_600_000_000 + 1000*m.publications)
-	if knownDefects && len(im.versions) > 0 && m.rng.IntN(4) == 0 {
+	if len(im.versions) > 0 && m.rng.IntN(4) == 0 {
 		old := im.versions[m.rng.IntN(len(im.versions))] // the same bytes again, or a rollback
 		return version{data: old.data, digest: old.digest, mtime: mtime}
 	}
@@ -322,12 +309,8 @@ func replayCommand(seed uint64, steps int) string {
 	if raceEnabled {
 		race = "-race "
 	}
-	defects := ""
-	if knownDefects {
-		defects = "IMGCACHE_MODEL_DEFECTS=1 "
-	}
-	return fmt.Sprintf("%sIMGCACHE_MODEL_SEED=%d IMGCACHE_MODEL_STEPS=%d go test %s-count=1 -run '^TestModel$' ./integration/",
-		defects, seed, steps, race)
+	return fmt.Sprintf("IMGCACHE_MODEL_SEED=%d IMGCACHE_MODEL_STEPS=%d go test %s-count=1 -run '^TestModel$' ./integration/",
+		seed, steps, race)
 }
 
 // modelTotals are the figures of a run, for docs/failure.md.

@@ -202,6 +202,7 @@ func (b *backend) Stats() control.Stats {
 		ServeMode:  string(b.root.ServeMode()),
 
 		Images:      s.Images,
+		ImagesCold:  s.Cold,
 		ByState:     make(map[string]int, len(s.ByState)),
 		Pinned:      s.Pinned,
 		QueueLength: s.Queued,

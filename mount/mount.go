@@ -125,15 +125,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer ctl.Close() // before the cache closes: deferred calls run last first
 
-	opts := fs.Options()
-	opts.MountOptions = fuse.MountOptions{
-		FsName:      cmp.Or(o.Source, "imgcache"),
-		Name:        "imgcache",
-		AllowOther:  o.AllowOther,
-		Debug:       o.Debug,
-		DirectMount: true, // as root: mount(2) directly; else fusermount3
-	}
-	tuneMountOptions(&opts.MountOptions)
+	opts := fs.Options() // its MountOptions hold the fs's own choices (plain READDIR)
+	mo := &opts.MountOptions
+	mo.FsName, mo.Name = cmp.Or(o.Source, "imgcache"), "imgcache"
+	mo.AllowOther, mo.Debug = o.AllowOther, o.Debug
+	mo.DirectMount = true // as root: mount(2) directly; else fusermount3
+	tuneMountOptions(mo)
 	if o.AllowOther {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
@@ -152,7 +149,7 @@ func Run(ctx context.Context, o Options) error {
 	defer stopMemory()
 	go governMemory(memCtx) // memory.go
 	info := func() Info {
-		return Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: countImages(cache.Root()),
+		return Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: cache.ImageCount(),
 			ServeMode: root.ServeMode()}
 	}
 	manager := serviceNotifier{log} // notify.go: systemd's Type=notify
@@ -237,17 +234,6 @@ func closeCache(cache *cachecore.Cache, log *slog.Logger) {
 	case <-time.After(closeBound):
 		log.Error("the cache did not close within " + closeBound.String() + "; exiting without it (its index is replayed at the next start)")
 	}
-}
-
-func countImages(e *cachecore.Entry) int {
-	if !e.IsDir() {
-		return 1
-	}
-	n := 0
-	for _, ch := range e.Children {
-		n += countImages(ch)
-	}
-	return n
 }
 
 // checkPaths makes both paths absolute, refuses a mountpoint and a cache

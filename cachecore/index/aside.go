@@ -17,11 +17,28 @@ import (
 // badger refuses (another process holds it, or a daemon was killed and
 // its logs need replaying, which read-only mode cannot do) it copies the
 // index to a temporary directory and reads the copy (copied).
-func ReadAside(dir string) (l Loaded, copied bool, err error) {
+func ReadAside(dir string) (Loaded, bool, error) {
+	var parts [LoadParts][]Record
+	l, copied, err := ReadAsideEach(dir, func() { parts = [LoadParts][]Record{} }, func(p int, r *Record) error {
+		parts[p] = append(parts[p], *r)
+		return nil
+	})
+	for _, recs := range parts {
+		l.Records = append(l.Records, recs...)
+	}
+	return l, copied, err
+}
+
+// ReadAsideEach is ReadAside handing each record to each as it is
+// decoded (LoadEach: from several goroutines at once). begin is called
+// before each attempt: a failed read in place is followed by a read of a
+// copy, which hands over the same records again.
+func ReadAsideEach(dir string, begin func(), each func(part int, r *Record) error) (l Loaded, copied bool, err error) {
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
 		return Loaded{}, false, fmt.Errorf("no cache index in %s: %w", filepath.Dir(dir), err)
 	}
-	l, err = readAt(dir, true)
+	begin()
+	l, err = readAt(dir, true, each)
 	if err == nil {
 		return l, false, nil
 	}
@@ -33,7 +50,8 @@ func ReadAside(dir string) (l Loaded, copied bool, err error) {
 	if cerr := copyDir(dir, tmp); cerr != nil {
 		return Loaded{}, false, fmt.Errorf("read index %s: %v; copying it: %w", dir, err, cerr)
 	}
-	l, cerr = readAt(tmp, false)
+	begin()
+	l, cerr = readAt(tmp, false, each)
 	if cerr != nil {
 		return Loaded{}, false, fmt.Errorf("read index %s: %v; reading a copy: %w", dir, err, cerr)
 	}
@@ -41,7 +59,7 @@ func ReadAside(dir string) (l Loaded, copied bool, err error) {
 }
 
 // readAt reads the index in dir whole.
-func readAt(dir string, readOnly bool) (Loaded, error) {
+func readAt(dir string, readOnly bool, each func(part int, r *Record) error) (Loaded, error) {
 	opts := badger.DefaultOptions(dir).
 		WithReadOnly(readOnly).
 		WithLogger(badgerLogger{slog.New(slog.DiscardHandler)}).
@@ -60,7 +78,7 @@ func readAt(dir string, readOnly bool) (Loaded, error) {
 		return Loaded{}, err
 	}
 	defer db.Close()
-	return (&Index{db: db}).Load()
+	return (&Index{db: db, dir: dir}).LoadEach(each)
 }
 
 // copyDir copies the regular files of a flat directory (badger's).

@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"os"
 	"strings"
@@ -248,51 +249,16 @@ type Loaded struct {
 	Pins    *PinRules // nil: the index has no meta/pins (written before pin rules)
 }
 
-func (x *Index) Load() (l Loaded, err error) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	defer func() { // badger may panic on damage it meets (damage.go)
-		if p := recover(); p != nil {
-			err = damaged(x.dir, p)
-		}
-	}()
-	l = Loaded{Maps: make(map[string][]byte)}
-	var raws []rawRecord
-	err = x.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			key := string(item.Key())
-			if strings.HasPrefix(key, sumPrefix) {
-				continue // read when checked, not at start-up
-			}
-			err := item.Value(func(v []byte) error {
-				switch {
-				case strings.HasPrefix(key, imgPrefix):
-					raws = append(raws, rawRecord{key, append([]byte(nil), v...)}) // decoded below
-				case strings.HasPrefix(key, mapPrefix):
-					l.Maps[key[len(mapPrefix):]] = append([]byte(nil), v...)
-				case key == catalogKey:
-					return json.Unmarshal(v, &l.Catalog)
-				case key == pinsKey:
-					l.Pins = &PinRules{}
-					return json.Unmarshal(v, l.Pins)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
+// Load reads the index whole, its records in ID order (LoadEach hands
+// them over one at a time instead).
+func (x *Index) Load() (Loaded, error) {
+	var parts [LoadParts][]Record
+	l, err := x.LoadEach(func(p int, r *Record) error {
+		parts[p] = append(parts[p], *r)
 		return nil
 	})
-	if err != nil {
-		return l, damaged(x.dir, err)
-	}
-	l.Records, err = decodeRecords(raws)
-	if err != nil {
-		err = damaged(x.dir, err)
+	for _, recs := range parts {
+		l.Records = append(l.Records, recs...)
 	}
 	return l, err
 }
@@ -300,6 +266,10 @@ func (x *Index) Load() (l Loaded, err error) {
 // Batch collects index changes to write together.
 type Batch struct {
 	Records []Record
+	// More, if not nil, yields more records, made as they are written
+	// (before Records, which may change them): the million new records
+	// of a first listing are never held as Records at once.
+	More    iter.Seq[Record]
 	Maps    map[string][]byte // chunk maps by image ID
 	Deletes []string          // image IDs: their record, chunk map and sums go
 	Sums    map[string][]byte // chunk checksums to record, by image ID
@@ -308,8 +278,8 @@ type Batch struct {
 }
 
 func (b *Batch) Empty() bool {
-	return len(b.Records) == 0 && len(b.Maps) == 0 && len(b.Deletes) == 0 && len(b.Sums) == 0 && b.Catalog == nil &&
-		b.Pins == nil
+	return len(b.Records) == 0 && b.More == nil && len(b.Maps) == 0 && len(b.Deletes) == 0 && len(b.Sums) == 0 &&
+		b.Catalog == nil && b.Pins == nil
 }
 
 func (b *Batch) PutMap(id string, m []byte) {
@@ -327,6 +297,15 @@ func (x *Index) Write(b *Batch) error {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.pending.empty() {
+		// Nothing held back: b goes as it is. (Through pending, the
+		// million records of a first listing were copied into a map and
+		// out again: a GB for a moment.)
+		need, big := b.size()
+		if err := x.admitLocked(need, big); err == nil && x.writeBatch(b) == nil {
+			return nil
+		}
+	}
 	x.pending.add(b)
 	return x.writePendingLocked()
 }
@@ -348,12 +327,22 @@ func (x *Index) writeBatch(b *Batch) error {
 			return err
 		}
 	}
-	for _, r := range b.Records {
+	setRecord := func(r *Record) error {
 		v, err := json.Marshal(r)
 		if err != nil {
 			return err
 		}
-		if err := wb.Set([]byte(imgPrefix+r.ID), v); err != nil {
+		return wb.Set([]byte(imgPrefix+r.ID), v)
+	}
+	if b.More != nil {
+		for r := range b.More {
+			if err := setRecord(&r); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range b.Records {
+		if err := setRecord(&b.Records[i]); err != nil {
 			return err
 		}
 	}

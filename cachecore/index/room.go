@@ -466,6 +466,11 @@ func (p *pending) add(b *Batch) {
 		delete(p.sums, id)
 		p.deletes[id] = true
 	}
+	if b.More != nil {
+		for r := range b.More {
+			p.records[r.ID] = r
+		}
+	}
 	for _, r := range b.Records {
 		p.records[r.ID] = r
 	}
@@ -499,6 +504,32 @@ func (p *pending) add(b *Batch) {
 		}
 	}
 	p.bytes += int64(len(p.deletes))*256 + 1024
+}
+
+// size is about what writing b takes, as pending counts it.
+func (b *Batch) size() (bytes, big int64) {
+	for _, vs := range []map[string][]byte{b.Maps, b.Sums} {
+		for id, v := range vs {
+			bytes += int64(len(id) + len(v) + 64)
+			if len(v) > valueThreshold {
+				big += int64(len(v) + 64)
+			}
+		}
+	}
+	for _, r := range b.Records {
+		bytes += int64(400 + 2*len(r.Name) + len(r.ETag) + len(r.Digest) + len(r.LastError)) // about its JSON
+	}
+	if b.More != nil {
+		for r := range b.More {
+			bytes += int64(400 + 2*len(r.Name) + len(r.ETag) + len(r.Digest) + len(r.LastError))
+		}
+	}
+	if b.Pins != nil {
+		for _, r := range b.Pins.Rules {
+			bytes += int64(100 + len(r.Pattern))
+		}
+	}
+	return bytes + int64(len(b.Deletes))*256 + 1024, big
 }
 
 func (p *pending) batch() *Batch {

@@ -152,10 +152,7 @@ func eachImage(o manageOpts, lo control.ListOptions, fn func(control.Image) erro
 		return err
 	}
 	n := 0
-	for _, info := range v.Images {
-		if !strings.HasPrefix(info.Name, lo.Prefix) {
-			continue
-		}
+	for info := range v.Images(lo.Prefix) {
 		if err := fn(mount.ImageOf(info)); err != nil {
 			return err
 		}
@@ -177,10 +174,8 @@ func statImage(o manageOpts, name string) (control.Image, error) {
 	if err != nil {
 		return control.Image{}, err
 	}
-	for _, info := range v.Images {
-		if info.Name == name {
-			return mount.ImageOf(info), nil
-		}
+	if info, ok := v.Image(name); ok {
+		return mount.ImageOf(info), nil
 	}
 	return control.Image{}, &cachecore.Error{Op: "find", Name: name, Err: cachecore.ErrNotFound}
 }

@@ -130,10 +130,10 @@ func (f *Upstream) failed(i int, err error) {
 
 // Remember passes the entries the cache holds on to every upstream that
 // can use them.
-func (f *Upstream) Remember(entries []upstream.Entry) {
+func (f *Upstream) Remember(known upstream.Known) {
 	for _, u := range f.ups {
 		if r, ok := u.(upstream.Rememberer); ok {
-			r.Remember(entries)
+			r.Remember(known)
 		}
 	}
 }

@@ -16,15 +16,18 @@ import (
 // beside its link, where nginx and Apache show its date and size) differs
 // from the one it was remembered with, when a range reply showed that its
 // version changed (forget), or when it leaves the listing. Entries the
-// cache already had in its index (Remember) are taken as they are: their
-// row is the one of the next crawl. So an image replaced upstream is
-// noticed by the next crawl if its row changes (a new date to the minute),
-// else by the validators of its next range reply.
+// cache already had in its index (Remember) are taken as they are until
+// the first crawl ends: their row is the one of that crawl. They are
+// looked up in the cache's catalog as the crawl meets them, not copied
+// (a million of them). So an image replaced upstream is noticed by the
+// next crawl if its row changes (a new date to the minute), else by the
+// validators of its next range reply.
 type known struct {
-	mu     sync.Mutex // protects the following
-	m      map[string]knownFile
-	epoch  uint64            // counts forget calls
-	forgot map[string]uint64 // epoch of each forget not yet seen by a finished crawl
+	mu         sync.Mutex // protects the following
+	m          map[string]knownFile
+	remembered upstream.Known    // the cache's catalog at start, until the first crawl ends; nil after
+	epoch      uint64            // counts forget calls
+	forgot     map[string]uint64 // epoch of each forget not yet seen by a finished crawl
 }
 
 type knownFile struct {
@@ -35,8 +38,17 @@ type knownFile struct {
 // lookup returns the remembered entry of a file listed with row.
 func (k *known) lookup(name, row string) (upstream.Entry, bool) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	f, ok := k.m[name]
+	remembered := k.remembered
+	if _, forgotten := k.forgot[name]; forgotten {
+		remembered = nil
+	}
+	k.mu.Unlock()
+	if !ok && remembered != nil {
+		e, ok := remembered.Entry(name)
+		e.Digest, e.Content = "", nil // SHA256SUMS are read each crawl
+		return e, ok
+	}
 	if !ok || f.row != "" && f.row != row {
 		return upstream.Entry{}, false
 	}
@@ -65,6 +77,7 @@ func (k *known) replace(files []*file, since uint64) {
 		}
 	}
 	k.m = m
+	k.remembered = nil
 	for name, at := range k.forgot {
 		if at <= since {
 			delete(k.forgot, name)
@@ -84,19 +97,11 @@ func (k *known) forget(name string) {
 	k.forgot[name] = k.epoch
 }
 
-// Remember takes entries the cache already knows (from its index, at
+// Remember takes the entries the cache already knows (from its index, at
 // start) as current, so that the first crawl after a restart asks about
 // none of them. Files remembered from a crawl keep what the crawl said.
-func (u *Upstream) Remember(entries []upstream.Entry) {
+func (u *Upstream) Remember(known upstream.Known) {
 	u.known.mu.Lock()
 	defer u.known.mu.Unlock()
-	if u.known.m == nil {
-		u.known.m = make(map[string]knownFile, len(entries))
-	}
-	for _, e := range entries {
-		if _, ok := u.known.m[e.Name]; !ok {
-			e.Digest = ""
-			u.known.m[e.Name] = knownFile{entry: e}
-		}
-	}
+	u.known.remembered = known
 }

@@ -176,7 +176,7 @@ func TestRememberSparesTheFirstCrawl(t *testing.T) {
 
 	d.put("new.img", []byte("new"), time.Date(2024, 1, 2, 3, 4, 0, 0, time.UTC))
 	restarted := newTestUpstream(t, srv.URL, Options{})
-	restarted.Remember(es)
+	restarted.Remember(upstream.KnownList(es))
 	got := listOK(t, restarted)
 	if h := d.headCounts(); len(h) != 1 || h["new.img"] != 1 {
 		t.Fatalf("first crawl after a restart: HEADs %v, want new.img's only", h)

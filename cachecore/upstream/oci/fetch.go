@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -162,7 +163,53 @@ type rangeReader struct {
 	began bool  // Read was called
 }
 
-var _ upstream.WholeReader = (*rangeReader)(nil)
+var (
+	_ upstream.WholeReader = (*rangeReader)(nil)
+	_ upstream.Splicer     = (*rangeReader)(nil)
+)
+
+// CanSplice says whether the reply's body can be spliced into a file: a
+// plain-HTTP reply (oci+http) of a known length
+// (httpclient.SpliceTransport).
+func (r *rangeReader) CanSplice() bool {
+	_, ok := r.body.(httpclient.SpliceBody)
+	return ok
+}
+
+// SpliceTo moves the next n bytes the reader would yield into f at off
+// (upstream.Splicer): the kernel moves them from the connection to the
+// file, with the checks and errors of Read.
+func (r *rangeReader) SpliceTo(f *os.File, off, n int64, write func(func() error) error) (int64, error) {
+	sb, ok := r.body.(httpclient.SpliceBody)
+	if !ok {
+		return 0, fmt.Errorf("%s: the reply cannot be spliced", r.desc)
+	}
+	r.began = true
+	if r.skip > 0 {
+		k, err := io.CopyN(io.Discard, bodyReader{r}, r.skip)
+		r.skip -= k
+		if err != nil {
+			return 0, r.fail(err)
+		}
+	}
+	k, err := sb.SpliceTo(f, off, min(n, r.left), r.timeout, write)
+	r.left -= k
+	r.got += k
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return k, &requestError{req: r.desc, err: fmt.Errorf("%w: no byte for %v", upstream.ErrStalled, r.timeout)}
+	case err != nil:
+		return k, r.fail(err)
+	case k < n:
+		return k, r.short(fmt.Sprintf("the registry sent %d of %d bytes", r.got, r.want))
+	}
+	return k, nil
+}
+
+// bodyReader reads the reply's body behind the stall timer.
+type bodyReader struct{ r *rangeReader }
+
+func (b bodyReader) Read(p []byte) (int, error) { return b.r.read(p) }
 
 // ReadWhole makes a reply of the whole blob yield all of it, so that the
 // cache keeps every byte of it (upstream.WholeReader): a pull-through

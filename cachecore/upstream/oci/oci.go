@@ -224,7 +224,7 @@ func New(rawURL string, opts Options) (*Upstream, error) {
 	}
 	tr := opts.Transport
 	if tr == nil {
-		if tr, err = httpclient.NewTransport(httpclient.Options{
+		if tr, err = httpclient.NewSpliceTransport(httpclient.Options{
 			ConnectTimeout: opts.ConnectTimeout,
 			HeaderTimeout:  opts.HeaderTimeout,
 			CAFile:         opts.CAFile,

@@ -18,10 +18,10 @@ import (
 // each repository's index.json says which manifest each tag had (kept
 // for a tag whose new manifest is refused). Entries without Content
 // teach nothing; bytes that do not match their digest are ignored.
-func (u *Upstream) Remember(entries []upstream.Entry) {
+func (u *Upstream) Remember(known upstream.Known) {
 	manifests := map[string]*manifest{}
 	tagged := map[string]map[string]string{}
-	for _, e := range entries {
+	for e := range known.All() {
 		if e.Content == nil || !matches(e.Content, e.Digest) {
 			continue
 		}

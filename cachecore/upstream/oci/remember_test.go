@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"testing"
+
+	"github.com/imgcache/imgcache/cachecore/upstream"
 )
 
 // TestRemember: an upstream told the entries of the last catalog (what
@@ -19,7 +21,7 @@ func TestRemember(t *testing.T) {
 	gets := f.count("GET /v2/r/manifests/")
 
 	again, _ := newFakeUpstream(t, f, Options{})
-	again.Remember(es)
+	again.Remember(upstream.KnownList(es))
 	if !sameCatalog(listOK(t, again), es) {
 		t.Errorf("the catalog after Remember differs")
 	}
@@ -44,7 +46,7 @@ func TestRemember(t *testing.T) {
 	bad := f.manifest([]byte(`{"schemaVersion":1}`))
 	f.tag("r", "t", bad)
 	third, logs := newFakeUpstream(t, f, Options{})
-	third.Remember(es)
+	third.Remember(upstream.KnownList(es))
 	if tags := indexTags(t, listOK(t, third), "r"); tags["t"] != good {
 		t.Errorf("tag t names %s after a refused move, want %s kept\n%s", tags["t"], good, logs)
 	}

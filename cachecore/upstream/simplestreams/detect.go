@@ -22,7 +22,7 @@ type Detecting struct {
 
 	mu         sync.Mutex // protects the following; held across the one probe
 	chosen     upstream.Upstream
-	remembered []upstream.Entry
+	remembered upstream.Known
 }
 
 var (
@@ -104,15 +104,15 @@ func (d *Detecting) SetCredentials(cred string) error { return d.dir.SetCredenti
 
 // Remember passes entries on to the upstream chosen, or keeps them until
 // one is.
-func (d *Detecting) Remember(entries []upstream.Entry) {
+func (d *Detecting) Remember(known upstream.Known) {
 	d.mu.Lock()
 	u := d.chosen
 	if u == nil {
-		d.remembered = entries
+		d.remembered = known
 	}
 	d.mu.Unlock()
 	if r, ok := u.(upstream.Rememberer); ok {
-		r.Remember(entries)
+		r.Remember(known)
 	}
 }
 

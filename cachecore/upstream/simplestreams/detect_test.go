@@ -22,7 +22,7 @@ func TestDetect(t *testing.T) {
 		t.Fatal(err)
 	}
 	remembered := []upstream.Entry{{Name: IndexPath, Size: 2, Content: []byte("{}"), ETag: `"x"`}}
-	d.Remember(remembered)
+	d.Remember(upstream.KnownList(remembered))
 	if _, err := d.List(ctx); err == nil || d.Chosen() != "" {
 		t.Fatalf("List of a server that is down: %v, chosen %q; want an error and no choice", err, d.Chosen())
 	}

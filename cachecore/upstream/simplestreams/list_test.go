@@ -200,7 +200,7 @@ func TestListAgainAsksOnlyWhetherTheJSONChanged(t *testing.T) {
 
 	// A new upstream told the cached catalog asks the same way.
 	fresh := newUpstream(t, ng.URL, Options{})
-	fresh.Remember(first)
+	fresh.Remember(upstream.KnownList(first))
 	before += 2
 	if _, err := fresh.List(context.Background()); err != nil {
 		t.Fatal(err)

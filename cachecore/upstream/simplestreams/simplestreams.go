@@ -166,10 +166,10 @@ func (u *Upstream) Fetch(ctx context.Context, e upstream.Entry, off, n int64) (i
 // server whether they changed rather than fetching them whole. List
 // gives a JSON file an ETag only when it is a validator: not for a file
 // modified within a second of the reply that sent it (httpdir.File.Young).
-func (u *Upstream) Remember(entries []upstream.Entry) {
+func (u *Upstream) Remember(known upstream.Known) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for _, e := range entries {
+	for e := range known.All() {
 		if e.Content == nil || e.ETag == "" {
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -206,9 +207,10 @@ func (u *Upstream) Warnings() []string {
 	return u.warnings
 }
 
-// Remember records what it is given (upstream.Rememberer), and nothing
-// more: the fake lists what it holds.
-func (u *Upstream) Remember(entries []upstream.Entry) {
+// Remember records what it is given (upstream.Rememberer), each entry
+// the Known holds, and nothing more: the fake lists what it holds.
+func (u *Upstream) Remember(known upstream.Known) {
+	entries := slices.Collect(known.All())
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.told = append(u.told, entries)

@@ -76,7 +76,7 @@ func TestEntryBytes(t *testing.T) {
 	if u.RequestsFor("x/blob") != 1 || u.RequestsFor("none") != 0 {
 		t.Errorf("requests by name: %d %d", u.RequestsFor("x/blob"), u.RequestsFor("none"))
 	}
-	u.Remember([]upstream.Entry{{Name: "a"}})
+	u.Remember(upstream.KnownList{{Name: "a"}})
 	u.SetRetains(true)
 	u.SetWarnings([]string{"w"})
 	if r := u.Remembered(); len(r) != 1 || r[0][0].Name != "a" || !u.RetainsRemoved() || u.Warnings()[0] != "w" {
