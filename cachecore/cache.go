@@ -99,6 +99,7 @@ type Cache struct {
 	kick      chan struct{} // asks the flusher to flush now
 	relist    chan struct{} // asks the catalog loop to refresh now
 	verifying chan struct{} // one token per image being hashed
+	summing   chan struct{} // one token per verified image whose chunk sums are being made
 	stats     Stats
 	tree      atomic.Pointer[tree]
 	noRanges  atomic.Bool                 // the upstream's replies say it ignores Range (stream.go)
@@ -157,6 +158,7 @@ func Open(cfg Config) (*Cache, error) {
 		kick:      make(chan struct{}, 1),
 		relist:    make(chan struct{}, 1),
 		verifying: make(chan struct{}, 1),
+		summing:   make(chan struct{}, 1),
 		images:    make(map[string]*Image),
 		cold:      newColdSet(nil, true),
 		lingering: make(map[string]*Image),

@@ -163,6 +163,7 @@ func (c *Cache) checkImage(ctx context.Context, img *Image, k *checker) (r image
 		r.Message = "nothing cached"
 		return r
 	}
+	img.awaitSums(ctx) // a verified image's, made after its verdict (sums_after.go)
 	sums, err := c.idx.Sums(img.id)
 	if err != nil {
 		r.Message = "reading its checksums: " + err.Error()
@@ -293,6 +294,7 @@ func (c *Cache) verifyNow(ctx context.Context, img *Image) (r imageCheck) {
 		r.Message = run.err.Error()
 		return r
 	}
+	img.awaitSums(ctx) // made after the verdict (sums_after.go)
 	r.Chunks, r.bytes = img.nChunks, img.entry.Size
 	info := img.Info()
 	switch info.State {

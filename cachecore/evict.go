@@ -3,6 +3,7 @@ package cachecore
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/index"
@@ -185,7 +186,33 @@ func (c *Cache) EvictAll() (Dropped, error) {
 		}
 		img.mu.Unlock()
 	}
-	return c.dropBatches(withData), nil
+	d := c.dropBatches(withData)
+	// As Evict does, a moment for fetches that let go of an image just
+	// after its last chunk landed (a read, then evict --all).
+	deadline := time.Now().Add(evictBusyWait)
+	for len(d.Skipped) > 0 && c.ctx.Err() == nil {
+		var busy []*Image
+		for _, img := range withData {
+			img.mu.Lock()
+			if img.users > 0 && !img.rec.Pinned && !img.rec.Content && img.present.Count() > 0 {
+				busy = append(busy, img)
+			}
+			img.mu.Unlock()
+		}
+		if len(busy) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+		tried := make(map[string]bool, len(busy))
+		for _, img := range busy {
+			tried[img.Name()] = true
+		}
+		more := c.dropBatches(busy)
+		d.Evicted = append(d.Evicted, more.Evicted...)
+		d.FreedBytes += more.FreedBytes
+		d.Skipped = append(slices.DeleteFunc(d.Skipped, func(name string) bool { return tried[name] }), more.Skipped...)
+	}
+	return d, nil
 }
 
 // dropBatches drops imgs evictBatch at a time.

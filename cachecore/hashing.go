@@ -19,13 +19,21 @@ import (
 // `next` lands, a hasher goroutine of the image reads it back from the
 // data file (the page cache: it was just written) and hashes it, then the
 // chunks after it that are present, and stops at the first missing one;
-// the chunk that fills the gap starts it again. The same pass makes the
-// chunk sums. A cold read that was sequential (cp, sha256sum, qemu-img
+// the chunk that fills the gap starts it again. A cold read that was sequential (cp, sha256sum, qemu-img
 // convert, a VM boot that streams) thus leaves the image hashed a chunk
 // after its last byte lands, and verified (or found invalid) then; chunks
 // that landed out of order are hashed when the prefix reaches them. The
 // hasher never runs on a reader's path: readers wait for chunks to land,
 // and a chunk lands before it is hashed.
+//
+// One sha256 pass decides: of the whole image when it has a digest (the
+// verdict), of each chunk when it has none (its sums, all there is to
+// record). The chunk sums of an image with a digest are made by a second
+// pass after its verdict (sumsAfterVerdict), at a low priority and off
+// the verdict's path: the image is served settled (passthrough) while it
+// runs. Two passes side by side cost the cold read's cores twice the CPU
+// and put the verdict, and so the first passthrough open, a second or
+// more after the last byte on a busy machine.
 //
 // What the prefix hash has covered must still be what the data file
 // holds when the verdict is given. A drop of chunks (a failed
@@ -50,9 +58,12 @@ type verifyState struct {
 	gen     uint64     // bumped by every drop
 	hashed  uint64     // the gen the hash is of: if not gen, the hash is void
 
-	whole hash.Hash // sha256 of chunks [0, next); nil: not started
-	sums  []byte    // the sums of chunks [0, next)
-	next  int
+	started bool      // the pass over [0, next) has begun, with the writes watched
+	whole   hash.Hash // sha256 of chunks [0, next), for an image with a digest; nil without
+	sums    []byte    // the sums of chunks [0, next), for an image without a digest
+	next    int
+
+	summing *verifyRun // the chunk sums of a verified image being made (sumsAfterVerdict); nil if none
 }
 
 // resetLocked voids the hash: some chunk was dropped, or the last user
@@ -66,7 +77,7 @@ func (v *verifyState) resetLocked() {
 }
 
 func (v *verifyState) clear() {
-	v.whole, v.sums, v.next, v.hashed = nil, nil, 0, v.gen
+	v.started, v.whole, v.sums, v.next, v.hashed = false, nil, nil, 0, v.gen
 }
 
 // hashSoonLocked starts the image's hasher if the chunk its prefix waits
@@ -144,8 +155,7 @@ func (c *Cache) hashAlong(img *Image) {
 	defer f.Close()
 	bufp := piecePool.Get().(*[]byte)
 	defer piecePool.Put(bufp)
-	chunk := newSideHash(sha256.New())
-	defer chunk.close()
+	chunk := sha256.New()
 	urgent := false
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -163,8 +173,13 @@ func (c *Cache) hashAlong(img *Image) {
 			img.hashSoonLocked()
 			return
 		}
-		if v.whole == nil {
-			v.whole, v.sums = sha256.New(), make([]byte, 0, min(img.nChunks, 1024)*sha256.Size)
+		if !v.started {
+			v.started = true
+			if img.wantDigest() != "" {
+				v.whole = sha256.New()
+			} else {
+				v.sums = make([]byte, 0, min(img.nChunks, 1024)*sha256.Size)
+			}
 			img.writes.watch(f)
 		}
 		i := v.next
@@ -181,14 +196,21 @@ func (c *Cache) hashAlong(img *Image) {
 			stop(nil)
 			return
 		}
-		if !urgent && img.present.Complete() { // nobody waits for a chunk: the verdict is what is waited for (lowprio.go)
+		// Once every chunk has landed nobody waits for a chunk: the verdict
+		// is what a strict reader or a check waits for (lowprio.go). Lazy
+		// readers do not: they are served from the pages the cold read left
+		// (Image.KeepPages), so the hash stays low behind them.
+		if !urgent && img.present.Complete() && (img.c.cfg.Verify == VerifyStrict || v.run != nil) {
 			urgent = true
 			normalPriority()
-			chunk.urgent.Store(true)
+		}
+		h := v.whole
+		if h == nil {
+			chunk.Reset()
+			h = chunk
 		}
 		img.mu.Unlock()
-		chunk.h.Reset()
-		err := hashTwice(f, int64(i)*img.chunkSize, img.chunkLen(i), *bufp, v.whole, chunk)
+		err := hashRange(f, int64(i)*img.chunkSize, img.chunkLen(i), *bufp, h)
 		img.mu.Lock()
 		if err != nil {
 			err = &Error{Op: "verify", Name: img.entry.Name, Err: err}
@@ -200,24 +222,23 @@ func (c *Cache) hashAlong(img *Image) {
 		}
 		c.stats.BytesHashed.Add(uint64(img.chunkLen(i)))
 		if v.hashed == v.gen {
-			v.sums = chunk.h.Sum(v.sums)
+			if v.whole == nil {
+				v.sums = chunk.Sum(v.sums)
+			}
 			v.next++
 		}
 	}
 }
 
-// hashTwice reads [off, off+n) of f and writes it to a and, on its own
-// goroutine, to b's hash: the two sha256 passes of verification on two
-// cores (lowprio.go).
-func hashTwice(f *os.File, off, n int64, buf []byte, a hash.Hash, b *sideHash) error {
+// hashRange reads [off, off+n) of f into buf, piece by piece, and
+// writes it to h.
+func hashRange(f *os.File, off, n int64, buf []byte, h hash.Hash) error {
 	for n > 0 {
 		p := buf[:min(n, int64(len(buf)))]
 		if _, err := f.ReadAt(p, off); err != nil {
 			return err
 		}
-		b.write(p)
-		a.Write(p)
-		b.wait()
+		h.Write(p)
 		off += int64(len(p))
 		n -= int64(len(p))
 	}
@@ -231,7 +252,10 @@ func hashTwice(f *os.File, off, n int64, buf []byte, a hash.Hash, b *sideHash) e
 func (c *Cache) giveVerdict(img *Image, f *os.File) bool {
 	v := &img.hashState
 	stamp, clean := img.writes.settle(f)
-	got := hex.EncodeToString(v.whole.Sum(nil))
+	got := ""
+	if v.whole != nil {
+		got = hex.EncodeToString(v.whole.Sum(nil))
+	}
 	sums := v.sums
 	img.mu.Lock()
 	gen := v.hashed
@@ -239,27 +263,30 @@ func (c *Cache) giveVerdict(img *Image, f *os.File) bool {
 		img.mu.Unlock()
 		return false
 	}
-	if !clean {
-		c.log.Info("the data file changed while it was hashed, not by imgcache: hashing it again", "image", img.entry.Name)
+	want := img.wantDigest()
+	if !clean || (want != "") != (v.whole != nil) {
+		if !clean {
+			c.log.Info("the data file changed while it was hashed, not by imgcache: hashing it again", "image", img.entry.Name)
+		} // else the image gained or lost its digest (a new listing) while it was hashed
 		v.clear()
 		img.mu.Unlock()
 		return false
 	}
-	want := img.wantDigest()
 	img.mu.Unlock()
-	if want != "" && got != want {
+	switch {
+	case want != "" && got != want:
 		c.invalidate(img, want, got) // drops every chunk, which voids the hash
-	} else {
-		// Sums before the verdict: a verified image always has its sums.
+	case want == "":
 		if err := c.idx.Write(&index.Batch{Sums: map[string][]byte{img.id: sums}}); err != nil {
 			c.log.Warn("recording chunk checksums", "image", img.entry.Name, "err", err)
 		}
 	}
 	img.mu.Lock()
-	if v.gen == gen && (want == "" || got == want) {
+	if v.gen == gen && got == want {
 		if want != "" {
 			img.rec.Verdict = index.Verified
 			img.dirty = true
+			img.startSumsLocked(gen, stamp)
 		}
 		img.markCheckedLocked(stamp) // the hash was a check of every chunk
 		img.forgetSumsLocked()

@@ -191,6 +191,23 @@ func (img *Image) Complete() bool {
 	return img.settledLocked()
 }
 
+// KeepPages reports whether the kernel may keep the image's pages across
+// opens: a settled image's, and in lazy mode an image every chunk of
+// which is cached while its verdict is still to come. Lazy mode serves
+// bytes as they arrive, so what the kernel holds from the reads so far is
+// what the daemon would serve again, and the first re-read after a cold
+// read need not wait for the hash; a failed verification drops the pages
+// of open images (Notifier.PagesDropped), and an open after it finds the
+// image incomplete.
+func (img *Image) KeepPages() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.settledLocked() {
+		return true
+	}
+	return img.c.cfg.Verify == VerifyLazy && img.present.Complete() && img.rec.Verdict != index.Invalid
+}
+
 func (img *Image) stateLocked() State {
 	switch {
 	case img.rec.Verdict == index.Invalid:

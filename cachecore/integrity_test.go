@@ -176,6 +176,7 @@ func TestCheckVerifiesCompleteImageWithoutSums(t *testing.T) {
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
+	waitSums(t, c, img)
 	// As if cached before sums were recorded, then damaged.
 	if err := c.idx.Write(&index.Batch{Sums: map[string][]byte{img.id: {}}}); err != nil {
 		t.Fatal(err)
@@ -233,6 +234,7 @@ func TestCheckIsPaced(t *testing.T) {
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
+	waitSums(t, c, img)
 	// At 1 KiB/s the first MiB (the burst) passes and the next would take
 	// days: the limiter refuses at once to wait past ctx's deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -1,10 +1,8 @@
 package cachecore
 
 import (
-	"hash"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +17,8 @@ import (
 //
 // A goroutine holds one of the runtime's Ps while it runs, also while the
 // kernel has put its thread aside for others: the process is given two
-// Ps more than it would have, one per hashing thread, so that readers
+// Ps more than it would have, one per hashing thread (the hasher, and
+// the pass that makes a verified image's chunk sums), so that readers
 // never wait for a P that a low-priority thread holds.
 
 // hashNice is the hashing threads' nice value (0 normal, 19 lowest).
@@ -50,38 +49,3 @@ func lowPriority() {
 func normalPriority() {
 	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 0)
 }
-
-// sideHash writes pieces to a hash on a low-priority goroutine of its
-// own, alongside the caller's writes to another: the two sha256 passes
-// of verification (the image's, each chunk's) on two cores.
-type sideHash struct {
-	h      hash.Hash
-	in     chan []byte
-	done   chan struct{}
-	urgent atomic.Bool // set: run at the normal priority from the next write on
-}
-
-func newSideHash(h hash.Hash) *sideHash {
-	s := &sideHash{h: h, in: make(chan []byte), done: make(chan struct{})}
-	go func() {
-		lowPriority()
-		raised := false
-		for p := range s.in {
-			if !raised && s.urgent.Load() {
-				normalPriority()
-				raised = true
-			}
-			s.h.Write(p)
-			s.done <- struct{}{}
-		}
-	}()
-	return s
-}
-
-// write starts writing p; wait waits until it is written. h must not be
-// used between the two.
-func (s *sideHash) write(p []byte) { s.in <- p }
-func (s *sideHash) wait()          { <-s.done }
-
-// close ends the goroutine (and its thread).
-func (s *sideHash) close() { close(s.in) }

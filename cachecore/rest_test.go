@@ -25,6 +25,7 @@ func verifiedThenReopened(t *testing.T, mode VerifyMode, off int64) (*Cache, *up
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
+	waitSums(t, c, img)
 	c.Close()
 	damage(t, dataPath(c, img), off)
 	c = openTest(t, dir, up, func(cfg *Config) { cfg.Verify = mode })
@@ -121,6 +122,7 @@ func TestStrictChecksAgainAfterChangeDuringMount(t *testing.T) {
 	if !img.Complete() {
 		t.Fatal("verified in this mount, yet not settled")
 	}
+	waitSums(t, c, img)
 	h, err := c.Open(img)
 	if err != nil {
 		t.Fatal(err)

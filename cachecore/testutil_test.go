@@ -1,6 +1,7 @@
 package cachecore
 
 import (
+	"crypto/sha256"
 	"log/slog"
 	"math/rand/v2"
 	"testing"
@@ -64,3 +65,10 @@ func readAll(t *testing.T, c *Cache, img *Image) []byte {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// waitSums waits until img's chunk sums are recorded: for an image with
+// a digest they are made after its verdict (sums_after.go).
+func waitSums(t *testing.T, c *Cache, img *Image) {
+	t.Helper()
+	waitFor(t, func() bool { s, _ := c.idx.Sums(img.id); return len(s) == img.nChunks*sha256.Size })
+}

@@ -10,12 +10,11 @@ import (
 )
 
 // Verification. An image's sha256 is grown as its chunks land
-// (hashing.go); the pass yields two things: the image's sha256, compared
-// with its published digest, and the sha256 of each chunk, recorded in
-// the index so that the data can be checked at rest later (check.go). A
-// mismatch with the digest makes the image invalid: every chunk is
-// dropped, the error names both digests, and the next open fetches it
-// again. An image without a digest gets its chunk sums recorded all the
+// (hashing.go) and compared with its published digest; then the sha256
+// of each chunk is recorded in the index (sums_after.go), so that the
+// data can be checked at rest later (check.go). A mismatch with the
+// digest makes the image invalid: every chunk is dropped, the error
+// names both digests, and the next open fetches it again. An image without a digest gets its chunk sums recorded all the
 // same (what was fetched is all there is to trust), and stays "complete"
 // rather than "verified". An empty image needs no pass: it is verified
 // (or invalid) by its digest alone.
@@ -60,8 +59,14 @@ func (img *Image) startVerifyLocked() *verifyRun {
 const verdictWait = 250 * time.Millisecond
 
 // awaitVerdictUnderway waits, at most verdictWait, for the verdict on a
-// complete image with a digest that is being hashed.
+// complete image with a digest that is being hashed, in strict mode. A
+// lazy open need not: the kernel keeps the pages of such an image
+// (Image.KeepPages), and they serve the re-read faster than a wait
+// would.
 func (img *Image) awaitVerdictUnderway(ctx context.Context) {
+	if img.c.cfg.Verify != VerifyStrict {
+		return
+	}
 	img.mu.Lock()
 	v := &img.hashState
 	if !img.present.Complete() || img.entry.Digest == "" || img.rec.Verdict != index.Unchecked || !v.running {

@@ -91,9 +91,11 @@ type ioModes struct {
 
 // openFlags decides how this open is served: passthrough if the mount
 // has it, the image is settled and no open of it uses the caching mode;
-// else through the daemon, keeping the kernel's pages across opens only
-// for a settled image (pages of an image still to be verified could hold
-// bytes that verification drops).
+// else through the daemon, keeping the kernel's pages across opens when
+// the cache says they may be kept (Image.KeepPages: a settled image, or
+// in lazy mode a complete one whose verdict is still to come, so that a
+// re-read right after a cold read is served from the pages that read
+// left rather than through the daemon while the hash catches up).
 func (fh *imageHandle) openFlags() uint32 {
 	n := fh.node
 	passthrough := n.rootNode().ServeMode() == ServePassthrough
@@ -102,7 +104,7 @@ func (fh *imageHandle) openFlags() uint32 {
 	}
 	settled := n.img.Complete() // complete and, with a digest, verified
 	fh.passthrough = n.modes.open(passthrough && settled)
-	if !settled {
+	if !settled && !n.img.KeepPages() {
 		return 0
 	}
 	return fuse.FOPEN_KEEP_CACHE // go-fuse drops it when it sets FOPEN_PASSTHROUGH
