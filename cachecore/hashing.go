@@ -292,11 +292,15 @@ func (c *Cache) giveVerdict(img *Image, f *os.File) bool {
 		img.forgetSumsLocked()
 		v.done = true
 	}
+	settled := want != "" && img.settledLocked()
 	v.clear()
 	v.running = false
 	img.writes.unwatch()
 	img.endRunLocked(nil)
 	img.mu.Unlock()
+	if settled {
+		c.cfg.Notifier.Settled(img)
+	}
 	c.kickFlush()
 	return true
 }
