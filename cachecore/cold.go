@@ -67,13 +67,15 @@ func coldOf(r *index.Record) (coldImage, bool) {
 	if r.Size == 0 || len(r.ID) != 2*len(ci.id) {
 		return ci, false
 	}
-	if _, err := hex.Decode(ci.id[:], []byte(r.ID)); err != nil {
+	if !parseLowerHex(ci.id[:], r.ID) {
 		return ci, false
 	}
 	ci.name, ci.etag, ci.digest, ci.byDigest = r.Name, r.ETag, r.Digest, r.ByDigest
 	ci.size, ci.chunkSize = r.Size, r.ChunkSize
 	ci.mtime, ci.added = unixNano(r.ModTime), unixNano(r.Added)
-	return ci, ci.record() == utcTimes(*r) // Record stays comparable: a field of another kind would need a look here
+	// r.ID, lowercase, is what ci.hexID would make: compared as it is,
+	// a million IDs are not made again.
+	return ci, ci.recordOf(r.ID) == utcTimes(*r) // Record stays comparable: a field of another kind would need a look here
 }
 
 // utcTimes is r with its times as they read back from the index: in UTC,
@@ -88,8 +90,11 @@ func utcTimes(r index.Record) index.Record {
 }
 
 // record is the image's index record.
-func (ci *coldImage) record() index.Record {
-	return index.Record{ID: hex.EncodeToString(ci.id[:]), Name: ci.name, Size: ci.size, ModTime: timeOf(ci.mtime),
+func (ci *coldImage) record() index.Record { return ci.recordOf(ci.hexID()) }
+
+// recordOf is the image's index record, with id its ID's hex form.
+func (ci *coldImage) recordOf(id string) index.Record {
+	return index.Record{ID: id, Name: ci.name, Size: ci.size, ModTime: timeOf(ci.mtime),
 		ETag: ci.etag, Digest: ci.digest, ChunkSize: ci.chunkSize, Listed: true, Added: timeOf(ci.added),
 		ByDigest: ci.byDigest}
 }
@@ -191,6 +196,31 @@ func (s *coldSet) cold() int {
 		}
 	}
 	return n
+}
+
+// parseLowerHex decodes s, lowercase hex of len(dst) bytes, into dst.
+func parseLowerHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, lo := lowerNibble(s[2*i]), lowerNibble(s[2*i+1])
+		if hi|lo > 0xf {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func lowerNibble(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return 0xff
 }
 
 // parseID is the binary form of a hex image ID.

@@ -33,8 +33,9 @@ func partStart(p int) []byte {
 // LoadEach reads the index whole, as Load, but hands each record to each
 // as it is decoded rather than returning them: from one goroutine per
 // part (at most GOMAXPROCS at once), in ID order within a part, part p's
-// IDs sorting before part p+1's. r is each's to keep. The Loaded it
-// returns has no Records.
+// IDs sorting before part p+1's. r is valid only during the call (each
+// copies what it keeps; its strings are its own). The Loaded it returns
+// has no Records.
 func (x *Index) LoadEach(each func(part int, r *Record) error) (l Loaded, err error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -91,7 +92,9 @@ func (x *Index) LoadEach(each func(part int, r *Record) error) (l Loaded, err er
 			return x.loadPart(p, each)
 		})
 	}
-	return l, g.Wait()
+	err = g.Wait()
+	x.pageOutTables() // resident.go
+	return l, err
 }
 
 // loadPart decodes the records of part p.
@@ -101,6 +104,7 @@ func (x *Index) loadPart(p int, each func(part int, r *Record) error) error {
 		end = partStart(p + 1)
 	}
 	var eachErr error
+	var r Record // one for the part: each copies what it keeps
 	err := x.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(imgPrefix)})
 		defer it.Close()
@@ -109,9 +113,9 @@ func (x *Index) loadPart(p int, each func(part int, r *Record) error) error {
 			if end != nil && bytes.Compare(item.Key(), end) >= 0 {
 				break
 			}
-			r := new(Record)
+			r = Record{}
 			err := item.Value(func(v []byte) error {
-				if err := json.Unmarshal(v, r); err != nil {
+				if err := decodeRecord(v, &r); err != nil { // fastrecord.go
 					return fmt.Errorf("index key %s: %w", strings.ToValidUTF8(string(item.Key()), "?"), err)
 				}
 				return nil
@@ -119,7 +123,7 @@ func (x *Index) loadPart(p int, each func(part int, r *Record) error) error {
 			if err != nil {
 				return err
 			}
-			if eachErr = each(p, r); eachErr != nil {
+			if eachErr = each(p, &r); eachErr != nil {
 				return eachErr
 			}
 		}
