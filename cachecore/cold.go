@@ -21,7 +21,7 @@ import (
 
 // Cold images. Most images of a large mirror are listed and never read:
 // nothing cached, never opened, not pinned, one name, no attributes. Such
-// an image is held as a coldImage (about 130 bytes) rather than an Image
+// an image is held as a coldImage (96 bytes and its strings) rather than an Image
 // (about a kilobyte with its state), since its index record says all
 // there is to say of it, and coldImage.record rebuilds that record
 // exactly. The first time anyone needs the image itself (a lookup, a
@@ -29,18 +29,22 @@ import (
 // Cold images have no data file and no chunk map: start-up makes an
 // image cold only if it has neither.
 
-// coldImage is an image of the catalog nothing has happened to.
+// coldImage is an image of the catalog nothing has happened to: 96
+// bytes and its strings.
 type coldImage struct {
-	id        [32]byte
-	name      string
-	etag      string
-	digest    string
-	size      int64
-	chunkSize int64
-	mtime     int64 // UnixNano; noTime: the zero time
-	added     int64
-	byDigest  bool
+	id       [32]byte
+	name     string
+	tags     string // the ETag, then the digest: most images have neither, and one string is 16 bytes less
+	size     int64
+	mtime    int64 // UnixNano; noTime: the zero time
+	added    int64
+	chunk    uint32 // the chunk size
+	etagLen  uint16 // where in tags the digest starts
+	byDigest bool
 }
+
+func (ci *coldImage) etag() string   { return ci.tags[:ci.etagLen] }
+func (ci *coldImage) digest() string { return ci.tags[ci.etagLen:] }
 
 const noTime = math.MinInt64
 
@@ -70,8 +74,20 @@ func coldOf(r *index.Record) (coldImage, bool) {
 	if !parseLowerHex(ci.id[:], r.ID) {
 		return ci, false
 	}
-	ci.name, ci.etag, ci.digest, ci.byDigest = r.Name, r.ETag, r.Digest, r.ByDigest
-	ci.size, ci.chunkSize = r.Size, r.ChunkSize
+	if r.ChunkSize != int64(uint32(r.ChunkSize)) || len(r.ETag) != int(uint16(len(r.ETag))) {
+		return ci, false
+	}
+	ci.name, ci.byDigest = r.Name, r.ByDigest
+	switch {
+	case r.Digest == "":
+		ci.tags = r.ETag
+	case r.ETag == "":
+		ci.tags = r.Digest
+	default:
+		ci.tags = r.ETag + r.Digest
+	}
+	ci.etagLen = uint16(len(r.ETag))
+	ci.size, ci.chunk = r.Size, uint32(r.ChunkSize)
 	ci.mtime, ci.added = unixNano(r.ModTime), unixNano(r.Added)
 	// r.ID, lowercase, is what ci.hexID would make: compared as it is,
 	// a million IDs are not made again.
@@ -95,7 +111,7 @@ func (ci *coldImage) record() index.Record { return ci.recordOf(ci.hexID()) }
 // recordOf is the image's index record, with id its ID's hex form.
 func (ci *coldImage) recordOf(id string) index.Record {
 	return index.Record{ID: id, Name: ci.name, Size: ci.size, ModTime: timeOf(ci.mtime),
-		ETag: ci.etag, Digest: ci.digest, ChunkSize: ci.chunkSize, Listed: true, Added: timeOf(ci.added),
+		ETag: ci.etag(), Digest: ci.digest(), ChunkSize: int64(ci.chunk), Listed: true, Added: timeOf(ci.added),
 		ByDigest: ci.byDigest}
 }
 
@@ -105,14 +121,14 @@ func (ci *coldImage) hexID() string { return hex.EncodeToString(ci.id[:]) }
 
 // entry is the image as the upstream listed it.
 func (ci *coldImage) entry() upstream.Entry {
-	return upstream.Entry{Name: ci.name, Size: ci.size, ModTime: timeOf(ci.mtime), ETag: ci.etag, Digest: ci.digest,
+	return upstream.Entry{Name: ci.name, Size: ci.size, ModTime: timeOf(ci.mtime), ETag: ci.etag(), Digest: ci.digest(),
 		ByDigest: ci.byDigest}
 }
 
 // info is what Image.Info says of the image, with source as its Source:
 // nothing cached.
 func (ci *coldImage) info(source string) Info {
-	return Info{Name: ci.name, Size: ci.size, ModTime: timeOf(ci.mtime), Digest: ci.digest,
+	return Info{Name: ci.name, Size: ci.size, ModTime: timeOf(ci.mtime), Digest: ci.digest(),
 		Source: source, State: StateAbsent, Links: 1}
 }
 
@@ -213,15 +229,19 @@ func parseLowerHex(dst []byte, s string) bool {
 	return true
 }
 
-func lowerNibble(c byte) byte {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0'
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10
+func lowerNibble(c byte) byte { return lowerHexValue[c] }
+
+// lowerHexValue is the value of each lowercase hex digit, 0xff of any
+// other byte.
+var lowerHexValue = func() (v [256]byte) {
+	for i := range v {
+		v[i] = 0xff
 	}
-	return 0xff
-}
+	for i, c := range []byte("0123456789abcdef") {
+		v[c] = byte(i)
+	}
+	return v
+}()
 
 // parseID is the binary form of a hex image ID.
 func parseID(id string) ([32]byte, bool) {
@@ -270,8 +290,8 @@ func (c *Cache) imageOfCold(ci *coldImage) *Image {
 // stored: its Content was stored as a new image's, which it becomes).
 // c.mu is held.
 func (c *Cache) listedColdLocked(g *intake, entries []upstream.Entry, stored bool, listed []bool) (ci int, ok bool) {
-	id, valid := parseID(g.id)
-	if !valid {
+	var id [32]byte
+	if !parseLowerHex(id[:], g.id) { // an ID as imageID makes them, or no cold image's
 		return -1, false
 	}
 	i, found := c.cold.find(id)
@@ -285,8 +305,9 @@ func (c *Cache) listedColdLocked(g *intake, entries []upstream.Entry, stored boo
 	}
 	r := c.record(g, entries)
 	was := &c.cold.imgs[i]
-	r.ChunkSize, r.Added = was.chunkSize, timeOf(was.added) // an image keeps these
-	if utcTimes(r) == was.record() {
+	r.ChunkSize, r.Added = int64(was.chunk), timeOf(was.added) // an image keeps these
+	// g.id is was's, in lowercase: not made again.
+	if utcTimes(r) == was.recordOf(g.id) {
 		return i, true
 	}
 	return i, false

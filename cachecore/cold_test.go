@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/imgcache/imgcache/cachecore/index"
 )
@@ -164,7 +165,12 @@ func TestColdRecordsAsWritten(t *testing.T) {
 		"empty":    func(r *index.Record) { r.Size = 0 },
 		"unlisted": func(r *index.Record) { r.Listed = false },
 		"no mtime": nil,
+		"digest":   func(r *index.Record) { r.Digest = "sha256:" + fmt.Sprintf("%064x", 9) },
+		"no etag":  func(r *index.Record) { r.ETag, r.Digest = "", "sha256:"+fmt.Sprintf("%064x", 9) },
+		"no tags":  func(r *index.Record) { r.ETag = "" },
+		"chunks":   func(r *index.Record) { r.ChunkSize = 1 << 32 }, // more than a coldImage holds
 	}
+	stillCold := map[string]bool{"no mtime": true, "digest": true, "no etag": true, "no tags": true}
 	b := index.Batch{Records: []index.Record{fresh}}
 	i := 2
 	want := map[string]bool{fresh.ID: true}
@@ -174,10 +180,10 @@ func TestColdRecordsAsWritten(t *testing.T) {
 		i++
 		if change == nil {
 			r.ModTime = time.Time{}
-			want[r.ID] = true
 		} else {
 			change(&r)
 		}
+		want[r.ID] = stillCold[what]
 		b.Records = append(b.Records, r)
 	}
 	if err := x.Write(&b); err != nil {
@@ -201,6 +207,12 @@ func TestColdRecordsAsWritten(t *testing.T) {
 // TestSortCold: sortCold puts images in catalog order, names with long
 // common prefixes, directories named like files and multi-byte names
 // among them.
+func TestColdImageSize(t *testing.T) {
+	if n := unsafe.Sizeof(coldImage{}); n > 96 {
+		t.Errorf("a coldImage is %d bytes, want at most 96: a million of them are held", n)
+	}
+}
+
 func TestSortCold(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	parts := []string{"a", "a-b", "a.b", "b", "ü", "ubuntu-22.04-server-cloudimg-amd64", "x/y", ""}
