@@ -274,3 +274,44 @@ func TestColdSetIDOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestColdRooms: start-up gathers the same cold images, in ID order,
+// whether each part's fit the room made for them, outgrew it, or the
+// rooms held far more than there were.
+func TestColdRooms(t *testing.T) {
+	dir := t.TempDir()
+	up := newFake()
+	for i := range 300 {
+		up.Add(fmt.Sprintf("d%d/img%03d", i%4, i), randomBytes(100+i, uint64(i)), false)
+	}
+	c := openTest(t, dir, up)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	defer func(was func(int) int) { coldRoom = was }(coldRoom)
+	var want []coldImage
+	for _, room := range []func(int) int{
+		coldRoom,                                // this many
+		func(int) int { return 3 },              // too few: blocks
+		func(est int) int { return 1000 + est }, // far too many: copied
+		func(int) int { return 40 },             // about as many: some outgrow theirs
+	} {
+		coldRoom = room
+		c := openTest(t, dir, up)
+		got := slices.Clone(c.cold.imgs)
+		for _, ci := range got {
+			if i, ok := c.cold.find(ci.id); !ok || c.cold.imgs[i].name != ci.name {
+				t.Errorf("%s not found by its ID", ci.name)
+			}
+		}
+		if want == nil {
+			want = got
+		}
+		if len(got) != 300 || !slices.Equal(got, want) {
+			t.Errorf("%d cold images; want the 300 of the first start, in the same order", len(got))
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -143,8 +143,19 @@ func (c *Cache) openLoadedIndex() (loadedIndex, error) {
 	if err != nil {
 		return loadedIndex{}, err
 	}
-	// Cold images are gathered in blocks: a slice of a million grown by
-	// append copied itself over and over.
+	// Cold images are gathered in one slice, each part in a room of its
+	// own (IDs are hashes: the parts hold about as many each), and the
+	// rooms are then moved together in place: gathered apart and copied
+	// into one slice, a million were held twice at the peak of start-up.
+	// A part that outgrows its room goes on in blocks (a slice of a
+	// million grown by append copied itself over and over), and all are
+	// then copied into one slice.
+	room := coldRoom(idx.RecordsEstimate())
+	whole := make([]coldImage, room*index.LoadParts)
+	var rooms [index.LoadParts][]coldImage
+	for p := range rooms {
+		rooms[p] = whole[p*room : p*room : (p+1)*room]
+	}
 	var blocks [index.LoadParts][][]coldImage
 	var parts [index.LoadParts]loadedIndex
 	l, err := idx.LoadEach(func(p int, r *index.Record) error {
@@ -162,14 +173,18 @@ func (c *Cache) openLoadedIndex() (loadedIndex, error) {
 			part.deletes = append(part.deletes, r.ID)
 			return nil
 		}
-		if ci, ok := coldOf(r); ok {
-			b := &blocks[p]
+		ci, ok := coldOf(r)
+		b := &blocks[p]
+		switch {
+		case !ok:
+			part.hot = append(part.hot, *r)
+		case len(*b) == 0 && len(rooms[p]) < cap(rooms[p]):
+			rooms[p] = append(rooms[p], ci)
+		default:
 			if len(*b) == 0 || len((*b)[len(*b)-1]) == coldBlock {
 				*b = append(*b, make([]coldImage, 0, coldBlock))
 			}
 			(*b)[len(*b)-1] = append((*b)[len(*b)-1], ci)
-		} else {
-			part.hot = append(part.hot, *r)
 		}
 		return nil
 	})
@@ -179,23 +194,46 @@ func (c *Cache) openLoadedIndex() (loadedIndex, error) {
 	}
 	c.idx = idx
 	all := loadedIndex{Loaded: l}
-	n := 0
-	for _, bs := range blocks {
-		for _, b := range bs {
+	n, spilled := 0, false
+	for p := range rooms {
+		n += len(rooms[p])
+		for _, b := range blocks[p] {
 			n += len(b)
+			spilled = true
 		}
 	}
-	all.cold = make([]coldImage, 0, n)
 	for i := range parts {
 		all.deletes = append(all.deletes, parts[i].deletes...)
 		all.hot = append(all.hot, parts[i].hot...)
-		for _, b := range blocks[i] {
+	}
+	if !spilled && len(whole)-n <= n/4+16<<10 { // moved together, unless far more room was made than used
+		k := 0
+		for p := range rooms {
+			k += copy(whole[k:], rooms[p]) // to the left of the room (or where it is): what follows is not yet moved
+		}
+		for p := range rooms { // what was left behind, the rest never touched
+			start := max(n, p*room)
+			if end := p*room + len(rooms[p]); start < end {
+				clear(whole[start:end])
+			}
+		}
+		all.cold = whole[:n:n]
+		return all, nil
+	}
+	all.cold = make([]coldImage, 0, n)
+	for p := range rooms {
+		all.cold = append(all.cold, rooms[p]...)
+		for _, b := range blocks[p] {
 			all.cold = append(all.cold, b...)
 		}
-		blocks[i] = nil
+		blocks[p] = nil
 	}
 	return all, nil
 }
+
+// coldRoom is the room made for the cold images of each part of the
+// index, of about est records in all; a variable for tests.
+var coldRoom = func(est int) int { return est/index.LoadParts + est/(8*index.LoadParts) + 1024 }
 
 // coldBlock is how many cold images a block of start-up's holds.
 const coldBlock = 4096

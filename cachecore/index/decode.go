@@ -89,12 +89,11 @@ func (x *Index) LoadEach(each func(part int, r *Record) error) (l Loaded, err er
 					err = damaged(x.dir, v)
 				}
 			}()
+			defer x.pageOutTables() // what the part read (resident.go)
 			return x.loadPart(p, each)
 		})
 	}
-	err = g.Wait()
-	x.pageOutTables() // resident.go
-	return l, err
+	return l, g.Wait()
 }
 
 // loadPart decodes the records of part p.
@@ -136,3 +135,29 @@ func (x *Index) loadPart(p int, each func(part int, r *Record) error) error {
 		return damaged(x.dir, err)
 	}
 }
+
+// RecordsEstimate is about how many records the index holds, from its
+// tables' key counts, for the room LoadEach's caller makes for them: at
+// least as many, most of the time (records not yet written to a table
+// are left out; earlier versions of records and the keys of chunk maps
+// and sums are counted).
+func (x *Index) RecordsEstimate() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.db == nil {
+		return 0
+	}
+	n := 0
+	for _, t := range x.db.Tables() {
+		// The keys of a table run from Left to Right (with badger's
+		// version after each): it holds records if it reaches past imgPrefix
+		// and starts before the first key after all records.
+		if string(t.Right) >= imgPrefix && string(t.Left) < imgEnd {
+			n += int(t.KeyCount)
+		}
+	}
+	return n
+}
+
+// imgEnd sorts after every key of a record.
+const imgEnd = "img0" // '0' follows '/'
