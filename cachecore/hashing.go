@@ -19,12 +19,13 @@ import (
 // `next` lands, a hasher goroutine of the image reads it back from the
 // data file (the page cache: it was just written) and hashes it, then the
 // chunks after it that are present, and stops at the first missing one;
-// the chunk that fills the gap starts it again. A cold read that was sequential (cp, sha256sum, qemu-img
-// convert, a VM boot that streams) thus leaves the image hashed a chunk
-// after its last byte lands, and verified (or found invalid) then; chunks
-// that landed out of order are hashed when the prefix reaches them. The
-// hasher never runs on a reader's path: readers wait for chunks to land,
-// and a chunk lands before it is hashed.
+// the chunk that fills the gap starts it again. A cold read that was
+// sequential (cp, sha256sum, qemu-img convert, a VM boot that streams)
+// thus leaves the image hashed soon after its last byte lands, and
+// verified (or found invalid) then; chunks that landed out of order are
+// hashed when the prefix reaches them. The hasher never runs on a
+// reader's path: readers wait for chunks to land, and a chunk lands
+// before it is hashed.
 //
 // One sha256 pass decides: of the whole image when it has a digest (the
 // verdict), of each chunk when it has none (its sums, all there is to
