@@ -49,3 +49,9 @@ func lowPriority() {
 func normalPriority() {
 	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 0)
 }
+
+// lowestPriority puts the calling goroutine's thread (locked by
+// lowPriority) at nice 19, for work nobody waits for.
+func lowestPriority() {
+	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
+}

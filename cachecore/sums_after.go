@@ -53,6 +53,7 @@ func (c *Cache) sumsAfterVerdict(img *Image, gen uint64, stamp fileStamp, run *v
 		return
 	}
 	lowPriority()
+	lowestPriority() // nothing waits for them: behind the hasher too
 	// still reports whether the sums made so far are of the verified bytes.
 	still := func() bool {
 		img.mu.Lock()
