@@ -99,7 +99,7 @@ type Cache struct {
 	kick      chan struct{} // asks the flusher to flush now
 	relist    chan struct{} // asks the catalog loop to refresh now
 	verifying chan struct{} // one token per image being hashed
-	summing   chan struct{} // one token per verified image whose chunk sums are being made
+	sums      sumsPasses    // the chunk sums of verified images being made (sums_after.go)
 	stats     Stats
 	tree      atomic.Pointer[tree]
 	noRanges  atomic.Bool                 // the upstream's replies say it ignores Range (stream.go)
@@ -158,13 +158,13 @@ func Open(cfg Config) (*Cache, error) {
 		kick:      make(chan struct{}, 1),
 		relist:    make(chan struct{}, 1),
 		verifying: make(chan struct{}, 1),
-		summing:   make(chan struct{}, 1),
 		images:    make(map[string]*Image),
 		cold:      newColdSet(nil, true),
 		lingering: make(map[string]*Image),
 		deleting:  make(map[string]chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.sums.init()
 	if err := c.openStorage(); err != nil {
 		c.closeStorage()
 		return nil, err
@@ -244,6 +244,7 @@ func (c *Cache) now() time.Time { return c.cfg.now() }
 // Close stops background work, waits for fetches in flight to end, writes
 // what is not yet in the index and releases the cache directory.
 func (c *Cache) Close() error {
+	c.sums.finish(sumsGrace) // sums_after.go
 	c.cancel()
 	c.wg.Wait()
 	err := c.flush()

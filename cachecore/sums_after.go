@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"os"
+	"sync/atomic"
+	"time"
 
 	"github.com/imgcache/imgcache/cachecore/index"
 )
@@ -18,23 +20,57 @@ import (
 // chunk is not compared with a sum (sums.go); a stop in between leaves
 // them to that.
 
-// startSumsLocked starts making the sums of an image just verified, on
-// the cache's context, unless that runs already.
+// sumsPasses are the sums' passes of a cache. Close gives those running
+// a moment (sumsGrace) to end before it stops them: sums missing after a
+// restart cost a whole hash at the first check, and, if the file was
+// damaged meanwhile, a fetch of the whole image instead of the damaged
+// chunk.
+type sumsPasses struct {
+	token   chan struct{}   // one pass at a time: hashing is CPU bound
+	ctx     context.Context // ended by finish
+	cancel  context.CancelFunc
+	running atomic.Int32
+}
+
+// sumsGrace bounds how long Close waits for sums' passes under way.
+const sumsGrace = 2 * time.Second
+
+func (p *sumsPasses) init() {
+	p.token = make(chan struct{}, 1)
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+}
+
+// finish waits, at most grace, for the passes under way, then stops them;
+// none starts after.
+func (p *sumsPasses) finish(grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	for p.running.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.cancel()
+}
+
+// startSumsLocked starts making the sums of an image just verified,
+// unless that runs already.
 func (img *Image) startSumsLocked(gen uint64, stamp fileStamp) {
 	v := &img.hashState
-	if v.summing != nil || img.c.ctx.Err() != nil {
+	c := img.c
+	if v.summing != nil || c.sums.ctx.Err() != nil {
 		return
 	}
 	run := &verifyRun{done: make(chan struct{})}
 	v.summing = run
-	img.c.wg.Add(1)
-	go img.c.sumsAfterVerdict(img, gen, stamp, run)
+	c.sums.running.Add(1)
+	c.wg.Add(1)
+	go c.sumsAfterVerdict(img, gen, stamp, run)
 }
 
 // sumsAfterVerdict makes and records the chunk sums of img, verified at
 // generation gen with its data file at stamp.
 func (c *Cache) sumsAfterVerdict(img *Image, gen uint64, stamp fileStamp, run *verifyRun) {
 	defer c.wg.Done()
+	defer c.sums.running.Add(-1)
+	ctx := c.sums.ctx
 	var err error
 	defer func() {
 		img.mu.Lock()
@@ -46,11 +82,14 @@ func (c *Cache) sumsAfterVerdict(img *Image, gen uint64, stamp fileStamp, run *v
 		close(run.done)
 	}()
 	select {
-	case c.summing <- struct{}{}:
-		defer func() { <-c.summing }()
-	case <-c.ctx.Done():
+	case c.sums.token <- struct{}{}:
+		defer func() { <-c.sums.token }()
+	case <-ctx.Done():
 		err = ErrClosed
 		return
+	}
+	if s, serr := c.idx.Sums(img.id); serr == nil && len(s) == img.nChunks*sha256.Size {
+		return // verified again after a refetch, which these sums checked (sums.go)
 	}
 	lowPriority()
 	lowestPriority() // nothing waits for them: behind the hasher too
@@ -58,7 +97,7 @@ func (c *Cache) sumsAfterVerdict(img *Image, gen uint64, stamp fileStamp, run *v
 	still := func() bool {
 		img.mu.Lock()
 		defer img.mu.Unlock()
-		return img.hashState.gen == gen && img.rec.Verdict == index.Verified && c.ctx.Err() == nil
+		return img.hashState.gen == gen && img.rec.Verdict == index.Verified && ctx.Err() == nil
 	}
 	f, err := c.store.OpenFile(img.id, os.O_RDONLY)
 	if err != nil {

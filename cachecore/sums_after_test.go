@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"testing"
+	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream/upstreamtest"
 )
@@ -19,7 +20,7 @@ func TestSumsAfterVerdict(t *testing.T) {
 	up.Add("x.img", data, true)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
-	c.summing <- struct{}{} // hold the sums back
+	c.sums.token <- struct{}{} // hold the sums back
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
@@ -29,7 +30,7 @@ func TestSumsAfterVerdict(t *testing.T) {
 	if s, _ := c.idx.Sums(img.id); s != nil {
 		t.Fatal("sums recorded before their pass ran")
 	}
-	<-c.summing
+	<-c.sums.token
 	waitSums(t, c, img)
 	s, _ := c.idx.Sums(img.id)
 	for i := range n {
@@ -48,12 +49,12 @@ func TestSumsNotRecordedForChangedFile(t *testing.T) {
 	up.Add("x.img", randomBytes(3*testChunk, 51), true)
 	c := openTest(t, t.TempDir(), up)
 	defer c.Close()
-	c.summing <- struct{}{}
+	c.sums.token <- struct{}{}
 	img := mustLookup(t, c, "x.img")
 	readAll(t, c, img)
 	waitFor(t, func() bool { return img.Info().State == StateVerified })
 	damage(t, dataPath(c, img), testChunk+1)
-	<-c.summing
+	<-c.sums.token
 	img.awaitSums(context.Background())
 	if s, _ := c.idx.Sums(img.id); s != nil {
 		t.Fatal("sums recorded for a data file changed after its verdict")
@@ -111,4 +112,30 @@ func TestKeepPagesBeforeVerdict(t *testing.T) {
 			t.Fatal("pages of an image that failed verification kept")
 		}
 	})
+}
+
+// A stop right after a verdict gives the sums' pass under way a moment
+// to end, so that the next mount has them.
+func TestCloseLetsSumsFinish(t *testing.T) {
+	up := newFake()
+	up.Add("x.img", randomBytes(3*testChunk, 54), true)
+	dir := t.TempDir()
+	c := openTest(t, dir, up)
+	c.sums.token <- struct{}{} // the pass waits its turn
+	img := mustLookup(t, c, "x.img")
+	readAll(t, c, img)
+	waitFor(t, func() bool { return img.Info().State == StateVerified })
+	go func() {
+		time.Sleep(50 * time.Millisecond) // Close is waiting by then
+		<-c.sums.token
+	}()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = openTest(t, dir, up)
+	defer c.Close()
+	img = mustLookup(t, c, "x.img")
+	if s, err := c.idx.Sums(img.id); err != nil || len(s) != 3*sha256.Size {
+		t.Fatalf("sums after a stop right after the verdict: %d bytes, %v", len(s), err)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgcache/imgcache/control"
 )
 
 // Damage at rest: a byte of a verified image's data file changed behind
@@ -45,6 +47,19 @@ func flipByte(t *testing.T, file string, off int64) {
 	b[0] ^= 1
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// awaitChecksums waits until the chunk checksums of name, made after its
+// verdict, are recorded (a verify waits for them), so that damage done
+// next is found chunk by chunk; damage before them is found by hashing
+// the whole image again, and costs a fetch of all of it.
+func awaitChecksums(t *testing.T, m *mount, name string) {
+	t.Helper()
+	var v control.VerifyResult
+	cliJSON(t, &v, "verify", "--cache-dir", m.cacheDir, name)
+	if len(v.Reports) != 1 || !strings.Contains(v.Reports[0].Message, "match their checksums") {
+		t.Fatalf("verify %s before the damage: %+v", name, v)
 	}
 }
 
@@ -172,6 +187,7 @@ func TestDamageAtRestWhileOpen(t *testing.T) {
 	m := startMount(t, u.url, cacheDir, "--verify=strict", "--scrub-interval", "0", "--retry-max", "0")
 	readsRight(t, m.path("a.img"), want, "verified")
 	t.Logf("serve mode %s", xattrs(t, m.dir)["serve_mode"])
+	awaitChecksums(t, m, "a.img")
 	h := holdOpen(t, m.path("a.img"))
 	if got := h.read(t, 2*mib, mib); got != "ok "+sumOf(good[2*mib:3*mib]) {
 		t.Fatalf("held read: %s", got)

@@ -388,6 +388,7 @@ func TestScrubQuarantinesDamageAtRest(t *testing.T) {
 	u := startFaultUpstream(t, root)
 	m := startMount(t, u.url, "", "--scrub-interval", "1s")
 	readsRight(t, m.path("a.img"), imgs["a.img"].sha256, "verified")
+	awaitChecksums(t, m, "a.img")
 
 	// Damage a byte of the cached copy behind the daemon's back.
 	var data []string
