@@ -373,4 +373,4 @@ type changeNotifier func([]Change)
 func (f changeNotifier) CatalogChanged(ch []Change)      { f(ch) }
 func (changeNotifier) PagesDropped(*Image, int64, int64) {}
 func (changeNotifier) CachedChanged([]string)            {}
-func (changeNotifier) Settled(*Image)                    {}
+func (changeNotifier) Settled(*Image, []string)          {}

@@ -146,7 +146,7 @@ type evictedNotifier func([]string)
 func (evictedNotifier) CatalogChanged([]Change)           {}
 func (evictedNotifier) PagesDropped(*Image, int64, int64) {}
 func (f evictedNotifier) CachedChanged(names []string)    { f(names) }
-func (evictedNotifier) Settled(*Image)                    {}
+func (evictedNotifier) Settled(*Image, []string)          {}
 
 // TestEvictionIsToldByEveryName: the kernel may know the inode of an
 // image of several names by any of them; an eviction names them all, so

@@ -293,14 +293,17 @@ func (c *Cache) giveVerdict(img *Image, f *os.File) bool {
 		img.forgetSumsLocked()
 		v.done = true
 	}
-	settled := want != "" && img.settledLocked()
+	var settled []string // every name of it: the kernel may know the inode by any
+	if want != "" && img.settledLocked() {
+		settled = img.names()
+	}
 	v.clear()
 	v.running = false
 	img.writes.unwatch()
 	img.endRunLocked(nil)
 	img.mu.Unlock()
-	if settled {
-		c.cfg.Notifier.Settled(img)
+	if settled != nil {
+		c.cfg.Notifier.Settled(img, settled)
 	}
 	c.kickFlush()
 	return true

@@ -16,10 +16,10 @@ type Notifier interface {
 	// CachedChanged: what is cached of the images called names changed
 	// without an open of theirs (evicted, or prefetched): st_blocks.
 	CachedChanged(names []string)
-	// Settled: img was just verified and is settled (Image.Complete).
-	// Pages the kernel kept from the reads before the verdict
-	// (Image.KeepPages) are now a second copy of the data file's.
-	Settled(img *Image)
+	// Settled: img, called names, was just verified and is settled
+	// (Image.Complete). Pages the kernel kept from the reads before the
+	// verdict (Image.KeepPages) are now a second copy of the data file's.
+	Settled(img *Image, names []string)
 }
 
 // Change names a catalog entry that changed: Name in directory Dir.
@@ -31,4 +31,4 @@ type noNotifier struct{}
 func (noNotifier) CatalogChanged([]Change)           {}
 func (noNotifier) PagesDropped(*Image, int64, int64) {}
 func (noNotifier) CachedChanged([]string)            {}
-func (noNotifier) Settled(*Image)                    {}
+func (noNotifier) Settled(*Image, []string)          {}

@@ -92,18 +92,23 @@ func (n *Notifier) CachedChanged(names []string) {
 // third of the time of a warm read of 1 GiB). If the image is open, the
 // release of its last open in the caching mode drops them
 // (dropPagesAtRelease), and its readers keep them until then.
-func (n *Notifier) Settled(img *cachecore.Image) {
+func (n *Notifier) Settled(img *cachecore.Image, names []string) {
 	r := n.root.Load()
 	if r == nil || r.ServeMode() != ServePassthrough || r.opens.node(img) != nil {
 		return
 	}
 	go func() {
-		node := r.EmbeddedInode()
-		for _, part := range strings.Split(img.Name(), "/") {
-			if node = node.GetChild(part); node == nil {
-				return // the kernel never looked it up: it holds no pages
+		for _, name := range names { // one inode under each name the kernel looked up
+			node := r.EmbeddedInode()
+			for _, part := range strings.Split(name, "/") {
+				if node = node.GetChild(part); node == nil {
+					break
+				}
+			}
+			if node != nil {
+				node.NotifyContent(0, 0)
+				return
 			}
 		}
-		node.NotifyContent(0, 0)
 	}()
 }
