@@ -148,6 +148,7 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	cold := c.cold
 	listedCold := make([]bool, len(cold.imgs))
 	var newCold []coldImage
+	coldNext := 0 // where the next cold image of the listing likely is (listedColdLocked)
 	for gi := range in {
 		g := &in[gi]
 		img := c.images[g.id]
@@ -155,7 +156,7 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 			img = c.reviveLocked(g.id)
 		}
 		if img == nil {
-			if ci, ok := c.listedColdLocked(g, entries, puts[int32(gi)] != nil, listedCold); ok {
+			if ci, ok := c.listedColdLocked(g, entries, puts[int32(gi)] != nil, listedCold, &coldNext); ok {
 				continue // as it was: still cold
 			} else if ci >= 0 {
 				img = c.heatLocked(ci) // it changes: an Image of it takes the change
