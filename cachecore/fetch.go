@@ -35,7 +35,7 @@ const maxRunChunks = 32
 // are pooled, so memory is bounded by the number of fetch slots.
 const pieceSize = 1 << 20
 
-var piecePool = newFreeList(DefaultMaxFetches+2, pieceSize) // freelist.go
+var piecePool = newFreeList(DefaultMaxFetches+3, pieceSize) // freelist.go
 
 // run is a contiguous range of chunks [first, end) claimed by one fetch,
 // or, if stream is set, the image's stream (stream.go).

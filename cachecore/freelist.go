@@ -5,7 +5,8 @@ package cachecore
 // a cold read of any length reuses the same few buffers, so the daemon's
 // memory does not grow with how long it reads. A Get with the list empty
 // allocates; a Put with the list full drops the buffer. The buffers in
-// use are bounded by the fetch slots (and one verify, one check).
+// use are bounded by the fetch slots (and one verify, one sums' pass,
+// one check).
 type freeList struct {
 	free chan *[]byte
 	size int
