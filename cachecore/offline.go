@@ -14,7 +14,7 @@ import (
 // IndexView is what a cache directory's index says when no daemon serves
 // it: the catalog as last saved, with each image's state as of the last
 // flush. Images nothing happened to are held as cold images are
-// (cold.go): a view of a million images is about 130 MB, not 1.4 GB.
+// (cold.go): a view of a million images is about 110 MB, not 1.4 GB.
 type IndexView struct {
 	Source      string // the upstream URL, credentials removed
 	RefreshedAt time.Time
