@@ -298,12 +298,14 @@ func TestColdRooms(t *testing.T) {
 	} {
 		coldRoom = room
 		c := openTest(t, dir, up)
+		c.mu.Lock() // the catalog loop's first refresh publishes a new set
 		got := slices.Clone(c.cold.imgs)
 		for _, ci := range got {
 			if i, ok := c.cold.find(ci.id); !ok || c.cold.imgs[i].name != ci.name {
 				t.Errorf("%s not found by its ID", ci.name)
 			}
 		}
+		c.mu.Unlock()
 		if want == nil {
 			want = got
 		}
