@@ -40,6 +40,15 @@ func (k known) Entry(name string) (upstream.Entry, bool) {
 	return e, true
 }
 
+// Len is about how many entries the catalog holds: an upstream's first
+// guess of how many a listing will find (httpdir makes room for them at
+// once rather than growing a million entries by copies).
+func (k known) Len() int {
+	k.c.mu.Lock()
+	defer k.c.mu.Unlock()
+	return len(k.c.images) + len(k.c.cold.imgs)
+}
+
 func (k known) All() iter.Seq[upstream.Entry] {
 	return func(yield func(upstream.Entry) bool) {
 		for _, e := range k.c.remembered() {

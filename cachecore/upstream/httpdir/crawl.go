@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 
@@ -27,13 +28,73 @@ func (u *Upstream) List(ctx context.Context) ([]upstream.Entry, error) {
 	return entries, err
 }
 
-// file is an entry found by the crawl, filled in by HEAD and SHA256SUMS.
-type file struct {
-	entry     upstream.Entry
+// The files a crawl finds are kept in two slices side by side, their
+// entries and what the crawl learned of each (fileMeta), with no object
+// or map entry per file: a mirror of a million images held them three
+// ways at once (an object per file, a map by name and the entries built
+// from them), most of the daemon's peak during its refresh. The entries
+// slice is the one returned.
+type crawled struct {
+	entries []upstream.Entry
+	meta    []fileMeta
+}
+
+// fileMeta is what a crawl learned of a file besides its entry.
+type fileMeta struct {
+	row       string // the HTML listing's row of the file (see known.go)
+	seq       int32  // the order it was found in: of two links to one name, the first counts
+	sumsDepth int16  // components of the directory whose SHA256SUMS gave entry.Digest
 	sized     bool   // entry.Size is known
 	gone      bool   // HEAD said 404: listed, then removed
-	sumsDepth int    // components of the directory whose SHA256SUMS gave entry.Digest
-	row       string // the HTML listing's row of the file (see known.go)
+}
+
+// file is one crawled file, in place in both slices.
+type file struct {
+	entry *upstream.Entry
+	*fileMeta
+}
+
+func (c *crawled) file(i int) file { return file{&c.entries[i], &c.meta[i]} }
+
+// sort orders the files by name and drops the second and later links to
+// a name (a listing may link a file twice, or a file below it that the
+// file's own directory lists too).
+func (c *crawled) sort() {
+	sort.Sort(byName{c})
+	n := 0
+	for i := range c.entries {
+		if n > 0 && c.entries[i].Name == c.entries[n-1].Name {
+			continue
+		}
+		c.entries[n], c.meta[n] = c.entries[i], c.meta[i]
+		n++
+	}
+	clear(c.entries[n:])
+	clear(c.meta[n:])
+	c.entries, c.meta = c.entries[:n], c.meta[:n]
+}
+
+// find returns the file called name, after sort.
+func (c *crawled) find(name string) (file, bool) {
+	i, ok := slices.BinarySearchFunc(c.entries, name, func(e upstream.Entry, name string) int { return strings.Compare(e.Name, name) })
+	if !ok {
+		return file{}, false
+	}
+	return c.file(i), true
+}
+
+type byName struct{ c *crawled }
+
+func (b byName) Len() int { return len(b.c.entries) }
+func (b byName) Less(i, j int) bool {
+	if a, z := b.c.entries[i].Name, b.c.entries[j].Name; a != z {
+		return a < z
+	}
+	return b.c.meta[i].seq < b.c.meta[j].seq
+}
+func (b byName) Swap(i, j int) {
+	b.c.entries[i], b.c.entries[j] = b.c.entries[j], b.c.entries[i]
+	b.c.meta[i], b.c.meta[j] = b.c.meta[j], b.c.meta[i]
 }
 
 // crawl lists the base and every subdirectory below it, breadth first.
@@ -41,8 +102,12 @@ type file struct {
 // being listed are followed, so there can be no cycle.
 func (u *Upstream) crawl(ctx context.Context) ([]upstream.Entry, error) {
 	since := u.known.begin()
-	var files []*file
-	byName := map[string]*file{}
+	hint := int(u.lastCrawl.Load())
+	if n, ok := u.known.count(); ok {
+		hint = max(hint, n)
+	}
+	hint = min(hint+hint/16, u.opts.MaxEntries) // room to grow without copying a million entries
+	c := &crawled{entries: make([]upstream.Entry, 0, hint), meta: make([]fileMeta, 0, hint)}
 	queue := []string{""}
 	listed := map[string]bool{"": true}
 	for fetches := 0; len(queue) > 0; fetches++ {
@@ -68,31 +133,36 @@ func (u *Upstream) crawl(ctx context.Context) ([]upstream.Entry, error) {
 			case lk.dir:
 				listed[lk.name] = true
 				queue = append(queue, lk.name)
-			case byName[lk.name] == nil:
-				if len(files) == u.opts.MaxEntries {
-					return nil, fmt.Errorf("%s: more than %d files; the cap is MaxEntries", u.shown, u.opts.MaxEntries)
+			default:
+				if len(c.entries) == u.opts.MaxEntries {
+					c.sort() // links to one name count once
+					if len(c.entries) == u.opts.MaxEntries {
+						return nil, fmt.Errorf("%s: more than %d files; the cap is MaxEntries", u.shown, u.opts.MaxEntries)
+					}
 				}
-				f := &file{entry: upstream.Entry{Name: lk.name, Size: lk.size, ModTime: lk.mtime}, sized: lk.size >= 0, row: lk.row}
-				files = append(files, f)
-				byName[lk.name] = f
+				c.entries = append(c.entries, upstream.Entry{Name: lk.name, Size: lk.size, ModTime: lk.mtime})
+				c.meta = append(c.meta, fileMeta{row: lk.row, seq: int32(len(c.meta)), sized: lk.size >= 0})
 			}
 		}
 	}
-	if err := u.statAll(ctx, files); err != nil {
+	c.sort()
+	if err := u.statAll(ctx, c); err != nil {
 		return nil, err
 	}
-	u.known.replace(files, since)
-	if err := u.applySums(ctx, files, byName); err != nil {
+	u.known.replace(c, since)
+	if err := u.applySums(ctx, c); err != nil {
 		return nil, err
 	}
-	entries := make([]upstream.Entry, 0, len(files))
-	for _, f := range files {
-		if f.sized && !f.gone {
-			entries = append(entries, f.entry)
+	n := 0
+	for i, m := range c.meta {
+		if m.sized && !m.gone {
+			c.entries[n] = c.entries[i]
+			n++
 		}
 	}
-	slices.SortFunc(entries, func(a, b upstream.Entry) int { return strings.Compare(a.Name, b.Name) })
-	return entries, nil
+	clear(c.entries[n:])
+	u.lastCrawl.Store(int64(n))
+	return c.entries[:n], nil
 }
 
 // listDir fetches and parses the listing of one directory and logs the
@@ -115,14 +185,15 @@ func (u *Upstream) listDir(ctx context.Context, name string) (listing, error) {
 
 // statAll asks for the size and validators of every file a listing gave
 // no size for, unless they are known (known.go).
-func (u *Upstream) statAll(ctx context.Context, files []*file) error {
-	var todo []*file
-	for _, f := range files {
+func (u *Upstream) statAll(ctx context.Context, c *crawled) error {
+	var todo []file
+	for i := range c.entries {
+		f := c.file(i)
 		if f.sized {
 			continue
 		}
 		if e, ok := u.known.lookup(f.entry.Name, f.row); ok {
-			f.entry, f.sized = e, true
+			*f.entry, f.sized = e, true
 			continue
 		}
 		todo = append(todo, f)
@@ -134,7 +205,7 @@ func (u *Upstream) statAll(ctx context.Context, files []*file) error {
 // server refuses HEAD or gives no length. A file that is gone (404) is
 // dropped; any other failure fails the List, because a catalog missing
 // the file would make the cache drop it.
-func (u *Upstream) stat(ctx context.Context, f *file) error {
+func (u *Upstream) stat(ctx context.Context, f file) error {
 	target := u.fileURL(f.entry.Name)
 	resp, err := u.probe(ctx, "HEAD", target, "")
 	if err != nil {
@@ -165,7 +236,7 @@ func (u *Upstream) stat(ctx context.Context, f *file) error {
 }
 
 // statFailed decides about a file whose size could not be had.
-func (u *Upstream) statFailed(f *file, desc string, resp *http.Response) error {
+func (u *Upstream) statFailed(f file, desc string, resp *http.Response) error {
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
 		u.log.Warn("httpdir: listed file gone", "err", &requestError{req: desc, err: newStatusError(resp)})
 		f.gone = true
@@ -230,15 +301,15 @@ func (u *Upstream) probe(ctx context.Context, method string, target *url.URL, rn
 // applySums reads every listed SHA256SUMS and gives its digests to the
 // files it names. When two name the same file, the one nearest to it
 // wins: it is the one whose directory the file is in.
-func (u *Upstream) applySums(ctx context.Context, files []*file, byName map[string]*file) error {
-	var sumsFiles []*file
-	for _, f := range files {
-		if path.Base(f.entry.Name) == SumsFile && !f.gone {
+func (u *Upstream) applySums(ctx context.Context, c *crawled) error {
+	var sumsFiles []file
+	for i := range c.entries {
+		if f := c.file(i); path.Base(f.entry.Name) == SumsFile && !f.gone {
 			sumsFiles = append(sumsFiles, f)
 		}
 	}
 	var mu sync.Mutex
-	return forEach(ctx, u.opts.HeadConcurrency, sumsFiles, func(ctx context.Context, sf *file) error {
+	return forEach(ctx, u.opts.HeadConcurrency, sumsFiles, func(ctx context.Context, sf file) error {
 		target := u.fileURL(sf.entry.Name)
 		body, _, err := u.getBody(ctx, target, u.opts.MaxSumsBytes, SumsFile)
 		if errors.Is(err, upstream.ErrNotFound) {
@@ -258,11 +329,11 @@ func (u *Upstream) applySums(ctx context.Context, files []*file, byName map[stri
 		mu.Lock()
 		defer mu.Unlock()
 		for rel, digest := range sums {
-			f := byName[dir+rel]
-			if f == nil || f.entry.Digest != "" && f.sumsDepth >= depth {
+			f, ok := c.find(dir + rel)
+			if !ok || f.entry.Digest != "" && int(f.sumsDepth) >= depth {
 				continue
 			}
-			f.entry.Digest, f.sumsDepth = digest, depth
+			f.entry.Digest, f.sumsDepth = digest, int16(depth)
 		}
 		return nil
 	})

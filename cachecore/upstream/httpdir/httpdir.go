@@ -47,6 +47,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imgcache/imgcache/cachecore/upstream"
@@ -147,8 +148,9 @@ type Upstream struct {
 	shown string         // base without credentials, for messages
 	auth  *authTransport // nil when Options.Client was given
 
-	ignoresRange sync.Once // logs once that the server ignores Range
-	known        known     // what HEAD said about files of HTML listings
+	ignoresRange sync.Once    // logs once that the server ignores Range
+	known        known        // what HEAD said about files of HTML listings
+	lastCrawl    atomic.Int64 // files the last crawl found (the next one's first guess)
 }
 
 var (

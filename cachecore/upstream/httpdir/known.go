@@ -55,6 +55,18 @@ func (k *known) lookup(name, row string) (upstream.Entry, bool) {
 	return f.entry, true
 }
 
+// count is how many entries the cache remembered, if it says (a crawl's
+// first guess of how many it will find).
+func (k *known) count() (int, bool) {
+	k.mu.Lock()
+	r := k.remembered
+	k.mu.Unlock()
+	if n, ok := r.(interface{ Len() int }); ok {
+		return n.Len(), true
+	}
+	return 0, false
+}
+
 // begin marks the start of a crawl, for replace.
 func (k *known) begin() uint64 {
 	k.mu.Lock()
@@ -65,13 +77,13 @@ func (k *known) begin() uint64 {
 // replace makes the files of the crawl that began at since what is
 // remembered, except the ones forgotten while it ran: what it found out
 // about them may be older than the reply that showed them changed.
-func (k *known) replace(files []*file, since uint64) {
+func (k *known) replace(c *crawled, since uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	m := make(map[string]knownFile)
-	for _, f := range files {
-		if f.row != "" && f.sized && !f.gone && k.forgot[f.entry.Name] <= since {
-			e := f.entry
+	for i := range c.entries {
+		if f := c.file(i); f.row != "" && f.sized && !f.gone && k.forgot[f.entry.Name] <= since {
+			e := *f.entry
 			e.Digest = ""
 			m[e.Name] = knownFile{entry: e, row: f.row}
 		}

@@ -201,18 +201,18 @@ func TestRememberSparesTheFirstCrawl(t *testing.T) {
 // remembered by that crawl, which may have taken its old entry.
 func TestForgetDuringCrawl(t *testing.T) {
 	var k known
-	f := &file{entry: upstream.Entry{Name: "a.img", Size: 1, ETag: `"v1"`}, sized: true, row: "row"}
-	k.replace([]*file{f}, k.begin())
+	f := &crawled{entries: []upstream.Entry{{Name: "a.img", Size: 1, ETag: `"v1"`}}, meta: []fileMeta{{sized: true, row: "row"}}}
+	k.replace(f, k.begin())
 	since := k.begin()
 	if _, ok := k.lookup("a.img", "row"); !ok {
 		t.Fatal("a.img not remembered")
 	}
 	k.forget("a.img")
-	k.replace([]*file{f}, since)
+	k.replace(f, since)
 	if _, ok := k.lookup("a.img", "row"); ok {
 		t.Fatal("a.img remembered by a crawl that began before it was forgotten")
 	}
-	k.replace([]*file{f}, k.begin())
+	k.replace(f, k.begin())
 	if _, ok := k.lookup("a.img", "row"); !ok {
 		t.Fatal("a.img not remembered by the next crawl")
 	}
