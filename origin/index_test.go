@@ -155,6 +155,12 @@ func TestIndexWaiterGoingAwayDoesNotFailOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// Every hashing slot held: the flight waits for one, however loaded
+	// the machine, until the waiter has gone.
+	slots := int64(s.hashes.workers)
+	if err := s.hashes.sem.Acquire(context.Background(), slots); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
@@ -166,6 +172,7 @@ func TestIndexWaiterGoingAwayDoesNotFailOthers(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled index: %v", err)
 	}
+	s.hashes.sem.Release(slots)
 	idx, err := s.buildIndex(context.Background())
 	if err != nil || len(idx.Images) != 1 || idx.Images[0].SHA256 != sha(big) {
 		t.Errorf("index after a cancelled one: %+v, %v", idx, err)
@@ -182,6 +189,11 @@ func TestCloseStopsHashing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	slots := int64(s.hashes.workers) // held: the flight is still waiting for one at Close
+	if err := s.hashes.sem.Acquire(context.Background(), slots); err != nil {
+		t.Fatal(err)
+	}
+	defer s.hashes.sem.Release(slots)
 	go s.buildIndex(context.Background())
 	waitForFlight(t, s)
 	s.Close() // stops the flight and waits for it
@@ -192,7 +204,7 @@ func TestCloseStopsHashing(t *testing.T) {
 
 func waitForFlight(t *testing.T, s *Server) {
 	t.Helper()
-	for range 1000 {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		if s.hashes.flying.Load() > 0 {
 			return
 		}
