@@ -302,18 +302,30 @@ func (x *Index) Write(b *Batch) error {
 		// million records of a first listing were copied into a map and
 		// out again: a GB for a moment.)
 		need, big := b.size()
-		if err := x.admitLocked(need, big); err == nil && x.writeBatch(b) == nil {
-			return nil
+		if x.admitLocked(need, big) == nil {
+			if err := x.writeBatch(b); err == nil || errors.Is(err, ErrUnencodable) {
+				return err
+			}
 		}
 	}
 	x.pending.add(b)
 	return x.writePendingLocked()
 }
 
-// writeBatch writes b to badger in one batch; x.mu is held.
+// ErrUnencodable: a record JSON cannot hold (a time outside the years
+// 0-9999, which upstream.Entry.Validate keeps out of listings) is not
+// stored; the rest of its batch is. Held back like a write that found no
+// room, it would never be written, and every write after it would wait
+// behind it.
+var ErrUnencodable = errors.New("index record cannot be encoded")
+
+// writeBatch writes b to badger in one batch; x.mu is held. Records that
+// cannot be encoded are left out, and said so (ErrUnencodable) once the
+// rest is written.
 func (x *Index) writeBatch(b *Batch) error {
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
+	var unencodable []error
 	// Deletes first: a record set after its image was deleted (the same
 	// ID listed again) must not bring back the old chunk map or sums.
 	for _, id := range b.Deletes {
@@ -330,7 +342,8 @@ func (x *Index) writeBatch(b *Batch) error {
 	setRecord := func(r *Record) error {
 		v, err := json.Marshal(r)
 		if err != nil {
-			return err
+			unencodable = append(unencodable, fmt.Errorf("%w: %s (%q): %v", ErrUnencodable, r.ID, r.Name, err))
+			return nil
 		}
 		return wb.Set([]byte(imgPrefix+r.ID), v)
 	}
@@ -374,7 +387,10 @@ func (x *Index) writeBatch(b *Batch) error {
 			return err
 		}
 	}
-	return wb.Flush()
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	return errors.Join(unencodable...)
 }
 
 // badgerLogger keeps badger's chatter out of the daemon's log: its

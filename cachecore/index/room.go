@@ -271,11 +271,12 @@ func (x *Index) writePendingLocked() error {
 	if x.pending.empty() {
 		return nil
 	}
-	if err := x.writeBatch(x.pending.batch()); err != nil {
+	err := x.writeBatch(x.pending.batch())
+	if err != nil && !errors.Is(err, ErrUnencodable) {
 		return err // kept: the next write tries them again
 	}
 	x.pending = pending{}
-	return nil
+	return err
 }
 
 // admitLocked says whether a write of about need bytes (big of them in
