@@ -4,6 +4,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
 	"github.com/imgcache/imgcache/cachecore"
 )
 
@@ -31,11 +33,7 @@ func (n *Notifier) CatalogChanged(changes []cachecore.Change) {
 	for _, ch := range changes {
 		dir := r.EmbeddedInode()
 		if ch.Dir != "" {
-			for _, name := range strings.Split(ch.Dir, "/") {
-				if dir = dir.GetChild(name); dir == nil {
-					break
-				}
-			}
+			dir = r.known(ch.Dir)
 		}
 		if dir != nil {
 			dir.NotifyEntry(ch.Name)
@@ -72,13 +70,7 @@ func (n *Notifier) CachedChanged(names []string) {
 	}
 	go func() {
 		for _, name := range names {
-			node := r.EmbeddedInode()
-			for _, part := range strings.Split(name, "/") {
-				if node = node.GetChild(part); node == nil {
-					break
-				}
-			}
-			if node != nil {
+			if node := r.known(name); node != nil {
 				node.NotifyContent(-1, 0) // attributes only; the pages stay valid
 			}
 		}
@@ -98,17 +90,23 @@ func (n *Notifier) Settled(img *cachecore.Image, names []string) {
 		return
 	}
 	go func() {
-		for _, name := range names { // one inode under each name the kernel looked up
-			node := r.EmbeddedInode()
-			for _, part := range strings.Split(name, "/") {
-				if node = node.GetChild(part); node == nil {
-					break
-				}
-			}
-			if node != nil {
+		for _, name := range names { // one inode, under any name the kernel looked up
+			if node := r.known(name); node != nil {
 				node.NotifyContent(0, 0)
 				return
 			}
 		}
 	}()
+}
+
+// known returns the inode of the file called name if the kernel has
+// looked it up (else it caches nothing of it), nil if not.
+func (r *Root) known(name string) *gofs.Inode {
+	node := r.EmbeddedInode()
+	for _, part := range strings.Split(name, "/") {
+		if node = node.GetChild(part); node == nil {
+			return nil
+		}
+	}
+	return node
 }
