@@ -191,8 +191,12 @@ func plantTree(t *testing.T, dir, id, outside string, ops []byte) []string {
 		case 4:
 			os.RemoveAll(p)
 			err = os.Link(filepath.Join(outside, "victim"), p)
-		case 5: // not through a link: the harness must not change what lies outside
-			if fi, lerr := os.Lstat(p); lerr != nil || fi.Mode()&os.ModeSymlink != 0 {
+		case 5: // not through a link, soft or hard: the harness must not change what lies outside
+			fi, lerr := os.Lstat(p)
+			if lerr != nil || fi.Mode()&os.ModeSymlink != 0 {
+				continue
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 { // op 4's hard link of the victim
 				continue
 			}
 			err = os.Chmod(p, []os.FileMode{0o666, 0o777, 0o640, 0o000}[detail%4])
