@@ -276,27 +276,47 @@ func (c *Cache) RefreshCatalog() { c.refreshSoon() }
 // Source is the upstream's URL, credentials removed.
 func (c *Cache) Source() string { return c.up.URL("") }
 
-// imageID names one version of one image. An image with a digest is
-// identified by it (the same bytes under the same name from any mirror);
-// otherwise the upstream's URL is part of the identity, since size and
-// mtime prove nothing across servers. An entry named by its digest
-// (ByDigest) is identified by the digest alone: one image under all its
-// names (catalog_intake.go).
-func (c *Cache) imageID(e upstream.Entry) string {
-	h := sha256.New()
+// imageKey names one version of one image: its ID, in binary (the hex
+// form is the record's ID and the data file's name). An image with a
+// digest is identified by it (the same bytes under the same name from
+// any mirror); otherwise the upstream's URL is part of the identity,
+// since size and mtime prove nothing across servers. An entry named by
+// its digest (ByDigest) is identified by the digest alone: one image
+// under all its names (catalog_intake.go).
+type imageKey [32]byte
+
+// hex is the ID as records and data files name it.
+func (k *imageKey) hex() string { return hex.EncodeToString(k[:]) }
+
+// hexBytes is the ID's hex form in an array: a map of IDs indexed by
+// string(h[:]) makes no string (the compiler's map-lookup conversion),
+// where a refresh of a million images made a million.
+func (k *imageKey) hexBytes() (h [2 * len(imageKey{})]byte) {
+	hex.Encode(h[:], k[:])
+	return h
+}
+
+// keyer makes the keys of a listing's entries; source is the upstream's
+// URL. Its buffer is reused: a listing of a million entries makes no
+// string or object per entry.
+type keyer struct {
+	source string
+	buf    []byte
+}
+
+func (k *keyer) key(e *upstream.Entry) imageKey {
+	b := k.buf[:0]
 	if e.ByDigest {
-		io.WriteString(h, "by digest\x00")
-		io.WriteString(h, e.Digest)
-		return hex.EncodeToString(h.Sum(nil))
+		b = append(append(b, "by digest\x00"...), e.Digest...)
+	} else {
+		if e.Digest == "" {
+			b = append(b, k.source...)
+		}
+		b = append(append(append(b, 0), e.Name...), 0)
+		b = e.AppendVersion(b)
 	}
-	if e.Digest == "" {
-		io.WriteString(h, c.up.URL(""))
-	}
-	h.Write([]byte{0})
-	io.WriteString(h, e.Name)
-	h.Write([]byte{0})
-	io.WriteString(h, e.Version())
-	return hex.EncodeToString(h.Sum(nil))
+	k.buf = b
+	return sha256.Sum256(b)
 }
 
 // inoOf derives a stable inode number from a hex hash; 0 and 1 are taken

@@ -151,9 +151,9 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	coldNext := 0 // where the next cold image of the listing likely is (listedColdLocked)
 	for gi := range in {
 		g := &in[gi]
-		img := c.images[g.id]
-		if img == nil {
-			img = c.reviveLocked(g.id)
+		img := c.imageOfKeyLocked(&g.key)
+		if img == nil && len(c.lingering) > 0 {
+			img = c.reviveLocked(g.id())
 		}
 		if img == nil {
 			if ci, ok := c.listedColdLocked(g, entries, puts[int32(gi)] != nil, listedCold, &coldNext); ok {
@@ -165,20 +165,20 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 		switch {
 		case img == nil:
 			s := puts[int32(gi)]
-			r := c.record(g, entries)
+			r := c.record(g, entries, g.id())
 			if ci, ok := coldOf(&r); ok && s == nil {
 				newCold = append(newCold, ci) // its record is written from it (coldRecords)
 				continue
 			}
 			img = c.newListed(r, s)
-			c.images[g.id] = img
+			c.images[img.id] = img
 			b.Records = append(b.Records, img.rec)
 			if s != nil {
-				b.PutMap(g.id, img.present.Marshal())
+				b.PutMap(img.id, img.present.Marshal())
 				if b.Sums == nil {
 					b.Sums = make(map[string][]byte)
 				}
-				b.Sums[g.id] = s.sums
+				b.Sums[img.id] = s.sums
 			}
 		case c.update(img, g, entries):
 			renamed = append(renamed, img)
@@ -249,6 +249,13 @@ func (c *Cache) unlistLocked(imgs []*Image) []*Image {
 	return imgs
 }
 
+// imageOfKeyLocked is the hot image of the catalog with ID key, nil if
+// there is none. c.mu is held.
+func (c *Cache) imageOfKeyLocked(key *imageKey) *Image {
+	h := key.hexBytes()
+	return c.images[string(h[:])]
+}
+
 // reviveLocked puts back into the catalog the image id that left it but
 // is still in use (not yet deleted), nil if there is none. c.mu is held.
 func (c *Cache) reviveLocked(id string) *Image {
@@ -271,7 +278,8 @@ func (c *Cache) deletionOfLocked(in []intake) <-chan struct{} {
 		return nil
 	}
 	for gi := range in {
-		if done := c.deleting[in[gi].id]; done != nil {
+		h := in[gi].key.hexBytes()
+		if done := c.deleting[string(h[:])]; done != nil {
 			return done
 		}
 	}

@@ -56,9 +56,9 @@ func (c *Cache) storeContent(entries []upstream.Entry, in []intake) (map[int32]*
 				if in[gi].content < 0 {
 					continue
 				}
-				img := c.images[in[gi].id]
+				img := c.imageOfKeyLocked(&in[gi].key)
 				if img == nil {
-					img = c.lingering[in[gi].id] // revived by publish
+					img = c.lingering[in[gi].id()] // revived by publish
 				}
 				work = append(work, todo{int32(gi), img})
 			}
@@ -85,7 +85,7 @@ func (c *Cache) storeContent(entries []upstream.Entry, in []intake) (map[int32]*
 				}
 				return nil
 			}
-			s, err := c.putContent(it.id, e.Content, c.cfg.ChunkSize)
+			s, err := c.putContent(it.id(), e.Content, c.cfg.ChunkSize)
 			if err != nil {
 				return &Error{Op: "store catalog file", Name: e.Name, Err: err}
 			}
@@ -99,7 +99,7 @@ func (c *Cache) storeContent(entries []upstream.Entry, in []intake) (map[int32]*
 	if err == nil && len(puts) > 0 {
 		ids := make([]string, 0, len(puts))
 		for gi := range puts {
-			ids = append(ids, in[gi].id)
+			ids = append(ids, in[gi].id())
 		}
 		if err = c.store.SyncDirs(ids); err != nil {
 			err = &Error{Op: "store catalog files", Err: err}
@@ -203,8 +203,8 @@ func (c *Cache) repairContent(img *Image, data []byte) error {
 // refused.
 func (c *Cache) dropStored(in []intake, puts map[int32]*stored) {
 	for g, s := range puts {
-		if err := c.store.Remove(in[g].id); err != nil {
-			c.log.Warn("removing a catalog file of a refused refresh", "id", in[g].id, "err", err)
+		if err := c.store.Remove(in[g].id()); err != nil {
+			c.log.Warn("removing a catalog file of a refused refresh", "id", in[g].id(), "err", err)
 			continue
 		}
 		c.life.space.Measured(-s.alloc)

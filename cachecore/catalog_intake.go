@@ -2,6 +2,7 @@ package cachecore
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/imgcache/imgcache/cachecore/chunkmap"
 	"github.com/imgcache/imgcache/cachecore/index"
@@ -18,28 +19,33 @@ import (
 
 // intake is one image of a listing: the entries of one ID.
 type intake struct {
-	id      string
+	key     imageKey
 	first   int32    // the entry of the first name: its facts are the image's
 	content int32    // an entry with Content, -1 if none
 	links   []string // the other names, sorted
 }
+
+// id is the image's ID.
+func (g *intake) id() string { return g.key.hex() }
 
 // group gathers a listing's entries into images, one per ID. Entries of
 // one digest that disagree on its size cannot all be its bytes: the size
 // of the image the catalog has already wins, else the first name's, and
 // the entries of another size are refused.
 func (c *Cache) group(entries []upstream.Entry) []intake {
-	at := make(map[string]int32, len(entries))
 	of := make([]int32, len(entries))
 	in := make([]intake, 0, len(entries))
+	ids := intakeIDs{sorted: slices.IsSortedFunc(entries, func(a, b upstream.Entry) int { return strings.Compare(a.Name, b.Name) })}
+	k := keyer{source: c.up.URL("")}
 	for i := range entries {
-		id := c.imageID(entries[i])
-		g, ok := at[id]
+		e := &entries[i]
+		key := k.key(e)
+		g, ok := ids.find(key, e, entries, in)
 		if !ok {
 			g = int32(len(in))
-			at[id] = g
-			in = append(in, intake{id: id, first: int32(i), content: -1})
-		} else if entries[i].Name < entries[in[g].first].Name {
+			ids.add(key, e, g)
+			in = append(in, intake{key: key, first: int32(i), content: -1})
+		} else if e.Name < entries[in[g].first].Name {
 			in[g].first = int32(i)
 		}
 		of[i] = g
@@ -86,7 +92,7 @@ func (c *Cache) settleSizes(entries []upstream.Entry, in []intake, of []int32) {
 	}
 	c.mu.Lock()
 	for g := range want {
-		if img := c.images[in[g].id]; img != nil {
+		if img := c.imageOfKeyLocked(&in[g].key); img != nil {
 			want[g] = img.entry.Size
 		}
 	}
@@ -104,10 +110,12 @@ func (c *Cache) settleSizes(entries []upstream.Entry, in []intake, of []int32) {
 	}
 }
 
-// record is the index record of a new image of the catalog.
-func (c *Cache) record(g *intake, entries []upstream.Entry) index.Record {
+// record is the index record of a new image of the catalog, with id its
+// ID (g.id(); "" where it is not wanted, since a refresh of a million
+// images compares a million records).
+func (c *Cache) record(g *intake, entries []upstream.Entry, id string) index.Record {
 	e := &entries[g.first]
-	r := index.Record{ID: g.id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
+	r := index.Record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
 		Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: c.now(),
 		ByDigest: e.ByDigest, Content: g.content >= 0}
 	r.SetExtras(index.Extra{Links: g.links, Attrs: index.AttrsOf(e.Attrs)})
@@ -180,4 +188,46 @@ func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed
 // links. c.mu or img.mu is held (update).
 func (img *Image) names() []string {
 	return append([]string{img.rec.Name}, img.rec.Extras().Links...)
+}
+
+// intakeIDs finds the intake of an ID seen before in a listing. Only
+// entries named by digest share IDs under different names (the others'
+// IDs hold their names, and a listing's names are unique), so in a
+// listing sorted by name (a crawl's) the rest are found among the
+// intakes of the same name, the last ones made: a map of a million IDs
+// was a tenth of the daemon's peak at a refresh of a million images.
+type intakeIDs struct {
+	sorted   bool
+	byDigest map[imageKey]int32 // ByDigest entries, or every entry if not sorted
+	run      int32              // in a sorted listing, the first intake of the last name seen
+	runName  string
+}
+
+func (s *intakeIDs) find(key imageKey, e *upstream.Entry, entries []upstream.Entry, in []intake) (int32, bool) {
+	if !s.sorted || e.ByDigest {
+		g, ok := s.byDigest[key]
+		return g, ok
+	}
+	if e.Name != s.runName {
+		return 0, false
+	}
+	for g := s.run; g < int32(len(in)); g++ {
+		if in[g].key == key {
+			return g, true
+		}
+	}
+	return 0, false
+}
+
+func (s *intakeIDs) add(key imageKey, e *upstream.Entry, g int32) {
+	if !s.sorted || e.ByDigest {
+		if s.byDigest == nil {
+			s.byDigest = make(map[imageKey]int32)
+		}
+		s.byDigest[key] = g
+		return
+	}
+	if e.Name != s.runName {
+		s.run, s.runName = g, e.Name
+	}
 }

@@ -293,10 +293,7 @@ func (c *Cache) imageOfCold(ci *coldImage) *Image {
 // found without a search (a million searches by ID, each a score of
 // cache misses, held c.mu for seconds). c.mu is held.
 func (c *Cache) listedColdLocked(g *intake, entries []upstream.Entry, stored bool, listed []bool, next *int) (ci int, ok bool) {
-	var id [32]byte
-	if !parseLowerHex(id[:], g.id) { // an ID as imageID makes them, or no cold image's
-		return -1, false
-	}
+	id := [32]byte(g.key)
 	i, found := *next, *next < len(c.cold.imgs) && c.cold.imgs[*next].id == id
 	if !found {
 		i, found = c.cold.find(id)
@@ -312,11 +309,11 @@ func (c *Cache) listedColdLocked(g *intake, entries []upstream.Entry, stored boo
 		c.cold.hot[i].Store(true) // not cold any more; the new image has its ID
 		return -1, false
 	}
-	r := c.record(g, entries)
+	r := c.record(g, entries, "")
 	was := &c.cold.imgs[i]
 	r.ChunkSize, r.Added = int64(was.chunk), timeOf(was.added) // an image keeps these
-	// g.id is was's, in lowercase: not made again.
-	if utcTimes(r) == was.recordOf(g.id) {
+	// The IDs are the same (g.key is was's): left out of the comparison.
+	if utcTimes(r) == was.recordOf("") {
 		return i, true
 	}
 	return i, false

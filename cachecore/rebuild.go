@@ -66,8 +66,8 @@ func (c *Cache) rebuildIndex(damage error) error {
 	var kept, bySums, byDigest, dropped, chunks int
 	in := c.group(entries)
 	for gi := range in {
-		id, e := in[gi].id, entries[in[gi].first]
-		r := c.record(&in[gi], entries) // a Content image's bytes are stored again at the first refresh, if need be
+		id, e := in[gi].id(), entries[in[gi].first]
+		r := c.record(&in[gi], entries, id) // a Content image's bytes are stored again at the first refresh, if need be
 		r.Added = now
 		if c.store.Exists(id) {
 			v := c.vouch(e, id, salvaged[id])

@@ -186,14 +186,20 @@ func validDigest(d string) bool {
 // Version identifies the bytes of an entry: two entries with the same
 // name and Version hold the same bytes. The strongest identity the
 // upstream gives wins: a digest, else an ETag, else size and mtime.
-func (e Entry) Version() string {
+func (e Entry) Version() string { return string(e.AppendVersion(nil)) }
+
+// AppendVersion appends Version to b: a catalog of a million entries
+// makes no string of it.
+func (e *Entry) AppendVersion(b []byte) []byte {
 	switch {
 	case e.Digest != "":
-		return e.Digest
+		return append(b, e.Digest...)
 	case e.ETag != "":
-		return "etag:" + e.ETag + "/" + strconv.FormatInt(e.Size, 10)
+		b = append(append(append(b, "etag:"...), e.ETag...), '/')
+		return strconv.AppendInt(b, e.Size, 10)
 	default:
-		return "stat:" + strconv.FormatInt(e.Size, 10) + "/" + strconv.FormatInt(e.ModTime.UnixNano(), 10)
+		b = strconv.AppendInt(append(b, "stat:"...), e.Size, 10)
+		return strconv.AppendInt(append(b, '/'), e.ModTime.UnixNano(), 10)
 	}
 }
 
