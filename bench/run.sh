@@ -38,9 +38,10 @@ want() { [[ " $CASES " == *" $1 "* ]]; }
 SIZE=$((SIZE_MB << 20))
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (mount(2), bdi read-ahead, passthrough)" >&2; exit 1; }
-for tool in nginx curl fio dd getfattr fusermount3 go /usr/bin/time; do
-  command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install nginx-light curl fio attr fuse3 time)" >&2; exit 1; }
+for tool in nginx curl dd getfattr fusermount3 go /usr/bin/time; do
+  command -v $tool >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install nginx-light curl attr fuse3 time)" >&2; exit 1; }
 done
+want random && { command -v fio >/dev/null || { echo "bench/run.sh: fio is missing (the random case: apt-get install fio)" >&2; exit 1; }; }
 want norange && { command -v python3 >/dev/null || { echo "bench/run.sh: python3 is missing (the norange case)" >&2; exit 1; }; }
 if want short; then
   for tool in file strace mkfs.ext4 losetup; do
