@@ -148,19 +148,25 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	cold := c.cold
 	listedCold := make([]bool, len(cold.imgs))
 	var newCold []coldImage
-	coldNext := 0 // where the next cold image of the listing likely is (listedColdLocked)
+	coldNext := 0  // where the next cold image of the listing likely is (listedColdLocked)
+	moved := false // an image of the catalog came, went or changed its place in the tree
 	for gi := range in {
 		g := &in[gi]
 		img := c.imageOfKeyLocked(&g.key)
 		if img == nil && len(c.lingering) > 0 {
 			img = c.reviveLocked(g.id())
+			moved = moved || img != nil
 		}
 		if img == nil {
 			if ci, ok := c.listedColdLocked(g, entries, puts[int32(gi)] != nil, listedCold, &coldNext); ok {
 				continue // as it was: still cold
 			} else if ci >= 0 {
 				img = c.heatLocked(ci) // it changes: an Image of it takes the change
+				moved = true           // the tree's entry says what it was (known.Entry)
 			}
+		}
+		if img == nil {
+			moved = true // a new image
 		}
 		switch {
 		case img == nil:
@@ -180,13 +186,18 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 				}
 				b.Sums[img.id] = s.sums
 			}
-		case c.update(img, g, entries):
-			renamed = append(renamed, img)
+		default:
+			changed, placed := c.update(img, g, entries)
+			if changed {
+				renamed = append(renamed, img)
+			}
+			moved = moved || placed
 		}
 		img.seen = c.gen
 	}
-	retired := c.unlistedLocked(now)
+	retired, retiring := c.unlistedLocked(now)
 	c.cold = cold.next(listedCold, newCold, &b)
+	moved = moved || retiring || c.cold != cold
 	if len(newCold) > 0 {
 		b.More = coldRecords(newCold)
 	}
@@ -194,8 +205,12 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	c.warnings = warnings
 	meta := c.catalog // a copy: the batch is written outside the lock
 	b.Catalog = &meta
-	t, unplaced := c.buildTree()
-	retired = append(retired, c.unlistLocked(unplaced)...)
+	t := old
+	if moved || old == nil {
+		var unplaced []*Image
+		t, unplaced = c.buildTree()
+		retired = append(retired, c.unlistLocked(unplaced)...)
+	}
 	c.applyPinsLocked(entries, t, &b) // before anyone sees a new version unpinned (pins.go)
 	c.tree.Store(t)
 	c.mu.Unlock()
@@ -206,7 +221,10 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	for _, img := range retired {
 		c.retire(img)
 	}
-	changes := diffTrees(old, t)
+	var changes []Change
+	if t != old {
+		changes = diffTrees(old, t)
+	}
 	for _, img := range renamed { // the link count shows through every name
 		for _, name := range img.names() {
 			changes = append(changes, Change{Dir: parentPath(name), Name: baseName(name)})
@@ -225,17 +243,24 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 // unlistedLocked deals with the images the listing just published left
 // out (their seen is old): kept, as retired, if the upstream retains
 // them (catalog_retain.go), else taken out of the catalog and returned,
-// to be retired. c.mu is held.
-func (c *Cache) unlistedLocked(now time.Time) []*Image {
+// to be retired. retiring says whether an image was retired now (kept
+// or not). c.mu is held.
+func (c *Cache) unlistedLocked(now time.Time) (out []*Image, retiring bool) {
 	retain := c.retainsRemoved()
-	var out []*Image
 	for _, img := range c.images {
-		if img.seen == c.gen || retain && c.keepRetiredLocked(img, now) {
+		if img.seen == c.gen {
 			continue
+		}
+		if retain {
+			was := !img.rec.Extras().RetiredAt.IsZero() // c.mu held: see update
+			if c.keepRetiredLocked(img, now) {
+				retiring = retiring || !was
+				continue
+			}
 		}
 		out = append(out, img)
 	}
-	return c.unlistLocked(out)
+	return c.unlistLocked(out), retiring || len(out) > 0
 }
 
 // unlistLocked takes imgs out of the catalog; they linger until they are

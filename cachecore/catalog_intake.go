@@ -145,14 +145,16 @@ func (c *Cache) newListed(r index.Record, s *stored) *Image {
 // retired. c.mu is held; these record fields change only with c.mu and
 // img.mu held, so that buildTree may read them under c.mu alone. It
 // reports whether what stat shows of its names changed (its names, so
-// link counts, or its date: the kernel is told).
-func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed bool) {
+// link counts, or its date: the kernel is told), and whether its place
+// in the catalog's tree did (its names, or it was retired).
+func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed, moved bool) {
 	e := &entries[g.first]
 	attrs := index.AttrsOf(e.Attrs)
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	r, x := &img.rec, img.rec.Extras()
 	renamed = r.Name != e.Name || !slices.Equal(x.Links, g.links)
+	moved = renamed || !x.RetiredAt.IsZero()
 	content := r.Content || g.content >= 0
 	etag, mtime := e.ETag, e.ModTime
 	if content {
@@ -173,7 +175,7 @@ func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed
 		renamed = renamed || !cur.ModTime.Equal(mtime)
 	}
 	if !renamed && x.Attrs == attrs && r.Content == content && x.RetiredAt.IsZero() && r.ETag == etag && r.ModTime.Equal(mtime) {
-		return false
+		return false, false
 	}
 	r.Name, r.Content, r.ETag, r.ModTime = e.Name, content, etag, mtime
 	r.SetExtras(index.Extra{Links: g.links, Attrs: attrs}) // and no longer retired: listed again
@@ -181,7 +183,7 @@ func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed
 		c.life.space.Keep(img.id) // a catalog file is never evicted
 	}
 	img.dirty = true
-	return renamed
+	return renamed, moved
 }
 
 // names are the image's names in the catalog: its record's name and

@@ -28,7 +28,7 @@ func (k known) Entry(name string) (upstream.Entry, bool) {
 	img := ch.img
 	img.mu.Lock()
 	e, x := img.entry, img.rec.Extras()
-	e.Name, e.ETag, e.Attrs = name, img.rec.ETag, x.Attrs.Map()
+	e.Name, e.ETag, e.ModTime, e.Attrs = name, img.rec.ETag, img.rec.ModTime, x.Attrs.Map() // as last listed (update)
 	content := img.rec.Content
 	img.mu.Unlock()
 	if !x.RetiredAt.IsZero() {
