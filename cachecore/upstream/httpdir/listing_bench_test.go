@@ -1,0 +1,30 @@
+package httpdir
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// BenchmarkParseJSONListing250k: nginx's JSON listing of a directory of
+// 250,000 files (a quarter of bench/run.sh's million-image catalog).
+func BenchmarkParseJSONListing250k(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("[\n")
+	for i := range 250_000 {
+		if i > 0 {
+			sb.WriteString(",\n")
+		}
+		fmt.Fprintf(&sb, `{ "name":"e-%07d.img", "type":"file", "mtime":"Wed, 02 Dec 2026 04:30:06 GMT", "size":1048576 }`, i)
+	}
+	sb.WriteString("\n]\n")
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := parseJSONListing(body, fuzzDir)
+		if err != nil || len(l.links) != 250_000 {
+			b.Fatal(err, len(l.links))
+		}
+	}
+}
