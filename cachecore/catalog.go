@@ -91,6 +91,7 @@ func (c *Cache) refresh(ctx context.Context) error {
 		c.refreshFailed(err)
 		return err
 	}
+	c.releaseMemory() // the listing's own garbage, before grouping it makes more
 	entries = c.acceptable(entries)
 	in := c.group(entries)
 	for {

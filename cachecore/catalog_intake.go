@@ -20,9 +20,17 @@ import (
 // intake is one image of a listing: the entries of one ID.
 type intake struct {
 	key     imageKey
-	first   int32    // the entry of the first name: its facts are the image's
-	content int32    // an entry with Content, -1 if none
-	links   []string // the other names, sorted
+	first   int32     // the entry of the first name: its facts are the image's
+	content int32     // an entry with Content, -1 if none
+	other   *[]string // the other names, sorted; nil for most images, which have one
+}
+
+// links are the image's other names, sorted.
+func (g *intake) links() []string {
+	if g.other == nil {
+		return nil
+	}
+	return *g.other
 }
 
 // id is the image's ID.
@@ -66,13 +74,16 @@ func (c *Cache) group(entries []upstream.Entry) []intake {
 			g.content = int32(i)
 		}
 		if int32(i) != g.first && e.Name != first.Name {
-			g.links = append(g.links, e.Name)
+			if g.other == nil {
+				g.other = new([]string)
+			}
+			*g.other = append(*g.other, e.Name)
 		}
 	}
 	for i := range in {
-		if len(in[i].links) > 1 {
-			slices.Sort(in[i].links)
-			in[i].links = slices.Compact(in[i].links)
+		if l := in[i].other; l != nil && len(*l) > 1 {
+			slices.Sort(*l)
+			*l = slices.Compact(*l)
 		}
 	}
 	return in
@@ -118,7 +129,7 @@ func (c *Cache) record(g *intake, entries []upstream.Entry, id string) index.Rec
 	r := index.Record{ID: id, Name: e.Name, Size: e.Size, ModTime: e.ModTime, ETag: e.ETag,
 		Digest: e.Digest, ChunkSize: c.cfg.ChunkSize, Listed: true, Added: c.now(),
 		ByDigest: e.ByDigest, Content: g.content >= 0}
-	r.SetExtras(index.Extra{Links: g.links, Attrs: index.AttrsOf(e.Attrs)})
+	r.SetExtras(index.Extra{Links: g.links(), Attrs: index.AttrsOf(e.Attrs)})
 	return r
 }
 
@@ -153,7 +164,7 @@ func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	r, x := &img.rec, img.rec.Extras()
-	renamed = r.Name != e.Name || !slices.Equal(x.Links, g.links)
+	renamed = r.Name != e.Name || !slices.Equal(x.Links, g.links())
 	moved = renamed || !x.RetiredAt.IsZero()
 	content := r.Content || g.content >= 0
 	etag, mtime := e.ETag, e.ModTime
@@ -178,7 +189,7 @@ func (c *Cache) update(img *Image, g *intake, entries []upstream.Entry) (renamed
 		return false, false
 	}
 	r.Name, r.Content, r.ETag, r.ModTime = e.Name, content, etag, mtime
-	r.SetExtras(index.Extra{Links: g.links, Attrs: attrs}) // and no longer retired: listed again
+	r.SetExtras(index.Extra{Links: g.links(), Attrs: attrs}) // and no longer retired: listed again
 	if content {
 		c.life.space.Keep(img.id) // a catalog file is never evicted
 	}

@@ -71,7 +71,7 @@ func TestGroupSortedOrNot(t *testing.T) {
 			if _, dup := out[g.key]; dup {
 				t.Fatalf("two intakes of ID %s", g.key.hex())
 			}
-			out[g.key] = append([]string{entries[g.first].Name}, g.links...)
+			out[g.key] = append([]string{entries[g.first].Name}, g.links()...)
 		}
 		return out
 	}
