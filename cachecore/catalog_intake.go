@@ -48,7 +48,7 @@ func (c *Cache) group(entries []upstream.Entry) []intake {
 	for i := range entries {
 		e := &entries[i]
 		key := k.key(e)
-		g, ok := ids.find(key, e, entries, in)
+		g, ok := ids.find(key, e, in)
 		if !ok {
 			g = int32(len(in))
 			ids.add(key, e, g)
@@ -204,11 +204,12 @@ func (img *Image) names() []string {
 }
 
 // intakeIDs finds the intake of an ID seen before in a listing. Only
-// entries named by digest share IDs under different names (the others'
-// IDs hold their names, and a listing's names are unique), so in a
-// listing sorted by name (a crawl's) the rest are found among the
-// intakes of the same name, the last ones made: a map of a million IDs
-// was a tenth of the daemon's peak at a refresh of a million images.
+// entries named by digest share an ID under different names; the others'
+// IDs hold their names, so in a listing sorted by name (a crawl's) such
+// an entry can share its ID only with one of the same name, among the
+// last intakes made. Those few are mapped, the rest not: a map of a
+// million IDs was a tenth of the daemon's peak at a refresh of a million
+// images. A listing in another order maps every ID.
 type intakeIDs struct {
 	sorted   bool
 	byDigest map[imageKey]int32 // ByDigest entries, or every entry if not sorted
@@ -216,7 +217,7 @@ type intakeIDs struct {
 	runName  string
 }
 
-func (s *intakeIDs) find(key imageKey, e *upstream.Entry, entries []upstream.Entry, in []intake) (int32, bool) {
+func (s *intakeIDs) find(key imageKey, e *upstream.Entry, in []intake) (int32, bool) {
 	if !s.sorted || e.ByDigest {
 		g, ok := s.byDigest[key]
 		return g, ok
