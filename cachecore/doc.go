@@ -40,7 +40,7 @@
 //     upstream's entries in, group (catalog_intake.go) makes them images
 //     (one per ID: the names of a digest are one), storeContent
 //     (catalog_content.go) stores catalog files before publish swaps the
-//     tree; an entry's identity is Cache.imageID (cache.go) and its
+//     tree; an entry's identity is its imageKey (keyer, cache.go) and its
 //     version upstream.Entry.Version.
 //   - The fetcher: fetchRun and fetchRange (fetch.go), with request.go
 //     (abandonment, the low-speed limit), slots.go, and stream.go (a
