@@ -184,6 +184,7 @@ func Open(cfg Config) (*Cache, error) {
 				"upstream", c.up.URL(""), "err", err)
 		}
 		cancel()
+		c.releaseMemory(c.ImageCount())
 	}
 	c.wg.Add(2)
 	go c.flushLoop()

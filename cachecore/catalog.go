@@ -35,7 +35,7 @@ func (c *Cache) catalogLoop(soon bool) {
 		err := c.refresh(ctx)
 		cancel()
 		if err == nil || first { // the first: after start-up's garbage
-			c.releaseMemory()
+			c.releaseMemory(c.ImageCount())
 		}
 		if err == nil {
 			retry, wait = time.Second, c.cfg.CatalogTTL
@@ -49,8 +49,9 @@ func (c *Cache) catalogLoop(soon bool) {
 	}
 }
 
-// largeCatalog is how many images make a refresh leave enough garbage
-// behind to be worth returning at once (releaseMemory).
+// largeCatalog is how many images (or entries of a listing) make a
+// refresh leave enough garbage behind to be worth returning at once
+// (releaseMemory).
 const largeCatalog = 100_000
 
 // releaseMemory collects the garbage of a large catalog's start-up or
@@ -58,8 +59,8 @@ const largeCatalog = 100_000
 // of MB) and returns it to the kernel: a daemon at rest allocates too
 // little for the collector to run soon, and it stayed at its peak (756
 // MiB for a million images, of which about 200 were live).
-func (c *Cache) releaseMemory() {
-	if c.ImageCount() >= largeCatalog {
+func (c *Cache) releaseMemory(n int) {
+	if n >= largeCatalog {
 		debug.FreeOSMemory()
 	}
 }
@@ -91,7 +92,7 @@ func (c *Cache) refresh(ctx context.Context) error {
 		c.refreshFailed(err)
 		return err
 	}
-	c.releaseMemory() // the listing's own garbage, before grouping it makes more
+	c.releaseMemory(len(entries)) // the listing's own garbage, before grouping it makes more
 	entries = c.acceptable(entries)
 	in := c.group(entries)
 	for {
