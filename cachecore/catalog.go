@@ -150,6 +150,11 @@ func (c *Cache) publish(entries []upstream.Entry, in []intake, puts map[int32]*s
 	cold := c.cold
 	listedCold := make([]bool, len(cold.imgs))
 	var newCold []coldImage
+	if len(cold.imgs) == 0 && len(c.images) == 0 {
+		// A first listing: nearly every image is new and cold, and the
+		// slice becomes the cold set (coldSet.next), so room for all.
+		newCold = make([]coldImage, 0, len(in))
+	}
 	coldNext := 0  // where the next cold image of the listing likely is (listedColdLocked)
 	moved := false // an image of the catalog came, went or changed its place in the tree
 	for gi := range in {

@@ -320,9 +320,10 @@ func (c *Cache) listedColdLocked(g *intake, entries []upstream.Entry, stored boo
 }
 
 // next is the cold set that follows s after a listing: its images
-// listed (and still cold) and the new ones added. The records of those
-// not listed are deleted in b: they have nothing else to delete. If
-// nothing changed it is s.
+// listed (and still cold) and the new ones added (sorted in place, and
+// the new set's own if none is kept). The records of those not listed
+// are deleted in b: they have nothing else to delete. If nothing changed
+// it is s.
 func (s *coldSet) next(listed []bool, added []coldImage, b *index.Batch) *coldSet {
 	kept, dropped := 0, 0
 	for i := range s.imgs {
@@ -338,8 +339,14 @@ func (s *coldSet) next(listed []bool, added []coldImage, b *index.Batch) *coldSe
 	if dropped == 0 && len(added) == 0 {
 		return s // those made hot since stay, skipped wherever they show
 	}
-	imgs := make([]coldImage, 0, kept+len(added))
 	sortCold(added)
+	if kept == 0 {
+		if cap(added) > len(added)+len(added)/8 {
+			added = slices.Clone(added) // the set is kept: not its unused room
+		}
+		return newColdSet(added, false) // a first listing's million: not copied
+	}
+	imgs := make([]coldImage, 0, kept+len(added))
 	j := 0
 	for i := range s.imgs {
 		if s.hot[i].Load() || !listed[i] {
