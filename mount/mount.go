@@ -94,9 +94,6 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	memCtx, stopMemory := context.WithCancel(ctx)
-	defer stopMemory()
-	go governMemory(memCtx) // memory.go: from the start, which may list a million images
 	notify := new(fs.Notifier) // the cache may call it from Open on; it reaches the kernel once mounted
 	cache, err := cachecore.Open(cachecore.Config{
 		Dir:        cacheDir,
@@ -148,6 +145,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	notify.Attach(root)
 	tuneMount(root, server, mnt, cacheDir, log)
+	memCtx, stopMemory := context.WithCancel(ctx)
+	defer stopMemory()
+	go governMemory(memCtx) // memory.go
 	info := func() Info {
 		return Info{Source: cache.Source(), Mountpoint: mnt, CacheDir: cacheDir, Images: cache.ImageCount(),
 			ServeMode: root.ServeMode()}
