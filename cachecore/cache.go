@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -178,12 +179,21 @@ func Open(cfg Config) (*Cache, error) {
 	}
 	fresh := c.catalog.RefreshedAt.IsZero()
 	if fresh {
+		// A first listing may be a million images, all written to the
+		// index at once, and the mount governs the collector only once
+		// mounted (mount/memory.go): at Go's default its garbage took a
+		// first mount of a million images to 1.8-2.1 GB; now 1.0. (The
+		// mount does not govern from its own start: a remount's start-up,
+		// which makes a lot of short-lived garbage, then ran about half a
+		// second longer.)
+		gc := debug.SetGCPercent(firstListingGC)
 		ctx, cancel := context.WithTimeout(c.ctx, cfg.InitialListTimeout)
 		if err := c.refresh(ctx); err != nil {
 			c.log.Warn("upstream could not be listed; starting with an empty catalog and retrying",
 				"upstream", c.up.URL(""), "err", err)
 		}
 		cancel()
+		debug.SetGCPercent(gc)
 		c.releaseMemory(c.ImageCount())
 	}
 	c.wg.Add(2)
@@ -273,6 +283,11 @@ func (c *Cache) closeStorage() error {
 // RefreshCatalog asks for the catalog to be refreshed now rather than at
 // the next CatalogTTL (a reload); it returns at once.
 func (c *Cache) RefreshCatalog() { c.refreshSoon() }
+
+// firstListingGC is the collector's GOGC while a new cache lists its
+// upstream for the first time (Open): an eighth of the live heap, as
+// the mount keeps it afterwards.
+const firstListingGC = 12
 
 // Source is the upstream's URL, credentials removed.
 func (c *Cache) Source() string { return c.up.URL("") }
