@@ -91,7 +91,10 @@ func parseJSONListing(body []byte, d dirRef) (listing, error) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
 		return listing{}, fmt.Errorf("JSON listing: not an array (%v)", errOr(err, tok))
 	}
-	l := listing{links: make([]link, 0, bytes.Count(body, []byte(`"name"`)))}
+	// Room for an entry per "name" (nginx writes about 90 bytes an
+	// entry), bounded by the body's size: a hostile body of "name"s must
+	// not reserve ten times itself.
+	l := listing{links: make([]link, 0, min(bytes.Count(body, []byte(`"name"`)), len(body)/minJSONEntry))}
 	var e jsonEntry
 	for dec.More() {
 		e = jsonEntry{}
@@ -117,11 +120,16 @@ func parseJSONListing(body []byte, d dirRef) (listing, error) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
 		return listing{}, fmt.Errorf("JSON listing: the array does not end (%v)", errOr(err, tok))
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return listing{}, fmt.Errorf("JSON listing: more after the array (%v)", err)
+	if tok, err := dec.Token(); err != io.EOF {
+		return listing{}, fmt.Errorf("JSON listing: more after the array (%v)", errOr(err, tok))
 	}
 	return l, nil
 }
+
+// minJSONEntry bounds the room made for a JSON listing's links: fewer
+// bytes than a file's entry of nginx's (a name, type, mtime and size:
+// about 90), more than a hostile "name" repeated.
+const minJSONEntry = 64
 
 // errOr is err, or what was found instead of what was expected.
 func errOr(err error, found json.Token) any {

@@ -28,3 +28,17 @@ func BenchmarkParseJSONListing250k(b *testing.B) {
 		}
 	}
 }
+
+// TestJSONListingRoomIsBounded: the room made for a listing's links
+// follows its entries, but a body that repeats "name" (one entry's key,
+// a hundred thousand times) does not reserve an entry's room for each.
+func TestJSONListingRoomIsBounded(t *testing.T) {
+	body := []byte(`[{"type":"file","size":1` + strings.Repeat(`,"name":"a.img"`, 100_000) + `}]`)
+	l, err := parseJSONListing(body, fuzzDir)
+	if err != nil || len(l.links) != 1 {
+		t.Fatalf("%d links, %v", len(l.links), err)
+	}
+	if c := cap(l.links); c > len(body)/minJSONEntry {
+		t.Fatalf("room for %d links in a body of %d bytes", c, len(body))
+	}
+}
