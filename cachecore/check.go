@@ -124,7 +124,7 @@ func (c *Cache) imagesBelow(name string) (imgs []*Image, cold []string, err erro
 				imgs = append(imgs, ch.img)
 			default:
 				c.mu.Lock()
-				img := c.images[ch.cold.hexID()] // made hot since
+				img := c.imageOfKeyLocked(&ch.cold.id) // made hot since
 				c.mu.Unlock()
 				if img != nil {
 					imgs = append(imgs, img)

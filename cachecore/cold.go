@@ -32,7 +32,7 @@ import (
 // coldImage is an image of the catalog nothing has happened to: 96
 // bytes and its strings.
 type coldImage struct {
-	id       [32]byte
+	id       imageKey
 	name     string
 	tags     string // the ETag, then the digest: most images have neither, and one string is 16 bytes less
 	size     int64
@@ -106,7 +106,7 @@ func utcTimes(r index.Record) index.Record {
 }
 
 // record is the image's index record.
-func (ci *coldImage) record() index.Record { return ci.recordOf(ci.hexID()) }
+func (ci *coldImage) record() index.Record { return ci.recordOf(ci.id.hex()) }
 
 // recordOf is the image's index record, with id its ID's hex form.
 func (ci *coldImage) recordOf(id string) index.Record {
@@ -116,8 +116,6 @@ func (ci *coldImage) recordOf(id string) index.Record {
 }
 
 func (ci *coldImage) ino() uint64 { return inoOfID(ci.id) }
-
-func (ci *coldImage) hexID() string { return hex.EncodeToString(ci.id[:]) }
 
 // entry is the image as the upstream listed it.
 func (ci *coldImage) entry() upstream.Entry {
@@ -195,7 +193,7 @@ func idOrder(imgs []coldImage) []int32 {
 }
 
 // find returns the index in s.imgs of the image of ID id.
-func (s *coldSet) find(id [32]byte) (int, bool) {
+func (s *coldSet) find(id imageKey) (int, bool) {
 	j := sort.Search(len(s.byID), func(j int) bool { return bytes.Compare(s.imgs[s.byID[j]].id[:], id[:]) >= 0 })
 	if j < len(s.byID) && s.imgs[s.byID[j]].id == id {
 		return int(s.byID[j]), true
@@ -255,7 +253,7 @@ func parseID(id string) ([32]byte, bool) {
 // c.mu is held.
 func (c *Cache) heatLocked(i int) *Image {
 	ci := &c.cold.imgs[i]
-	id := ci.hexID()
+	id := ci.id.hex()
 	if c.cold.hot[i].Load() {
 		return c.images[id]
 	}
@@ -273,7 +271,7 @@ func (c *Cache) heatLocked(i int) *Image {
 func (c *Cache) imageOfCold(ci *coldImage) *Image {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if img := c.images[ci.hexID()]; img != nil {
+	if img := c.imageOfKeyLocked(&ci.id); img != nil {
 		return img
 	}
 	i, ok := c.cold.find(ci.id)
@@ -293,7 +291,7 @@ func (c *Cache) imageOfCold(ci *coldImage) *Image {
 // found without a search (a million searches by ID, each a score of
 // cache misses, held c.mu for seconds). c.mu is held.
 func (c *Cache) listedColdLocked(g *intake, entries []upstream.Entry, stored bool, listed []bool, next *int) (ci int, ok bool) {
-	id := [32]byte(g.key)
+	id := g.key
 	i, found := *next, *next < len(c.cold.imgs) && c.cold.imgs[*next].id == id
 	if !found {
 		i, found = c.cold.find(id)
@@ -332,7 +330,7 @@ func (s *coldSet) next(listed []bool, added []coldImage, b *index.Batch) *coldSe
 		case listed[i]:
 			kept++
 		default:
-			b.Deletes = append(b.Deletes, s.imgs[i].hexID())
+			b.Deletes = append(b.Deletes, s.imgs[i].id.hex())
 			dropped++
 		}
 	}

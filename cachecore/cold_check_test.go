@@ -42,7 +42,7 @@ func catalogFaults(c *Cache) string {
 		if s.hot[i].Load() {
 			continue
 		}
-		id := ci.hexID()
+		id := ci.id.hex()
 		if c.images[id] != nil || c.lingering[id] != nil {
 			fault("%q is cold and has an Image", ci.name)
 		}
@@ -93,7 +93,7 @@ func catalogFaults(c *Cache) string {
 					}
 					continue
 				}
-				if img = c.images[ch.cold.hexID()]; img == nil {
+				if img = c.imageOfKeyLocked(&ch.cold.id); img == nil {
 					fault("%q: made hot, and not in the catalog", path)
 					continue
 				}
@@ -120,7 +120,7 @@ func catalogFaults(c *Cache) string {
 		placed := uint32(0)
 		for _, name := range names {
 			ch, ok := tr.file(name)
-			if ok && (ch.img == img || ch.img == nil && ch.cold.hexID() == id) {
+			if ok && (ch.img == img || ch.img == nil && ch.cold.id.hex() == id) {
 				placed++
 			}
 		}

@@ -63,7 +63,7 @@ func (c *Cache) coldInfo(ci *coldImage) Info {
 	c.mu.Lock()
 	var img *Image
 	if i, ok := c.cold.find(ci.id); ok && c.cold.hot[i].Load() {
-		img = c.images[ci.hexID()]
+		img = c.imageOfKeyLocked(&ci.id)
 	}
 	c.mu.Unlock()
 	if img != nil {

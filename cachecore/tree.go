@@ -104,7 +104,7 @@ func (c *Cache) hotLocked(ch *child) *Image {
 		return ch.img
 	}
 	if i, ok := c.cold.find(ch.cold.id); ok && c.cold.hot[i].Load() {
-		return c.images[ch.cold.hexID()]
+		return c.imageOfKeyLocked(&ch.cold.id)
 	}
 	return nil
 }
