@@ -85,7 +85,7 @@ type jsonEntry struct {
 // The array is decoded an entry at a time into one jsonEntry, with room
 // for the links made once: a directory of 250,000 files decoded whole
 // held them three times over (the decoded array, the links as they grew,
-// and their copies), the most of the daemon's peak at a refresh.
+// and their copies), much of the daemon's peak at a refresh.
 func parseJSONListing(body []byte, d dirRef) (listing, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
